@@ -1,0 +1,115 @@
+"""The integer model: the layer list every scheme, the golden model, the manifest and the RTL share.
+
+A conv layer's weights (N filters x C_in x kh x kw) are held as an N x K integer matrix with
+``K = C_in*kh*kw`` in PyTorch's flatten order ``k = (c*kh + dy)*kw + dx``; a Linear layer is a 1x1
+conv over a 1x1 image whose C_in is the input length (so Flatten of a C,H,W tensor is free: it
+is already the activation buffer's address order ``c*H*W + y*W + x``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class QuantLayer:
+    """One Conv2d or Linear layer with integer weights and per-channel requantization.
+
+    Attributes
+    ----------
+    kind : ``"conv"`` or ``"linear"``
+    in_shape, out_shape : (C, H, W) of the int8 activation tensors (Linear: (K, 1, 1) / (N, 1, 1)).
+    kernel, stride, padding : conv geometry (Linear: (1, 1), 1, 0). Zero padding.
+    weight : int64 array N x K, the *effective* integer weights the golden model multiplies with.
+    bias : int64 array N, added to the accumulator before requantization.
+    mult, shift : int64 arrays N, requantization constants (see :mod:`sparsyn.sw.requant`).
+    relu : ReLU fused into the output clamp.
+    in_scale, out_scale : real value of one activation LSB at input / output.
+    weight_scale : float array N, real value of one weight LSB per output channel.
+    weight_bits : signed width of the weight values (8 for int8, 2 for ternary).
+    scheme : name of the compression scheme whose ROM holds this layer.
+    """
+    name: str
+    kind: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: int
+    padding: int
+    weight: np.ndarray
+    bias: np.ndarray
+    mult: np.ndarray
+    shift: np.ndarray
+    relu: bool
+    in_scale: float
+    out_scale: float
+    weight_scale: np.ndarray
+    weight_bits: int = 8
+    scheme: str = "dense"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def pixels(self) -> int:
+        """Output positions per image (Ho*Wo)."""
+        return self.out_shape[1] * self.out_shape[2]
+
+    @property
+    def macs(self) -> int:
+        """Dense multiply-accumulates per image."""
+        return self.n * self.k * self.pixels
+
+    def k_decode(self, k: int) -> tuple[int, int, int]:
+        """K index -> (input channel, kernel row, kernel column)."""
+        kh, kw = self.kernel
+        return k // (kh * kw), (k // kw) % kh, k % kw
+
+
+@dataclass
+class MaxPoolLayer:
+    """MaxPool2d on int8 activations (padding counts as -128, i.e. never selected)."""
+    name: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: int
+    stride: int
+    padding: int = 0
+    kind: str = "maxpool"
+
+
+@dataclass
+class FlattenLayer:
+    """Flatten (C,H,W) -> (C*H*W,1,1): a no-op on the activation buffer, kept for the record."""
+    name: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kind: str = "flatten"
+
+
+@dataclass
+class QuantModel:
+    """An integer network: quantize the input with ``input_scale``, then run ``layers`` in order."""
+    name: str
+    input_shape: tuple[int, int, int]
+    input_scale: float
+    layers: list
+    classes: int
+
+    @property
+    def compute_layers(self) -> list[QuantLayer]:
+        return [layer for layer in self.layers if isinstance(layer, QuantLayer)]
+
+    def layer(self, name: str):
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
