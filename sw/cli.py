@@ -1,0 +1,67 @@
+"""``sparsyn`` command line: thin subcommands over library functions (each a module with add_parser/run)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import SparsynError
+
+#: Subcommand modules, in --help order. Each has ``add_parser(subparsers)`` and ``run(args) -> int``.
+COMMANDS = [
+    "sparsyn.sw.cmd_run",
+    "sparsyn.sw.cmd_compress",
+    "sparsyn.hw.cmd_generate",
+    "sparsyn.sim.cmd_sim",
+    "sparsyn.boards.cmd_build",
+    "sparsyn.sw.cmd_bench",
+    "sparsyn.sw.cmd_schemes",
+]
+
+DESCRIPTION = """\
+sparsyn turns a PyTorch CNN into compressed, packed weight ROMs and the Verilog of an accelerator
+that runs them, checks the RTL bit-exactly against an integer golden model, and builds it for
+iCE40 / ECP5 boards.
+
+typical flow:
+  sparsyn run                                   everything on the built-in digits model
+  sparsyn compress --model default --scheme dense --out work/digits
+  sparsyn generate --manifest work/digits --out work/rtl
+  sparsyn sim --manifest work/digits --simulator verilator
+  sparsyn build --board icebreaker --manifest work/digits
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsyn", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue  # command not built yet
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SparsynError as err:
+        print(f"sparsyn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sparsyn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

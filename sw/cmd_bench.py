@@ -1,0 +1,50 @@
+"""``sparsyn bench``: benchmarks whose figures are measured in the same run and printed as ratios."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .errors import SparsynError
+from .report import write_json
+
+#: --scheme NAME -> (module, function) of that scheme's benchmark.
+SCHEME_BENCHES = {
+    "tight": ("sparsyn.sw.bench_tight", "run_tight_bench"),
+    "packcnn": ("sparsyn.sw.bench_tight", "run_tight_bench"),
+    "ternary": ("sparsyn.sw.bench_ternary", "run_ternary_bench"),
+}
+
+
+def add_parser(sub):
+    p = sub.add_parser("bench", help="benchmarks: simulators, FPGA sweep, per-scheme compression",
+                       description="Without flags: simulator benchmark (Verilator vs Icarus, RTL cycles vs "
+                                   "the analytic model). --fpga: array-size sweep through synthesis and "
+                                   "place & route. --scheme NAME: that scheme's compression/accuracy/cycle tables.")
+    p.add_argument("--fpga", action="store_true", help="FPGA resource / Fmax sweep over array sizes")
+    p.add_argument("--scheme", choices=sorted(SCHEME_BENCHES), help="per-scheme benchmark")
+    p.add_argument("--quick", action="store_true", help="smaller sweep (for a quick look)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    p.set_defaults(func=run)
+
+
+def _call(module, func, **kw):
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name == module:
+            raise SparsynError(f"benchmark {module} is not part of this build") from None
+        raise
+    return getattr(mod, func)(**kw)
+
+
+def run(args) -> int:
+    if args.scheme:
+        module, func = SCHEME_BENCHES[args.scheme]
+        doc = _call(module, func, quick=args.quick)
+    elif args.fpga:
+        doc = _call("sparsyn.boards.bench", "run_fpga_bench", quick=args.quick)
+    else:
+        doc = _call("sparsyn.sim.bench", "run_sim_bench", quick=args.quick)
+    if args.json:
+        write_json(Path(args.json), doc)
+    return 0

@@ -1,0 +1,119 @@
+"""The compression pipeline: float model -> scheme.prepare -> int8 quantization -> packed ROMs + manifest."""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Dataset, digits
+from .errors import SparsynError
+from .golden import logits, quantize_input, run_golden, run_int8_reference, first_mismatch
+from .importer import import_model, load_model_file
+from .manifest import write_manifest
+from .model_zoo import default_model
+from .qmodel import QuantModel
+from .quantize import quantize_model
+from .report import write_json
+from .schemes import PackedLayer, Scheme, get_scheme
+from .schemes.dense import DenseScheme
+from .train import accuracy
+
+
+def int_accuracy(model: QuantModel, data: Dataset) -> float:
+    """Top-1 test accuracy (%) of the golden integer model."""
+    x = quantize_input(data.test_x, model.input_scale)
+    return 100.0 * (logits(model, x).argmax(1) == data.test_y).double().mean().item()
+
+
+def check_golden_vs_reference(model: QuantModel, data: Dataset) -> None:
+    """The pure-integer golden model must equal the float64 int8 model on the whole test set."""
+    x = quantize_input(data.test_x, model.input_scale)
+    names = [l.name for l in model.layers]
+    mm = first_mismatch(names, run_int8_reference(model, x), run_golden(model, x))
+    if mm is not None:
+        raise AssertionError(f"golden model disagrees with the int8 reference: {mm}")
+
+
+def pack_model(model: QuantModel, scheme: Scheme) -> dict[str, PackedLayer]:
+    """Pack every compute layer with its scheme and check decode(pack) gives back the exact weights."""
+    packed = {}
+    dense = DenseScheme()
+    for layer in model.compute_layers:
+        s = scheme if layer.scheme == scheme.name else dense
+        p = s.pack(layer)
+        decoded = np.asarray(get_scheme(p.scheme).decode(p), dtype=np.int64)
+        if decoded.shape != layer.weight.shape or not np.array_equal(decoded, layer.weight):
+            raise AssertionError(f"scheme {p.scheme}: decode(pack) of layer {layer.name} differs from its weights")
+        packed[layer.name] = p
+    return packed
+
+
+def layer_report(model: QuantModel, packed: dict[str, PackedLayer]) -> list[dict]:
+    rows = []
+    for layer in model.compute_layers:
+        p = packed[layer.name]
+        st = get_scheme(p.scheme).stats(p, layer)
+        dense_bits = layer.n * layer.k
+        rows.append({"layer": layer.name, "kind": layer.kind, "scheme": p.scheme, "n": layer.n, "k": layer.k,
+                     "nonzero": int(np.count_nonzero(layer.weight)), "rom_bits": p.rom_bits,
+                     "rate_vs_int8": 8 * dense_bits / p.rom_bits, "rate_vs_fp32": 32 * dense_bits / p.rom_bits,
+                     **{k: v for k, v in st.items() if k not in ("rom_bits",)}})
+    return rows
+
+
+def compress_model(module: torch.nn.Module, scheme: Scheme, data: Dataset | None = None,
+                   progress: bool = True, log=print, name: str = "model"):
+    """Compress ``module`` with ``scheme``: returns (QuantModel, {layer: PackedLayer}, report dict)."""
+    data = data or digits()
+    t0 = time.time()
+    layers = import_model(module, data.input_shape)  # refuse unsupported models before any work
+    outputs = int(np.prod(layers[-1].out_shape))
+    if outputs != data.classes:
+        raise SparsynError(f"model {name} produces {outputs} outputs but the dataset has {data.classes} classes; "
+                           "give the model a final layer with one output per class")
+    float_acc = accuracy(module, data.test_x, data.test_y)
+    work = copy.deepcopy(module)
+    work = scheme.prepare(work, data, log) or work
+    prepared_acc = accuracy(work, data.test_x, data.test_y)
+    model = quantize_model(work, data, scheme, name=name)
+    packed = pack_model(model, scheme)
+    check_golden_vs_reference(model, data)
+    int_acc = int_accuracy(model, data)
+    layers = layer_report(model, packed)
+    rom_bits = sum(r["rom_bits"] for r in layers)
+    dense = sum(r["n"] * r["k"] for r in layers)
+    report = {"model": name, "scheme": scheme.name, "options": scheme.opts,
+              "accuracy": {"float": float_acc, "compressed_float": prepared_acc, "int": int_acc},
+              "golden_equals_int8_reference": True,
+              "weights": dense, "nonzero": sum(r["nonzero"] for r in layers), "rom_bits": rom_bits,
+              "rate_vs_int8": 8 * dense / rom_bits, "rate_vs_fp32": 32 * dense / rom_bits,
+              "layers": layers, "seconds": round(time.time() - t0, 2)}
+    return model, packed, report
+
+
+def load_model(source) -> tuple[torch.nn.Module, str]:
+    """``"default"`` (the built-in digits CNN) or a path to a ``torch.save``d module."""
+    if isinstance(source, torch.nn.Module):
+        return source, type(source).__name__
+    if str(source) == "default":
+        return default_model(), "default-digits"
+    return load_model_file(source), Path(source).stem
+
+
+def compress(model="default", scheme: str = "dense", options: dict | None = None, out=None,
+             progress: bool = True, log=print) -> dict:
+    """Compress a model and write manifest + ROMs + report.json into ``out``; returns the report."""
+    scheme_obj = get_scheme(scheme)(**(options or {}))  # validate the scheme and options first
+    module, name = load_model(model)
+    if out is None:
+        from .paths import work_dir
+        out = work_dir() / "compressed" / f"{name}-{scheme}"
+    qmodel, packed, report = compress_model(module, scheme_obj, digits(), progress=progress, log=log, name=name)
+    manifest = write_manifest(Path(out), qmodel, packed, scheme, scheme_obj.opts,
+                              extra={"report": {k: report[k] for k in ("accuracy", "rom_bits", "rate_vs_int8")}})
+    report["manifest"] = str(manifest)
+    write_json(Path(out) / "report.json", report)
+    return report

@@ -1,0 +1,237 @@
+"""Model import: trace any ``torch.nn.Module`` (torch.fx) into a flat float layer list.
+
+Supported: Conv2d (any kernel, stride, zero padding; groups=1, dilation=1), Linear, ReLU, MaxPool2d,
+Flatten, BatchNorm2d (folded into the preceding conv), plus ``torch.flatten`` / ``F.relu`` /
+``torch.relu`` calls. ReLU is fused into the preceding Conv2d/Linear. Anything else is refused with
+one error naming the module and the supported set.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .errors import SparsynError
+
+SUPPORTED = "Conv2d (groups=1), Linear, ReLU, MaxPool2d, Flatten, BatchNorm2d (after a Conv2d)"
+
+
+@dataclass
+class FloatLayer:
+    """One layer of the imported float network (weights as an N x K matrix for conv/linear)."""
+    name: str
+    kind: str                      # conv | linear | maxpool | flatten
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    weight: np.ndarray | None = None   # N x K float64
+    bias: np.ndarray | None = None     # N
+    kernel: tuple[int, int] = (1, 1)
+    stride: int = 1
+    padding: int = 0
+    relu: bool = False
+    pool: tuple[int, int, int] | None = None  # maxpool (kernel, stride, padding)
+
+
+def load_model_file(path) -> nn.Module:
+    """A module saved with ``torch.save(module, path)`` (or a TorchScript-free pickle of one)."""
+    path = Path(path)
+    if not path.exists():
+        raise SparsynError(f"model file {path} not found; pass a file saved with torch.save(model, PATH) "
+                           "or --model default")
+    try:
+        obj = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as err:  # torch raises many types for corrupt files
+        raise SparsynError(f"model file {path} could not be loaded ({type(err).__name__}); "
+                           "save the whole module with torch.save(model, PATH)") from None
+    if isinstance(obj, dict):
+        raise SparsynError(f"model file {path} holds a state_dict, not a module; "
+                           "save the module itself with torch.save(model, PATH)")
+    if not isinstance(obj, nn.Module):
+        raise SparsynError(f"model file {path} holds a {type(obj).__name__}, not a torch.nn.Module; "
+                           "save the module itself with torch.save(model, PATH)")
+    return obj
+
+
+def _int_param(v, what, name):
+    t = (v, v) if isinstance(v, int) else tuple(v)
+    if t[0] != t[1]:
+        raise SparsynError(f"layer '{name}' has non-square {what} {t}; sparsyn supports equal {what} in both "
+                           f"dimensions")
+    return int(t[0])
+
+
+def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[FloatLayer]:
+    """Trace ``module`` and return its layers with shapes for a (C, H, W) input."""
+    module = module.eval()
+    try:
+        gm = fx.symbolic_trace(module)
+    except Exception as err:
+        raise SparsynError(f"model {type(module).__name__} cannot be traced by torch.fx ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''}); use a plain feed-forward "
+                           f"model of: {SUPPORTED}") from None
+    mods = dict(gm.named_modules())
+    layers: list[FloatLayer] = []
+    shape = tuple(int(v) for v in input_shape)
+    chain_end = None  # name of the node whose value the next layer must consume
+
+    def unsupported(what):
+        raise SparsynError(f"unsupported layer {what}; sparsyn supports {SUPPORTED}")
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if chain_end is not None:
+                unsupported(f"second model input '{node.name}'")
+            chain_end = node.name
+            continue
+        if node.op == "output":
+            break
+        if node.op == "get_attr":
+            unsupported(f"parameter access '{node.target}' in forward()")
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        if len(args) != 1 or args[0].name != chain_end:
+            unsupported(f"'{node.name}': only a single chain of layers is supported "
+                        "(no skip connections or multi-input operations)")
+        if node.op == "call_module":
+            out = _module_layer(mods[node.target], str(node.target), shape, layers)
+        elif node.op in ("call_function", "call_method"):
+            out = _function_layer(node, shape, layers)
+        else:
+            unsupported(f"'{node.name}' ({node.op})")
+        if out is not None:
+            layers.append(out)
+            shape = out.out_shape
+        chain_end = node.name
+    if not any(l.kind in ("conv", "linear") for l in layers):
+        raise SparsynError(f"model {type(module).__name__} has no Conv2d or Linear layer to compress")
+    _check_with_torch(module, layers, input_shape)
+    return layers
+
+
+def _conv_out(h, k, s, p):
+    return (h + 2 * p - k) // s + 1
+
+
+def _module_layer(m, name, in_shape, layers):
+    c, h, w = in_shape
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1:
+            raise SparsynError(f"unsupported layer '{name}': grouped Conv2d (groups={m.groups}); "
+                               f"sparsyn supports {SUPPORTED}")
+        if tuple(m.dilation) != (1, 1):
+            raise SparsynError(f"unsupported layer '{name}': dilated Conv2d (dilation={tuple(m.dilation)}); "
+                               f"sparsyn supports {SUPPORTED}")
+        if isinstance(m.padding, str) or m.padding_mode != "zeros":
+            raise SparsynError(f"unsupported layer '{name}': Conv2d padding {m.padding!r}/{m.padding_mode}; "
+                               "use integer zero padding")
+        if m.in_channels != c:
+            raise SparsynError(f"layer '{name}' expects {m.in_channels} input channels but gets {c}; "
+                               "check the model's input shape")
+        kh, kw = m.kernel_size
+        stride = _int_param(m.stride, "stride", name)
+        pad = _int_param(m.padding, "padding", name)
+        ho, wo = _conv_out(h, kh, stride, pad), _conv_out(w, kw, stride, pad)
+        if ho < 1 or wo < 1:
+            raise SparsynError(f"layer '{name}': a {kh}x{kw} kernel does not fit a {h}x{w} input")
+        wt = m.weight.detach().double().reshape(m.out_channels, -1).numpy().copy()
+        b = (m.bias.detach().double().numpy().copy() if m.bias is not None else np.zeros(m.out_channels))
+        return FloatLayer(name, "conv", in_shape, (m.out_channels, ho, wo), wt, b, (kh, kw), stride, pad)
+    if isinstance(m, nn.Linear):
+        k = c * h * w
+        if (h, w) != (1, 1):
+            raise SparsynError(f"layer '{name}': Linear needs a flattened input but gets shape {in_shape}; "
+                               "add nn.Flatten() before it")
+        if m.in_features != k:
+            raise SparsynError(f"layer '{name}' expects {m.in_features} inputs but gets {k}")
+        wt = m.weight.detach().double().numpy().copy()
+        b = (m.bias.detach().double().numpy().copy() if m.bias is not None else np.zeros(m.out_features))
+        return FloatLayer(name, "linear", in_shape, (m.out_features, 1, 1), wt, b)
+    if isinstance(m, nn.ReLU):
+        return _fuse_relu(name, layers)
+    if isinstance(m, nn.MaxPool2d):
+        k = _int_param(m.kernel_size, "kernel_size", name)
+        s = _int_param(m.stride if m.stride is not None else m.kernel_size, "stride", name)
+        p = _int_param(m.padding, "padding", name)
+        if _int_param(m.dilation, "dilation", name) != 1 or m.ceil_mode or m.return_indices:
+            raise SparsynError(f"unsupported layer '{name}': MaxPool2d with dilation/ceil_mode/return_indices")
+        ho, wo = _conv_out(h, k, s, p), _conv_out(w, k, s, p)
+        return FloatLayer(name, "maxpool", in_shape, (c, ho, wo), pool=(k, s, p))
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1:
+            raise SparsynError(f"unsupported layer '{name}': Flatten(start_dim={m.start_dim}); use nn.Flatten()")
+        return FloatLayer(name, "flatten", in_shape, (c * h * w, 1, 1))
+    if isinstance(m, nn.BatchNorm2d):
+        return _fold_bn(m, name, layers)
+    if isinstance(m, (nn.Dropout, nn.Identity)):
+        return None
+    raise SparsynError(f"unsupported layer '{name}' ({type(m).__name__}); sparsyn supports {SUPPORTED}")
+
+
+def _function_layer(node, in_shape, layers):
+    t = node.target
+    if t in (F.relu, torch.relu, "relu") or (node.op == "call_method" and t == "relu"):
+        return _fuse_relu(node.name, layers)
+    if t in (torch.flatten, "flatten", "view", "reshape") and node.op in ("call_function", "call_method"):
+        c, h, w = in_shape
+        return FloatLayer(node.name, "flatten", in_shape, (c * h * w, 1, 1))
+    what = getattr(t, "__name__", str(t))
+    raise SparsynError(f"unsupported operation '{node.name}' ({what}); sparsyn supports {SUPPORTED}")
+
+
+def _fuse_relu(name, layers):
+    prev = layers[-1] if layers else None
+    if prev is None or prev.kind not in ("conv", "linear"):
+        raise SparsynError(f"ReLU '{name}' must directly follow a Conv2d or Linear (it is fused into it)")
+    prev.relu = True
+    return None
+
+
+def _fold_bn(bn, name, layers):
+    prev = layers[-1] if layers else None
+    if prev is None or prev.kind != "conv" or prev.relu:
+        raise SparsynError(f"BatchNorm2d '{name}' must directly follow a Conv2d (it is folded into it)")
+    gamma = bn.weight.detach().double().numpy() if bn.affine else np.ones(bn.num_features)
+    beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(bn.num_features)
+    mean = bn.running_mean.detach().double().numpy()
+    var = bn.running_var.detach().double().numpy()
+    scale = gamma / np.sqrt(var + bn.eps)
+    prev.weight = prev.weight * scale[:, None]
+    prev.bias = (prev.bias - mean) * scale + beta
+    return None
+
+
+def run_float(layers: list[FloatLayer], x: torch.Tensor, collect: bool = False):
+    """Run the imported layer list in float64 (calibration, and the check against the module)."""
+    outs = []
+    x = x.double()
+    for l in layers:
+        x = x.reshape(x.shape[0], *l.in_shape)
+        if l.kind in ("conv", "linear"):
+            c = l.in_shape[0]
+            w = torch.as_tensor(l.weight).reshape(l.out_shape[0], c, *l.kernel)
+            x = F.conv2d(x, w, torch.as_tensor(l.bias), stride=l.stride, padding=l.padding)
+            if l.relu:
+                x = F.relu(x)
+        elif l.kind == "maxpool":
+            k, s, p = l.pool
+            x = F.max_pool2d(x, k, s, p)
+        else:
+            x = x.reshape(x.shape[0], *l.out_shape)
+        if collect:
+            outs.append(x)
+    return outs if collect else x.reshape(x.shape[0], -1)
+
+
+def _check_with_torch(module, layers, input_shape):
+    """The imported layers must compute what the module computes (catches unsupported hidden ops)."""
+    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = copy.deepcopy(module).double()(x.double()).reshape(2, -1)
+    got = run_float(layers, x)
+    if ref.shape != got.shape or not torch.allclose(ref, got, rtol=1e-6, atol=1e-6):
+        raise SparsynError(f"model {type(module).__name__} does not compute a plain chain of {SUPPORTED} "
+                           "(its forward() does more than these layers); simplify the model")
