@@ -17,10 +17,12 @@ DEFAULT_RECIPE = {"epochs": 40, "lr": 3e-3, "batch": 64, "seed": 0}
 def build_default_model() -> nn.Module:
     """conv3x3(1->8, pad 1) ReLU maxpool2 -> conv3x3(8->16, pad 1) ReLU maxpool2 -> flatten -> linear(64->10)."""
     torch.manual_seed(DEFAULT_RECIPE["seed"])
-    return _DigitsCNN()
+    return DigitsCNN()
 
 
-class _DigitsCNN(nn.Module):
+class DigitsCNN(nn.Module):
+    """The default digits classifier (8x8 input, 10 classes, 1864 weights)."""
+
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
