@@ -1,0 +1,107 @@
+"""Run the generated components in Amaranth's own simulator (unit tests, small layers).
+
+The simulator is slow (pure Python): use it for small layers; whole models run in Verilator through
+the cocotb benches.
+"""
+from __future__ import annotations
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from sparsyn.sw.qmodel import MaxPoolLayer, QuantLayer
+from sparsyn.sw.schedule import ArrayConfig
+from sparsyn.sw.schemes import PackedLayer
+
+
+async def _send(ctx, port, values):
+    """Drive a stream with ``values`` (one element per cycle when ready)."""
+    ctx.set(port.valid, 1)
+    for v in values:
+        ctx.set(port.payload, int(v))
+        while True:
+            _, _, ready = await ctx.tick().sample(port.ready)
+            if ready:
+                break
+    ctx.set(port.valid, 0)
+
+
+async def _receive(ctx, port, count, limit, ready_pattern=(1,)):
+    """Collect ``count`` elements; ``ready`` follows ``ready_pattern`` cyclically (back-pressure)."""
+    out = []
+    spins = 0
+    while len(out) < count:
+        ready = ready_pattern[spins % len(ready_pattern)]
+        ctx.set(port.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+        if valid and ready:
+            out.append(int(payload))
+        spins += 1
+        if spins > limit:
+            raise TimeoutError(f"stream delivered {len(out)} of {count} elements in {limit} cycles")
+    ctx.set(port.ready, 0)
+    return out
+
+
+def simulate_engine(engine, images, max_cycles: int = 10_000_000,
+                    ready_pattern=(1,)) -> tuple[list[np.ndarray], list[dict]]:
+    """Run ``images`` (each a flat CHW int array) through a LayerEngine or ModelEngine one after another.
+
+    Returns the flat CHW outputs and, per image, ``{"cycles": cycles port, "measured": cycles counted
+    by the bench from the start pulse to done}``. ``ready_pattern`` throttles ``act_out.ready``.
+    """
+    n_out = engine.out_elements
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    outs, stats = [], []
+
+    async def bench(ctx):
+        for img in images:
+            await _send(ctx, engine.act_in, np.asarray(img).ravel())
+            ctx.set(engine.start, 1)
+            await ctx.tick()
+            ctx.set(engine.start, 0)
+            counted = 0
+            while True:
+                _, _, done = await ctx.tick().sample(engine.done)
+                if done:
+                    break
+                counted += 1
+                if counted > max_cycles:
+                    raise TimeoutError(f"engine not done after {max_cycles} cycles")
+            # tick().sample() sees values before the edge: the loop ends one edge after done rose
+            stats.append({"cycles": ctx.get(engine.cycles), "measured": counted})
+            outs.append(np.array(await _receive(ctx, engine.act_out, n_out,
+                                                    4 * len(ready_pattern) * n_out + 16, ready_pattern), dtype=np.int64))
+
+    sim.add_testbench(bench)
+    sim.run()
+    return outs, stats
+
+
+def run_layer_rtl(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig, x, **kw):
+    """One image (int tensor/array of the layer's input shape) -> ((N, Ho, Wo) int64 output, stats)."""
+    from .engine import LayerEngine
+    engine = LayerEngine(layer, packed, array, **kw)
+    outs, stats = simulate_engine(engine, [np.asarray(x).reshape(-1)])
+    return outs[0].reshape(layer.out_shape), stats[0], engine
+
+
+def run_maxpool_rtl(layer: MaxPoolLayer, x) -> np.ndarray:
+    """One image through a MaxPoolUnit -> (C, Ho, Wo) int64."""
+    from .maxpool import MaxPoolUnit
+    unit = MaxPoolUnit(layer)
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    n_out = int(np.prod(layer.out_shape))
+    result = []
+
+    async def feeder(ctx):
+        await _send(ctx, unit.i, np.asarray(x).ravel())
+
+    async def sink(ctx):
+        result.extend(await _receive(ctx, unit.o, n_out, 64 * (n_out + int(np.prod(layer.in_shape))) + 64))
+
+    sim.add_testbench(feeder)
+    sim.add_testbench(sink)
+    sim.run()
+    return np.array(result, dtype=np.int64).reshape(layer.out_shape)

@@ -1,0 +1,103 @@
+"""The weight-stationary R x C systolic array, generic over the PE datapath (scheme) and lanes L."""
+from __future__ import annotations
+
+from typing import Callable
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from sparsyn.sw.schedule import ArrayConfig
+from sparsyn.sw.schemes import PackedLayer
+
+from .layouts import acc_vector, act_vector, weight_word
+from .pe import ProcessingElement
+from .schemes.base import ProductUnit, make_product
+
+
+def array_latency(rows: int, cols: int) -> int:
+    """Cycles from an input vector on ``x`` to its column sums on ``y`` (skew + R PEs + deskew)."""
+    return rows + cols - 1
+
+
+class SystolicArray(wiring.Component):
+    """R x C PEs. Rows consume input slots (activations move right), columns are output channels
+    (partial sums move down, starting from 0 at the top row).
+
+    The input vector (R rows x L lanes, one output pixel) is skewed internally (row r delayed by r
+    cycles) and the column sums are deskewed (column c delayed by C-1-c cycles), so the ports are
+    aligned: ``y[c] = sum_r product(entry[r][c], x[r])`` for the ``x`` presented ``R + C - 1`` cycles
+    earlier (:func:`array_latency`). Throughput: one input vector per cycle; ``y_valid`` follows
+    ``x_valid`` with the same latency.
+
+    Weights are loaded one array row at a time: every PE of row r whose ``load[r]`` is high takes its
+    column's entry from ``entries`` (the weight-memory word of that row).
+
+    Parameters
+    ----------
+    array : ArrayConfig (rows R, cols C, lanes L).
+    product : PackedLayer or callable
+        ``make_product(packed)`` is called per PE for a PackedLayer; a callable is used as the factory.
+
+    Attributes
+    ----------
+    load : In(R); entries : In(ArrayLayout(entry_layout, C))
+    x : In(ArrayLayout(ArrayLayout(signed(8), L), R)); x_valid : In(1)
+    y : Out(ArrayLayout(signed(32), C)); y_valid : Out(1)
+    """
+
+    def __init__(self, array: ArrayConfig, product: PackedLayer | Callable[[], ProductUnit]):
+        self.array = array
+        self.factory = (lambda: make_product(product)) if isinstance(product, PackedLayer) else product
+        probe = self._probe = self.factory()   # reused as PE (0, 0)
+        if probe.lanes != array.lanes:
+            raise ValueError(f"PE datapath takes {probe.lanes} lanes, array has {array.lanes}")
+        self.entry_layout = probe.signature.members["entry"].shape
+        self.latency = array_latency(array.rows, array.cols)
+        super().__init__({
+            "load": In(array.rows),
+            "entries": In(weight_word(self.entry_layout, array.cols)),
+            "x": In(data.ArrayLayout(act_vector(array.lanes), array.rows)),
+            "x_valid": In(1),
+            "y": Out(acc_vector(array.cols)),
+            "y_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, lanes = self.array.rows, self.array.cols, self.array.lanes
+        pes = [[ProcessingElement(self._probe if (r, c) == (0, 0) else self.factory()) for c in range(cols)]
+               for r in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]
+                m.d.comb += [pe.load.eq(self.load[r]), pe.entry_in.eq(self.entries[c])]
+                if c > 0:
+                    m.d.comb += pe.x_in.eq(pes[r][c - 1].x_out)
+                if r > 0:
+                    m.d.comb += pe.psum_in.eq(pes[r - 1][c].psum_out)
+                else:
+                    m.d.comb += pe.psum_in.eq(0)
+        # input skew: row r sees its activations r cycles late
+        for r in range(rows):
+            prev = self.x[r]
+            for d in range(r):
+                reg = Signal(act_vector(lanes), name=f"skew_{r}_{d}")
+                m.d.sync += reg.eq(prev)
+                prev = reg
+            m.d.comb += pes[r][0].x_in.eq(prev)
+        # output deskew: column c is delayed by C-1-c cycles so all columns line up
+        for c in range(cols):
+            prev = pes[rows - 1][c].psum_out
+            for d in range(cols - 1 - c):
+                reg = Signal.like(prev, name=f"deskew_{c}_{d}")
+                m.d.sync += reg.eq(prev)
+                prev = reg
+            m.d.comb += self.y[c].eq(prev)
+        prev = self.x_valid
+        for d in range(self.latency):
+            reg = Signal(name=f"valid_{d}")
+            m.d.sync += reg.eq(prev)
+            prev = reg
+        m.d.comb += self.y_valid.eq(prev)
+        return m

@@ -1,0 +1,424 @@
+"""The layer engine: one Conv2d/Linear layer of a manifest, end to end on chip.
+
+Data path (all buffers are ``amaranth.lib.memory.Memory``)::
+
+    act_in stream -> activation buffer (C_in*H*W int8, R*L read ports)
+        -> im2col addresses (pixel scan + lane descriptors) -> systolic array (R x C)
+        -> accumulator buffer (2 banks of Ho*Wo words of C x int32; bias on a section's first pass)
+        -> requant unit (one channel value per cycle) -> output buffer (N*Ho*Wo int8) -> act_out stream
+
+Control (FSM, per image)::
+
+    IDLE --start--> per section: LOAD (R+1: lane descriptors of its first pass)
+                     -> STREAM of each pass but the last: max(Ho*Wo + C - 1, R + 1) cycles, no drain
+                        (the next pass's weights enter row by row behind the last pixel, its lane
+                        descriptors are preloaded into shadow registers)
+                     -> STREAM of the last pass: Ho*Wo + R + C (drain into the accumulators)
+                     -> [WAIT_REQUANT while the previous section is still being requantized]
+                     -> hand the section to the requant process (channels*Ho*Wo + 3 cycles, reading
+                        one accumulator bank while the next section accumulates into the other)
+           --> FINISH (wait for the last requant) --> IDLE with done=1
+
+Everything layer-specific (geometry, TileProgram, bias, mult, shift, ReLU) is an elaboration-time
+constant. The analytic model in :mod:`sparsyn.hw.cycles` is exact for this FSM.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sparsyn.sw.errors import SparsynError
+from sparsyn.sw.qmodel import QuantLayer
+from sparsyn.sw.requant import MAX_SHIFT
+from sparsyn.sw.schedule import ArrayConfig, TileProgram
+from sparsyn.sw.schemes import PackedLayer, get_scheme
+
+from . import cycles as cyc
+from .array import SystolicArray
+from .im2col import LaneAddress, PixelScanner
+from .layouts import (ACC_BITS, ACT_BITS, MULT_BITS, RequantConst, acc_vector, lane_descriptor, pass_info,
+                      row_lanes, weight_word)
+from .requant import RequantUnit
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Buffer limits of one LayerEngine (defaults sized for an iCE40 UP5K / small ECP5).
+
+    act_elements : int8 activation-buffer entries (C_in*H*W).
+    acc_words : accumulator words (Ho*Wo), each C x 32 bit.
+    weight_depth : weight-memory words (passes x R).
+    out_elements : int8 output-buffer entries (N*Ho*Wo).
+    """
+    act_elements: int = 8192
+    acc_words: int = 1024
+    weight_depth: int = 4096
+    out_elements: int = 8192
+
+
+def layer_program(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig) -> tuple[ArrayConfig, TileProgram]:
+    """The array with the scheme's lanes, and the scheme's TileProgram for it."""
+    scheme = get_scheme(packed.scheme)
+    arr = ArrayConfig(array.rows, array.cols, scheme.lanes(packed))
+    program = scheme.tile_program(packed, layer, arr)
+    return program.array, program
+
+
+def check_fits(layer: QuantLayer, program: TileProgram, limits: EngineLimits) -> None:
+    """Raise a one-line SparsynError when the layer does not fit the engine's buffers/number formats."""
+    r, c = program.array.rows, program.array.cols
+    cin, h, w = layer.in_shape
+    checks = [
+        ("activation buffer", cin * h * w, limits.act_elements, "input elements (C_in*H*W)",
+         "use a smaller input or raise EngineLimits.act_elements"),
+        ("accumulator buffer", layer.pixels, limits.acc_words, "words (Ho*Wo)",
+         "use a smaller feature map or raise EngineLimits.acc_words"),
+        ("weight memory", len(program.passes) * r, limits.weight_depth, "words (passes x R)",
+         "use a larger --array or raise EngineLimits.weight_depth"),
+        ("output buffer", layer.n * layer.pixels, limits.out_elements, "elements (N*Ho*Wo)",
+         "use fewer output channels or raise EngineLimits.out_elements"),
+    ]
+    for what, need, have, unit, fix in checks:
+        if need > have:
+            raise SparsynError(f"layer {layer.name} does not fit the {what}: needs {need} {unit}, "
+                               f"limit {have} ({need - have} over); {fix}")
+    worst = int(np.max(np.abs(layer.bias) + 128 * np.abs(layer.weight).sum(axis=1))) if layer.n else 0
+    if worst >= 1 << (ACC_BITS - 1):
+        raise SparsynError(f"layer {layer.name}: worst-case accumulator {worst} exceeds the {ACC_BITS}-bit "
+                           "accumulator; reduce weight magnitudes or split the layer")
+    if np.any(layer.mult < 0) or np.any(layer.mult >= 1 << MULT_BITS) or np.any(layer.shift < 1) \
+            or np.any(layer.shift > MAX_SHIFT):
+        raise SparsynError(f"layer {layer.name}: requant mult/shift outside the hardware range "
+                           f"(mult < 2**{MULT_BITS}, 1 <= shift <= {MAX_SHIFT}); re-run 'sparsyn compress'")
+
+
+class LayerEngine(wiring.Component):
+    """Runs one Conv2d/Linear layer per image: ``act_in`` -> ``start`` -> ``done`` -> ``act_out``.
+
+    Latency: :func:`sparsyn.hw.cycles.layer_cycles` ``["total"]`` cycles from the cycle after ``start``
+    to ``done`` (the value also appears on ``cycles``). Throughput: one image per
+    ``C_in*H*W + total + N*Ho*Wo`` cycles (load, compute and unload are not overlapped).
+
+    Parameters
+    ----------
+    layer : QuantLayer; packed : PackedLayer (its scheme gives the PE and the TileProgram)
+    array : ArrayConfig (R x C; the lanes L come from the scheme)
+    limits : EngineLimits
+
+    Attributes
+    ----------
+    act_in : In(stream.Signature(signed(8)))
+        Input tensor in CHW order, one element per handshake, accepted while not busy; the write
+        pointer resets on ``start`` and after the last element.
+    start : In(1)
+        One-cycle pulse (ignored while busy); the input must be fully loaded.
+    busy, done : Out(1)
+        ``done`` is high from completion until the next ``start``.
+    cycles : Out(32)
+        Cycles spent busy in the last run (held after done).
+    act_out : Out(stream.Signature(signed(8)))
+        After done: the N*Ho*Wo outputs in CHW order; the read pointer resets on ``start``.
+    """
+
+    def __init__(self, layer: QuantLayer, packed: PackedLayer, array: ArrayConfig,
+                 limits: EngineLimits = EngineLimits()):
+        if layer.kind not in ("conv", "linear"):
+            self._MustUse__silence = True
+            raise SparsynError(f"layer {layer.name} is a {layer.kind}, the LayerEngine runs conv/linear layers")
+        self.layer, self.packed, self.limits = layer, packed, limits
+        try:
+            self.array, self.program = layer_program(layer, packed, array)
+            check_fits(layer, self.program, limits)
+        except BaseException:
+            self._MustUse__silence = True   # never elaborated: no "created but never used" warning
+            raise
+        self.model = cyc.layer_cycles(self.program, layer)
+        super().__init__({
+            "act_in": In(stream.Signature(signed(ACT_BITS))),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(32),
+            "act_out": Out(stream.Signature(signed(ACT_BITS))),
+        })
+
+    @property
+    def in_elements(self) -> int:
+        """Elements of one input image on ``act_in``."""
+        c, h, w = self.layer.in_shape
+        return c * h * w
+
+    @property
+    def out_elements(self) -> int:
+        """Elements of one output image on ``act_out``."""
+        return self.layer.n * self.layer.pixels
+
+    # ---- memory images (software side) -------------------------------------------------------
+    def _images(self, entry_layout, lane_layout, pass_layout):
+        layer, prog = self.layer, self.program
+        r, c, lanes = prog.array.rows, prog.array.cols, prog.array.lanes
+        width = prog.entry_width
+        if entry_layout.size != width:
+            raise SparsynError(f"scheme {self.packed.scheme}: entry layout is {entry_layout.size} bits but the "
+                               f"program's entries are {width} bits; fix the scheme's entry_layout")
+        wword, lword = weight_word(entry_layout, c), row_lanes(lane_layout, lanes)
+        weights, lanes_init, table = [], [], []
+        passes = prog.passes
+        for i, (section, slots) in enumerate(passes):
+            for slot in slots:
+                bits = 0
+                for col, entry in enumerate(slot.entries):
+                    bits |= (int(entry) & ((1 << width) - 1)) << (col * width)
+                weights.append(wword.from_bits(bits))
+                descs = []
+                for k in slot.lane_k:
+                    if k < 0:
+                        descs.append({"valid": 0, "channel": 0, "dy": 0, "dx": 0})
+                    else:
+                        ch, dy, dx = layer.k_decode(int(k))
+                        descs.append({"valid": 1, "channel": ch, "dy": dy, "dx": dx})
+                lanes_init.append(lword.const(descs))
+            first = i == 0 or passes[i - 1][0] != section
+            last = i == len(passes) - 1 or passes[i + 1][0] != section
+            table.append(pass_layout.const({"section": section, "first": int(first), "last": int(last),
+                                            "channels": min(c, layer.n - section * c)}))
+        sections = len(prog.sections)
+        bias = np.zeros(sections * c, np.int64)
+        bias[:layer.n] = layer.bias
+        bias_init = [acc_vector(c).const([int(v) for v in bias[s * c:(s + 1) * c]]) for s in range(sections)]
+        rq_init = [RequantConst.const({"mult": int(layer.mult[n]) if n < layer.n else 0,
+                                       "shift": int(layer.shift[n]) if n < layer.n else 1})
+                   for n in range(sections * c)]
+        return weights, lanes_init, table, bias_init, rq_init
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, prog = self.layer, self.program
+        R, C, L = prog.array.rows, prog.array.cols, prog.array.lanes
+        cin, h, w = layer.in_shape
+        kh, kw = layer.kernel
+        P = layer.pixels
+        n_in, n_out = cin * h * w, layer.n * P
+        passes = len(prog.passes)
+        sections = len(prog.sections)
+
+        m.submodules.array = arr = SystolicArray(prog.array, self.packed)
+        lane_layout = lane_descriptor(cin, kh, kw)
+        plout = pass_info(sections, C)
+        winit, linit, tinit, binit, rinit = self._images(arr.entry_layout, lane_layout, plout)
+
+        def memory(shape, depth, init=()):
+            # depth >= 2 keeps every address port at least 1 bit wide (no zero-width Verilog vectors)
+            return Memory(shape=shape, depth=max(depth, 2), init=list(init))
+
+        m.submodules.wmem = wmem = memory(weight_word(arr.entry_layout, C), len(winit), winit)
+        m.submodules.lmem = lmem = memory(row_lanes(lane_layout, L), len(linit), linit)
+        m.submodules.ptab = ptab = memory(plout, passes, tinit)
+        m.submodules.bmem = bmem = memory(acc_vector(C), sections, binit)
+        m.submodules.rqmem = rqmem = memory(RequantConst, sections * C, rinit)
+        m.submodules.amem = amem = memory(signed(ACT_BITS), n_in)
+        banks = 2 if sections > 1 else 1      # requant of a section overlaps the next section's passes
+        m.submodules.accmem = accmem = memory(acc_vector(C), banks * P)
+        m.submodules.omem = omem = memory(signed(ACT_BITS), n_out)
+
+        w_rd, l_rd = wmem.read_port(), lmem.read_port()
+        pt_rd, b_rd, rq_rd = ptab.read_port(domain="comb"), bmem.read_port(domain="comb"), rqmem.read_port(domain="comb")
+        a_wr = amem.write_port()
+        a_rds = [[amem.read_port() for _ in range(L)] for _ in range(R)]
+        acc_wr = accmem.write_port()
+        acc_rd = accmem.read_port()
+        acc_rq = accmem.read_port()
+        o_wr = omem.write_port()
+        o_rd = omem.read_port(transparent_for=(o_wr,))
+
+        m.submodules.scan = scan = PixelScanner(layer)
+        m.submodules.requant = rq = RequantUnit(layer.relu)
+
+        # ---- control registers ------------------------------------------------------------------
+        busy, done = Signal(), Signal()
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        pass_idx = Signal(range(passes + 1))
+        waddr = Signal(range(len(winit) + 1))      # next weight-memory word to read
+        laddr = Signal(range(len(linit) + 1))      # next lane-memory word to read
+        period = cyc.pass_period(R, C, P)
+        last_len = cyc.last_pass_cycles(R, C, P)
+        span = max(cyc.load_cycles(R), period, last_len)
+        phase = Signal(range(span + 1))
+        bank_w = Signal()                          # accumulator bank of the section being computed
+        m.d.comb += [pt_rd.addr.eq(pass_idx), b_rd.addr.eq(pt_rd.data.section)]
+        info = pt_rd.data
+
+        # ---- act_in: write pointer -----------------------------------------------------------------
+        wptr = Signal(range(max(n_in, 2)))
+        m.d.comb += [self.act_in.ready.eq(~busy), a_wr.addr.eq(wptr), a_wr.data.eq(self.act_in.payload),
+                     a_wr.en.eq(self.act_in.valid & ~busy)]
+        with m.If(self.act_in.valid & ~busy):
+            m.d.sync += wptr.eq(Mux(wptr == n_in - 1, 0, wptr + 1))
+
+        # ---- act_out: read pointer (sync read port, address runs one ahead on a handshake) ---------
+        rptr = Signal(range(n_out + 1))
+        out_valid = done & (rptr < n_out)
+        m.d.comb += [self.act_out.valid.eq(out_valid), self.act_out.payload.eq(o_rd.data)]
+        take = out_valid & self.act_out.ready
+        m.d.comb += o_rd.addr.eq(rptr + take)
+        with m.If(take):
+            m.d.sync += rptr.eq(rptr + 1)
+
+        # ---- weights and lane descriptors ----------------------------------------------------------
+        # PE entries of a pass are loaded while that pass streams: row r in its phase r, just before
+        # its first pixel reaches row r (phase r+1) and after the previous pass's last pixel left it.
+        # Lane descriptors are needed from the pass's first issue, so they are preloaded into
+        # ``lane_next`` during the previous pass (or the LOAD phase) and swapped in at the pass start.
+        lane_regs = [Signal(row_lanes(lane_layout, L), name=f"lanes_{r}") for r in range(R)]
+        lane_next = [Signal(row_lanes(lane_layout, L), name=f"lanes_next_{r}") for r in range(R)]
+        w_read, l_read = Signal(), Signal()
+        m.d.comb += [w_rd.addr.eq(waddr), l_rd.addr.eq(laddr), arr.entries.eq(w_rd.data)]
+        with m.If(w_read):
+            m.d.sync += waddr.eq(waddr + 1)
+        with m.If(l_read):
+            m.d.sync += laddr.eq(laddr + 1)
+
+        # ---- STREAM: im2col addresses -> activation reads -> array -> accumulator RMW -------------
+        issue = Signal()
+        m.d.comb += [scan.step.eq(issue)]
+        x_valid = Signal()
+        m.d.sync += x_valid.eq(issue)
+        for r in range(R):
+            for lane in range(L):
+                m.submodules[f"addr_{r}_{lane}"] = la = LaneAddress(layer)
+                rd = a_rds[r][lane]
+                ok = Signal(name=f"ok_{r}_{lane}")
+                m.d.comb += [la.desc.eq(lane_regs[r][lane]), la.base_y.eq(scan.base_y),
+                             la.base_x.eq(scan.base_x), rd.addr.eq(la.addr)]
+                m.d.sync += ok.eq(la.valid)
+                m.d.comb += arr.x[r][lane].eq(Mux(ok, rd.data, 0))
+        m.d.comb += arr.x_valid.eq(x_valid)
+
+        # acc read one cycle before the array output it is added to (pre = issue delayed by latency);
+        # the pass's "first" flag travels with the pixel, since passes of a section overlap in flight
+        pre, first = issue, Signal(name="first_0")
+        m.d.comb += first.eq(info.first)
+        for d in range(cyc.ACT_READ_LATENCY + arr.latency - 1):
+            reg, freg = Signal(name=f"pre_{d}"), Signal(name=f"first_{d + 1}")
+            m.d.sync += [reg.eq(pre), freg.eq(first)]
+            pre, first = reg, freg
+        first_wb = Signal()
+        m.d.sync += first_wb.eq(first)
+        acc_rc = Signal(range(max(P, 2)))
+        acc_wc = Signal(range(max(P, 2)))
+        with m.If(pre):
+            m.d.sync += acc_rc.eq(Mux(acc_rc == P - 1, 0, acc_rc + 1))
+        m.d.comb += acc_rd.addr.eq(Mux(bank_w, P + acc_rc, acc_rc))
+        old = Signal(acc_vector(C))
+        m.d.comb += old.eq(Mux(first_wb, b_rd.data, acc_rd.data))
+        for col in range(C):
+            m.d.comb += acc_wr.data[col].eq(old[col] + arr.y[col])
+        with m.If(arr.y_valid):
+            m.d.comb += [acc_wr.en.eq(1)]
+            m.d.sync += acc_wc.eq(Mux(acc_wc == P - 1, 0, acc_wc + 1))
+        m.d.comb += acc_wr.addr.eq(Mux(bank_w, P + acc_wc, acc_wc))
+
+        # ---- REQUANT (runs beside the next section's passes, on the other accumulator bank) ----------
+        # acc word -> column select -> requant unit -> output buffer, one channel value per cycle
+        rq_busy, rq_bank = Signal(), Signal()
+        rq_section = Signal.like(info.section)
+        rq_channels = Signal.like(info.channels)
+        rq_phase = Signal(range(C * P + cyc.ACC_READ_LATENCY + rq.latency + 1))
+        rq_p = Signal(range(max(P, 2)))
+        rq_ch = Signal(range(max(C, 2)))
+        rq_issue = Signal()
+        d_valid, d_ch = Signal(), Signal(range(max(C, 2)))
+        d_const = Signal(RequantConst)
+        m.d.comb += [rq_rd.addr.eq(rq_section * C + rq_ch), acc_rq.addr.eq(Mux(rq_bank, P + rq_p, rq_p))]
+        m.d.sync += [d_valid.eq(rq_issue), d_ch.eq(rq_ch), d_const.eq(rq_rd.data)]
+        m.d.comb += [rq.i.valid.eq(d_valid), rq.i.payload.acc.eq(acc_rq.data[d_ch]),
+                     rq.i.payload.mult.eq(d_const.mult), rq.i.payload.shift.eq(d_const.shift)]
+        out_wc = Signal(range(n_out + 1))
+        m.d.comb += [o_wr.addr.eq(out_wc), o_wr.data.eq(rq.o.payload), o_wr.en.eq(rq.o.valid)]
+        with m.If(rq.o.valid):
+            m.d.sync += out_wc.eq(out_wc + 1)
+        with m.If(rq_busy):
+            m.d.comb += rq_issue.eq(rq_phase < rq_channels * P)
+            m.d.sync += rq_phase.eq(rq_phase + 1)
+            with m.If(rq_phase == rq_channels * P + (cyc.ACC_READ_LATENCY + rq.latency - 1)):
+                m.d.sync += rq_busy.eq(0)
+        with m.If(rq_issue):
+            with m.If(rq_p == P - 1):
+                m.d.sync += [rq_p.eq(0), rq_ch.eq(rq_ch + 1)]
+            with m.Else():
+                m.d.sync += rq_p.eq(rq_p + 1)
+
+        # ---- FSM -----------------------------------------------------------------------------------
+        load_len = cyc.load_cycles(R)
+
+        def launch_requant():
+            """Hand the finished section to the requant process; go on with the next section."""
+            m.d.sync += [rq_busy.eq(1), rq_phase.eq(0), rq_p.eq(0), rq_ch.eq(0), rq_section.eq(info.section),
+                         rq_channels.eq(info.channels), rq_bank.eq(bank_w), bank_w.eq(~bank_w), phase.eq(0)]
+            with m.If(pass_idx == passes - 1):
+                m.next = "FINISH"
+            with m.Else():
+                m.d.sync += pass_idx.eq(pass_idx + 1)
+                m.next = "LOAD"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), pass_idx.eq(0), waddr.eq(0),
+                                 laddr.eq(0), phase.eq(0), out_wc.eq(0), rptr.eq(0), wptr.eq(0),
+                                 acc_rc.eq(0), acc_wc.eq(0), bank_w.eq(0), rq_busy.eq(0)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                # lane descriptors of the section's first pass straight into the row registers;
+                # the last cycle reads the first weight row of that pass
+                m.d.comb += l_read.eq(phase < R)
+                for r in range(R):
+                    with m.If(phase == r + 1):
+                        m.d.sync += lane_regs[r].eq(l_rd.data)
+                m.d.sync += phase.eq(phase + 1)
+                with m.If(phase == load_len - 1):
+                    m.d.comb += [w_read.eq(1), scan.restart.eq(1)]
+                    m.d.sync += phase.eq(0)
+                    m.next = "STREAM"
+            with m.State("STREAM"):
+                m.d.comb += issue.eq(phase < P)
+                m.d.sync += phase.eq(phase + 1)
+                for r in range(R):
+                    with m.If(phase == r):
+                        m.d.comb += arr.load[r].eq(1)
+                with m.If(phase < R - 1):
+                    m.d.comb += w_read.eq(1)
+                with m.If(info.last):
+                    with m.If(phase == last_len - 1):
+                        with m.If(rq_busy):
+                            m.next = "WAIT_REQUANT"
+                        with m.Else():
+                            launch_requant()
+                with m.Else():
+                    # preload the next pass's lane descriptors, then hand over without draining
+                    m.d.comb += l_read.eq(phase < R)
+                    for r in range(R):
+                        with m.If(phase == r + 1):
+                            m.d.sync += lane_next[r].eq(l_rd.data)
+                    with m.If(phase == period - 1):
+                        m.d.comb += w_read.eq(1)
+                        m.d.sync += [phase.eq(0), pass_idx.eq(pass_idx + 1)]
+                        # a row latched in this very cycle (period == R+1) is taken from the memory port
+                        m.d.sync += [lane_regs[r].eq(Mux(phase == r + 1, l_rd.data, lane_next[r]))
+                                     for r in range(R)]
+            with m.State("WAIT_REQUANT"):
+                # the previous section is still being requantized from the other bank
+                with m.If(~rq_busy):
+                    launch_requant()
+            with m.State("FINISH"):
+                with m.If(~rq_busy):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,178 @@
+"""ModelEngine: a whole network as a chain of LayerEngines and MaxPoolUnits behind one interface.
+
+Stages run one after another (no overlap between layers): the first LayerEngine computes from its
+input buffer, then its ``act_out`` streams through the following MaxPoolUnits (if any) into the next
+LayerEngine's ``act_in``, which is then started, and so on. ``done`` rises when the last LayerEngine
+is done; its outputs (through any trailing pools) are read from ``act_out``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sparsyn.sw.errors import SparsynError
+from sparsyn.sw.qmodel import FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
+from sparsyn.sw.schedule import ArrayConfig
+
+from .cycles import model_cycles, utilization
+from .engine import EngineLimits, LayerEngine
+from .layouts import ACT_BITS
+from .maxpool import MaxPoolUnit, maxpool_cycles
+
+
+@dataclass
+class Segment:
+    """One LayerEngine and the MaxPoolUnits that follow it (before the next LayerEngine)."""
+    engine: LayerEngine
+    pools: list = field(default_factory=list)
+
+    @property
+    def out_elements(self) -> int:
+        shape = self.pools[-1].layer.out_shape if self.pools else self.engine.layer.out_shape
+        return shape[0] * shape[1] * shape[2]
+
+
+def _size(shape) -> int:
+    return shape[0] * shape[1] * shape[2]
+
+
+class ModelEngine(wiring.Component):
+    """The whole network with the LayerEngine interface (act_in, start, busy, done, cycles, act_out).
+
+    Latency: :func:`sparsyn.hw.cycles.model_cycles` ``["total"]`` cycles from start to done:
+    every layer's own total plus one cycle to see its ``done``, and per hand-over the transfer of the
+    activations (one element per cycle, plus the MaxPoolUnits' scan time) and one start cycle.
+
+    Parameters
+    ----------
+    model : QuantModel (conv/linear, maxpool and flatten layers; the first layer must be conv/linear)
+    packed : {layer name: PackedLayer}
+    array : ArrayConfig; limits : EngineLimits (per LayerEngine)
+    """
+
+    def __init__(self, model: QuantModel, packed: dict, array: ArrayConfig, limits: EngineLimits = EngineLimits()):
+        self.model = model
+        self.segments: list[Segment] = []
+        built = []
+        try:
+            size = _size(model.input_shape)
+            for layer in model.layers:
+                if _size(layer.in_shape) != size:
+                    raise SparsynError(f"layer {layer.name} takes {_size(layer.in_shape)} inputs but the previous "
+                                       f"layer gives {size}; the manifest is inconsistent, re-run 'sparsyn compress'")
+                size = _size(layer.out_shape)
+                if isinstance(layer, QuantLayer):
+                    if layer.name not in packed:
+                        raise SparsynError(f"layer {layer.name} has no packed weights; re-run 'sparsyn compress'")
+                    engine = LayerEngine(layer, packed[layer.name], array, limits)
+                    built.append(engine)
+                    self.segments.append(Segment(engine))
+                elif isinstance(layer, MaxPoolLayer):
+                    if not self.segments:
+                        raise SparsynError(f"model {model.name} starts with maxpool {layer.name}; the ModelEngine "
+                                           "needs a conv/linear first layer (pool the input in software)")
+                    unit = MaxPoolUnit(layer)
+                    built.append(unit)
+                    self.segments[-1].pools.append(unit)
+                elif not isinstance(layer, FlattenLayer):
+                    raise SparsynError(f"layer {layer.name} of kind {layer.kind} has no hardware unit")
+            if not self.segments:
+                raise SparsynError(f"model {model.name} has no conv/linear layer to run")
+        except BaseException:
+            for component in built:
+                component._MustUse__silence = True
+            self._MustUse__silence = True
+            raise
+        self.cycle_model = model_cycles(
+            [s.engine.model["total"] for s in self.segments],
+            [(s.engine.layer.n * s.engine.layer.pixels, [maxpool_cycles(p.layer) for p in s.pools])
+             for s in self.segments[:-1]])
+        macs = sum(s.engine.model["useful_macs"] for s in self.segments)
+        pes = self.segments[0].engine.array.rows * self.segments[0].engine.array.cols
+        self.cycle_model.update(useful_macs=macs, utilization=utilization(macs, pes, 1, self.cycle_model["total"]))
+        super().__init__({
+            "act_in": In(stream.Signature(signed(ACT_BITS))),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(32),
+            "act_out": Out(stream.Signature(signed(ACT_BITS))),
+        })
+
+    @property
+    def in_elements(self) -> int:
+        return _size(self.model.input_shape)
+
+    @property
+    def out_elements(self) -> int:
+        return self.segments[-1].out_elements
+
+    def elaborate(self, platform):
+        m = Module()
+        segs = self.segments
+        for i, seg in enumerate(segs):
+            m.submodules[f"layer{i}_{seg.engine.layer.name}"] = seg.engine
+            for j, pool in enumerate(seg.pools):
+                m.submodules[f"pool{i}_{j}_{pool.layer.name}"] = pool
+
+        busy, done = Signal(), Signal()
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        first = segs[0].engine
+        m.d.comb += [first.act_in.payload.eq(self.act_in.payload),
+                     first.act_in.valid.eq(self.act_in.valid & ~busy),
+                     self.act_in.ready.eq(first.act_in.ready & ~busy)]
+
+        # hand-over chains: engine.act_out -> pools -> next engine's act_in (gated) or act_out (last)
+        xfer = [Signal(name=f"xfer_{i}") for i in range(len(segs))]
+        for i, seg in enumerate(segs):
+            sink = segs[i + 1].engine.act_in if i + 1 < len(segs) else self.act_out
+            src, gated = seg.engine.act_out, i + 1 < len(segs)
+            for pool in seg.pools:
+                self._link(m, src, pool.i, xfer[i] if gated and src is seg.engine.act_out else None)
+                src = pool.o
+            self._link(m, src, sink, xfer[i] if gated and src is seg.engine.act_out else None)
+
+        count = Signal(range(max(max(_size(s.engine.layer.in_shape) for s in segs), 2) + 1))
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += first.start.eq(1)
+                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0)]
+                    m.next = "RUN0"
+            for i, seg in enumerate(segs):
+                with m.State(f"RUN{i}"):
+                    with m.If(seg.engine.done):
+                        if i + 1 == len(segs):
+                            m.d.sync += [busy.eq(0), done.eq(1)]
+                            m.next = "IDLE"
+                        else:
+                            m.d.sync += count.eq(0)
+                            m.next = f"XFER{i}"
+                if i + 1 < len(segs):
+                    nxt = segs[i + 1].engine
+                    n_in = _size(nxt.layer.in_shape)
+                    with m.State(f"XFER{i}"):
+                        m.d.comb += xfer[i].eq(1)
+                        with m.If(nxt.act_in.valid & nxt.act_in.ready):
+                            m.d.sync += count.eq(count + 1)
+                            with m.If(count == n_in - 1):
+                                m.next = f"START{i + 1}"
+                    with m.State(f"START{i + 1}"):
+                        m.d.comb += nxt.start.eq(1)
+                        m.next = f"RUN{i + 1}"
+        return m
+
+    @staticmethod
+    def _link(m, src, dst, gate):
+        """Connect two streams; with ``gate``, the handshake only happens while the gate is high."""
+        m.d.comb += dst.payload.eq(src.payload)
+        if gate is None:
+            m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+        else:
+            m.d.comb += [dst.valid.eq(src.valid & gate), src.ready.eq(dst.ready & gate)]
