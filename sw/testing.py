@@ -1,0 +1,104 @@
+"""Small random fixtures shared by the tests and benches: integer layers with valid requantization.
+
+``random_quant_layer`` builds a :class:`~sparsyn.sw.qmodel.QuantLayer` whose weights are int8 (or a
+narrower ``weight_bits``), whose bias is small and whose ``mult``/``shift`` come from
+:func:`~sparsyn.sw.requant.choose_multiplier`, scaled so that the outputs spread over the int8 range
+instead of all clamping (so a bench that compares outputs actually exercises the rounding).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .qmodel import MaxPoolLayer, QuantLayer
+from .requant import choose_multiplier
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis (PyTorch's floor formula)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def random_quant_layer(rng: np.random.Generator, kind: str, cin: int, h: int, w: int, cout: int,
+                       kernel=3, stride: int = 1, padding: int = 0, relu: bool = True, *,
+                       density: float = 1.0, weight_bits: int = 8, name: str | None = None,
+                       scheme: str = "dense") -> QuantLayer:
+    """A random integer Conv2d (``kind="conv"``) or Linear (``kind="linear"``) layer.
+
+    Parameters
+    ----------
+    rng : numpy Generator (the only source of randomness: same seed, same layer).
+    kind : ``"conv"`` or ``"linear"``. For ``"linear"`` the input length is ``cin*h*w`` (a flattened
+        C,H,W tensor), the output length ``cout``; kernel/stride/padding are ignored.
+    cin, h, w : input tensor shape (C, H, W).
+    cout : output channels N.
+    kernel : int or (kh, kw); stride, padding : conv geometry (zero padding).
+    relu : fuse a ReLU (output clamp 0..127 instead of -128..127).
+    density : fraction of weights kept nonzero (random mask), to exercise sparse schedules.
+    weight_bits : signed weight width; weights are drawn from the full range incl. the minimum.
+    """
+    if kind == "linear":
+        k = cin * h * w
+        in_shape, out_shape = (k, 1, 1), (cout, 1, 1)
+        kernel, stride, padding = (1, 1), 1, 0
+    elif kind == "conv":
+        kh, kw = _pair(kernel)
+        kernel = (kh, kw)
+        ho, wo = conv_out_size(h, kh, stride, padding), conv_out_size(w, kw, stride, padding)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"kernel {kernel} with padding {padding} does not fit a {h}x{w} input")
+        k = cin * kh * kw
+        in_shape, out_shape = (cin, h, w), (cout, ho, wo)
+    else:
+        raise ValueError(f"kind must be 'conv' or 'linear', got {kind!r}")
+    lo, hi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    weight = rng.integers(lo, hi + 1, size=(cout, k)).astype(np.int64)
+    if density < 1.0:
+        weight[rng.random(size=weight.shape) >= density] = 0
+    # put the extremes in somewhere so that PE corner cases are always covered
+    if weight.size >= 2 and density >= 1.0:
+        weight.flat[rng.integers(weight.size)] = lo
+        weight.flat[rng.integers(weight.size)] = hi
+    # accumulator spread: sum of k products of ~uniform(-128,127) x ~uniform(lo,hi), times density
+    sigma = math.sqrt(max(k * density, 1.0)) * 74.0 * max(hi, 1) / math.sqrt(3.0)
+    bias = rng.integers(-int(sigma), int(sigma) + 1, size=cout).astype(np.int64)
+    mult, shift = np.zeros(cout, np.int64), np.zeros(cout, np.int64)
+    for n in range(cout):
+        real = float(rng.uniform(0.5, 2.0)) * 48.0 / sigma
+        mult[n], shift[n] = choose_multiplier(real)
+    return QuantLayer(name=name or f"{kind}{cout}", kind=kind, in_shape=in_shape, out_shape=out_shape,
+                      kernel=kernel, stride=stride, padding=padding, weight=weight, bias=bias,
+                      mult=mult, shift=shift, relu=relu, in_scale=1.0, out_scale=1.0,
+                      weight_scale=np.ones(cout), weight_bits=weight_bits, scheme=scheme)
+
+
+def random_maxpool_layer(c: int, h: int, w: int, kernel: int = 2, stride: int | None = None,
+                         padding: int = 0, name: str = "pool") -> MaxPoolLayer:
+    """A MaxPoolLayer of the given geometry (no randomness; here for symmetry with the conv helper)."""
+    stride = kernel if stride is None else stride
+    out = (c, conv_out_size(h, kernel, stride, padding), conv_out_size(w, kernel, stride, padding))
+    return MaxPoolLayer(name, (c, h, w), out, kernel, stride, padding)
+
+
+def random_input(rng: np.random.Generator, layer, batch: int = 1) -> torch.Tensor:
+    """Random int8 activation codes for ``layer``'s input: int64 tensor (batch, C, H, W), full range."""
+    shape = (batch, *layer.in_shape)
+    x = rng.integers(-128, 128, size=shape).astype(np.int64)
+    flat = x.reshape(batch, -1)
+    if flat.shape[1] >= 2:   # make sure both extremes are present
+        flat[:, 0], flat[:, -1] = -128, 127
+    return torch.from_numpy(flat.reshape(shape).copy())
+
+
+def pack_layer(layer: QuantLayer, scheme: str = "dense", **options):
+    """Pack ``layer`` with a scheme (default dense): the PackedLayer the hardware generators take."""
+    from .schemes import get_scheme
+    return get_scheme(scheme)(**options).pack(layer)

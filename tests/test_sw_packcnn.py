@@ -1,0 +1,135 @@
+"""packcnn + the shared column-combining machinery (sw/packing.py): grouping validity, conflict pruning,
+lossless ROM round trip, the tile program's effective weights, bad inputs."""
+import numpy as np
+import pytest
+
+from sparsyn.sw.errors import SparsynError
+from sparsyn.sw.packing import (Grouping, conflict_prune, decode_fields, encode_fields, entry_layout,
+                                greedy_combine, is_lossless, repair)
+from sparsyn.sw.schedule import ArrayConfig, effective_weights
+from sparsyn.sw.schemes import get_scheme
+from sparsyn.sw.testing import random_quant_layer
+
+
+def sparse(rng, n, k, density, lim=127):
+    return rng.integers(-lim, lim + 1, (n, k)) * (rng.random((n, k)) < density)
+
+
+def conflict_rows(sup, group):
+    return int((sup[:, list(group)].sum(axis=1) >= 2).sum())
+
+
+@pytest.mark.parametrize("alpha,gamma", [(2, 0.0), (4, 0.0), (4, 0.25), (8, 0.1)])
+def test_greedy_groups_respect_alpha_and_gamma(alpha, gamma):
+    rng = np.random.default_rng(alpha)
+    w = sparse(rng, 24, 60, 0.15)
+    sup = w != 0
+    groups = greedy_combine(sup, alpha, gamma)
+    cols = [c for g in groups for c in g]
+    assert sorted(cols) == sorted(np.nonzero(sup.any(0))[0].tolist())   # every nonzero column once
+    assert all(1 <= len(g) <= alpha for g in groups)
+    assert all(conflict_rows(sup, g) <= int(gamma * 24) for g in groups)
+    assert len(groups) < len(cols)                                       # something was combined
+    pruned, info = conflict_prune(w, Grouping(4, alpha, False, [groups], shared=True))
+    assert all(conflict_rows(pruned != 0, g) == 0 for g in groups)       # conflict-free after pruning
+    assert (gamma == 0) == (info["pruned"] == 0)
+    # survivors are the largest magnitude of each (row, group)
+    for g in groups:
+        blk = np.abs(w[:, list(g)])
+        kept = np.abs(pruned[:, list(g)]).max(axis=1)
+        assert (kept == blk.max(axis=1)).all()
+
+
+def test_greedy_merges_complementary_columns():
+    sup = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 0, 0, 1]], dtype=bool)
+    # columns 0 and 1 cover all rows without conflict; 2 and 3 as well
+    groups = greedy_combine(sup, 2, 0.0)
+    assert sorted(groups) == [(0, 1), (2, 3)]
+
+
+@pytest.mark.parametrize("subword", [False, True])
+@pytest.mark.parametrize("alpha,height", [(2, 4), (4, 4), (3, 8)])
+def test_pack_decode_program_roundtrip(subword, alpha, height):
+    rng = np.random.default_rng(alpha * 10 + height + subword)
+    layer = random_quant_layer(rng, "conv", 3, 5, 5, 11, kernel=3, padding=1, density=0.3)
+    if subword:
+        layer.weight = np.clip(layer.weight, -119, 119)
+    scheme = get_scheme("packcnn")(alpha=alpha, section_height=height, subword=subword)
+    packed = scheme.pack(layer)
+    assert np.array_equal(get_scheme("packcnn").decode(packed), layer.weight)
+    prog = get_scheme("packcnn").tile_program(packed, layer, ArrayConfig(3, height))
+    assert prog.array.lanes == alpha == get_scheme("packcnn").lanes(packed)
+    ew = effective_weights(prog, lambda e: get_scheme("packcnn").entry_coefficients(packed, e))
+    assert np.array_equal(ew, layer.weight)
+    st = get_scheme("packcnn").stats(packed, layer)
+    if not subword:  # uniform random weights have ~2 nonzero subwords each: no rate promise there
+        assert st["packed_slots"] < st["dense_slots"] and st["matrix_rate"] > 1
+    assert st["rom_bits"] == packed.rom_bits and st["index_bits"] > 0
+
+
+def test_entry_layout_matches_amaranth_struct():
+    from amaranth.lib import data
+    layout = entry_layout(4, False)
+    words = encode_fields(layout, weight=np.array([-128, 127, -1]), sel=np.array([3, 0, 2]))
+    for word, (w, s) in zip(words, [(-128, 3), (127, 0), (-1, 2)]):
+        view = data.Const(layout, int(word))
+        assert (view.weight, view.sel) == (w, s)
+    f = decode_fields(layout, words)
+    assert f["weight"].tolist() == [-128, 127, -1] and f["sel"].tolist() == [3, 0, 2]
+    with pytest.raises(ValueError):
+        encode_fields(layout, weight=np.array([0]), sel=np.array([4]))
+
+
+def test_repair_is_lossless():
+    rng = np.random.default_rng(5)
+    w = sparse(rng, 8, 40, 0.4)
+    bad = Grouping(4, 4, False, [[tuple(range(0, 40, 2))[:4], (1, 3)], [(0, 1, 2, 3)]])
+    assert not is_lossless(w, bad)
+    fixed = repair(w, bad)
+    assert is_lossless(w, fixed)
+    fixed.validate(8, 40)
+
+
+def test_quantize_enforces_grouping_and_prepare_records_it():
+    """quantize_weights applies the recorded grouping (no-op when the floats already obey it)."""
+    rng = np.random.default_rng(1)
+    s = get_scheme("packcnn")(alpha=4, gamma=0.5)
+    w = rng.normal(size=(8, 20)) * (rng.random((8, 20)) < 0.5)
+    s.groupings["fc"] = s.choose_groups(np.abs(w), "fc")
+    s.layer_names[0] = "fc"
+    q = s.quantize_weights(0, w)[0]
+    assert is_lossless(q, s.groupings["fc"])
+    assert np.count_nonzero(q) < np.count_nonzero(w)   # gamma=0.5 allowed conflicts: they were pruned
+
+
+@pytest.mark.parametrize("opts,needle", [
+    ({"alpha": 1}, "alpha"), ({"density": 0.0}, "density"), ({"density": 1.5}, "density"),
+    ({"gamma": -0.1}, "gamma"), ({"section_height": 0}, "section_height"), ({"subword": "maybe"}, "subword"),
+])
+def test_bad_options(opts, needle):
+    with pytest.raises(SparsynError, match=needle):
+        get_scheme("packcnn")(**opts)
+
+
+def test_alpha_larger_than_rows_and_wrong_array():
+    rng = np.random.default_rng(2)
+    layer = random_quant_layer(rng, "linear", 20, 1, 1, 3, density=0.3, name="tiny")
+    with pytest.raises(SparsynError, match="tiny cannot be packed.*alpha=4 exceeds the 3 rows"):
+        get_scheme("packcnn")(alpha=4).pack(layer)
+    layer = random_quant_layer(rng, "linear", 20, 1, 1, 8, density=0.3, name="l8")
+    packed = get_scheme("packcnn")(alpha=4, section_height=4).pack(layer)
+    with pytest.raises(SparsynError, match="4 output channels but the array has 8 columns"):
+        get_scheme("packcnn").tile_program(packed, layer, ArrayConfig(4, 8))
+
+
+def test_corrupt_rom_detected():
+    rng = np.random.default_rng(3)
+    layer = random_quant_layer(rng, "linear", 30, 1, 1, 8, density=0.3)
+    packed = get_scheme("packcnn")().pack(layer)
+    packed.roms["lanes"].words[0] += 1
+    with pytest.raises(SparsynError, match="permutation"):
+        get_scheme("packcnn").decode(packed)
+    packed = get_scheme("packcnn")().pack(layer)
+    packed.roms["entries"].words.pop()
+    with pytest.raises(SparsynError, match="ROM sizes"):
+        get_scheme("packcnn").decode(packed)
