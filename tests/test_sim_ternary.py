@@ -1,0 +1,106 @@
+"""Ternary RTL in Icarus and Verilator (cocotb), bit-exact against the golden model: the adder-array PE on
+random ternary tiles, LayerEngines of random ternary layers with random tile occupancy, and every layer
+of the default digits model compressed with the ternary scheme."""
+import numpy as np
+import pytest
+
+import sparsyn.sim.runner as runner
+from sparsyn.hw.pe import ProcessingElement
+from sparsyn.hw.schemes import make_product
+from sparsyn.sim.check import model_inputs, run_engine
+from sparsyn.sim.runner import build, run_bench
+from sparsyn.sw.schedule import ArrayConfig
+from sparsyn.sw.schemes import PackedLayer
+from sparsyn.sw.schemes.ternary import TernaryScheme
+from sparsyn.sw.ternarize import random_ternary_layer
+from sparsyn.sw.testing import random_input
+
+ARRAY = ArrayConfig(4, 4)
+
+
+@pytest.fixture(autouse=True)
+def _verilator_without_pch(monkeypatch):
+    """Ternary engines are large enough for Verilator to split its C++ output; the split build includes a
+    precompiled header through ``CFG_CXXFLAGS_PCH_I``, which the PyPI wheel's verilated.mk leaves empty
+    (c++: "Vtop__pch.h.fast: linker input file not found"). ``--output-split 0`` keeps one build unit.
+    (To be moved into sparsyn.sim.runner.VERILATOR_ARGS; a no-op once it is there.)"""
+    if "--output-split" not in runner.VERILATOR_ARGS:
+        monkeypatch.setattr(runner, "VERILATOR_ARGS", [*runner.VERILATOR_ARGS, "--output-split", "0"])
+
+
+def check_row(row, layer, images):
+    assert row["bit_exact"] and row["outputs_checked"] == images * layer.n * layer.pixels
+    assert set(row["cycles_all"]) == {row["cycles_model"]}, (row["cycles_all"], row["cycles_model"])
+
+
+def test_pe_random_ternary_tiles(simulator, tmp_path):
+    tile = 8
+    packed = PackedLayer("ternary", {"tile": tile}, {})
+    pe = ProcessingElement(make_product(packed))
+    rng = np.random.default_rng(4)
+    vectors = []
+    for i in range(300):
+        trits = rng.integers(-1, 2, tile) if i >= 4 else [(-1, 1, 0, -1)[i]] * tile
+        entry = TernaryScheme.entry_word(trits)
+        xs = rng.integers(-128, 128, tile).tolist() if i >= 4 else [-128] * tile
+        psum = int(rng.integers(-2**30, 2**30))
+        vectors.append([entry, xs, psum, list(TernaryScheme.entry_coefficients(packed, entry))])
+    bld = build(pe, simulator, "pe_ternary8")
+    res = run_bench(bld, "sparsyn.sim.benches.bench_pe",
+                    {"scheme": "ternary", "meta": packed.meta, "lanes": tile, "vectors": vectors},
+                    test_dir=tmp_path)
+    assert res["checked"] == len(vectors)
+
+
+def test_engine_random_ternary_layer_random_occupancy(simulator, tmp_path):
+    rng = np.random.default_rng(21)
+    # K = 5*3*3 = 45 is not a multiple of T = 8: the last tile is padded with zero lanes
+    layer = random_ternary_layer(rng, "conv", 5, 6, 6, 7, 3, 1, 1, tile=8, cols=4, occupancy=0.4,
+                                 name="tern_rand_conv")
+    packed = TernaryScheme(tile=8, cols=4).pack(layer)
+    assert 0 < packed.meta["stored_tiles"] < packed.meta["sections"] * packed.meta["tiles"]
+    row = run_engine(layer, packed, ARRAY, simulator, random_input(rng, layer, 2), test_dir=tmp_path)
+    check_row(row, layer, 2)
+
+
+@pytest.fixture(scope="session")
+def default_ternary():
+    """The default digits model compressed with the ternary scheme (short training: same scheme and ROM
+    format as the defaults) and two test images through its golden model."""
+    from sparsyn.sw.compress import compress_model
+    from sparsyn.sw.data import digits
+    from sparsyn.sw.model_zoo import default_model
+    scheme = TernaryScheme(sparsity=0.5, penalty_epochs=4, finetune_epochs=4)
+    scheme.progress = False
+    qmodel, packed, _ = compress_model(default_model(progress=False), scheme, digits(), progress=False,
+                                       log=lambda *a, **k: None)
+    x, outs = model_inputs(qmodel, images=2)
+    return qmodel, packed, x, outs
+
+
+def _check_default_layers(simulator, default_ternary, tmp_path):
+    qmodel, packed, x, outs = default_ternary
+    schemes = []
+    for i, layer in enumerate(qmodel.layers):
+        if layer.kind not in ("conv", "linear"):
+            continue
+        layer_in = x if i == 0 else outs[i - 1]
+        row = run_engine(layer, packed[layer.name], ARRAY, simulator, layer_in, test_dir=tmp_path / layer.name)
+        check_row(row, layer, 2)
+        schemes.append(packed[layer.name].scheme)
+    assert schemes == ["dense", "ternary", "ternary"]   # conv1 stays int8, conv2 and fc are ternary
+
+
+def test_engine_default_model_ternary_icarus(default_ternary, tmp_path):
+    from sparsyn.sim.tools import have_simulator
+    if have_simulator("icarus"):
+        pytest.skip(have_simulator("icarus"))
+    _check_default_layers("icarus", default_ternary, tmp_path)
+
+
+@pytest.mark.slow
+def test_engine_default_model_ternary_verilator(default_ternary, tmp_path):
+    from sparsyn.sim.tools import have_simulator
+    if have_simulator("verilator"):
+        pytest.skip(have_simulator("verilator"))
+    _check_default_layers("verilator", default_ternary, tmp_path)

@@ -1,0 +1,326 @@
+"""The ternary scheme in software: ternarizer, PE-tile groups from the array config, WPC, pruning,
+ROM pack/decode, the tile program, the training flow and its refusals."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sparsyn.sw.errors import SparsynError
+from sparsyn.sw.group_prune import GroupGrid, group_penalty, prune_groups, tile_sparsity, wpc_threshold
+from sparsyn.sw.schedule import ArrayConfig, effective_weights
+from sparsyn.sw.schemes import PackedLayer, Rom, get_scheme
+from sparsyn.sw.schemes.ternary import TernaryScheme
+from sparsyn.sw.ternarize import random_ternary_layer, ternarize, ternarize_torch
+
+
+# ---- ternarizer -----------------------------------------------------------------------------
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_ternarize_matches_the_formula(per_channel):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 20)) * rng.uniform(0.1, 2, size=(6, 1))
+    codes, alpha = ternarize(w, 0.3, per_channel)
+    delta = 0.3 * np.abs(w).max()
+    keep = np.abs(w) >= delta
+    assert codes.dtype == np.int64 and set(np.unique(codes)) <= {-1, 0, 1}
+    assert np.array_equal(codes, np.sign(w) * keep)
+    assert 0 < keep.mean() < 1                      # the threshold really cuts
+    if per_channel:
+        for n in range(6):
+            if keep[n].any():
+                assert alpha[n] == pytest.approx(np.abs(w[n][keep[n]]).mean())
+        assert len(set(np.round(alpha, 9))) > 1
+    else:
+        assert np.allclose(alpha, np.abs(w[keep]).mean())
+    # torch STE version: same forward values, identity gradient
+    wt = torch.tensor(w, requires_grad=True)
+    out = ternarize_torch(wt, 0.3, per_channel)
+    assert np.allclose(out.detach().numpy(), alpha[:, None] * codes)
+    out.sum().backward()
+    assert torch.equal(wt.grad, torch.ones_like(wt))
+
+
+def test_ternarize_is_idempotent_on_ternary_weights():
+    rng = np.random.default_rng(1)
+    codes0 = rng.integers(-1, 2, size=(4, 9))
+    codes, alpha = ternarize(0.37 * codes0, 0.05)
+    assert np.array_equal(codes, codes0) and np.allclose(alpha, 0.37)
+
+
+@pytest.mark.parametrize("delta", [0.0, -0.1, 1.0, float("nan")])
+def test_ternarize_refuses_bad_delta(delta):
+    with pytest.raises(SparsynError, match="delta"):
+        ternarize(np.ones((2, 2)), delta)
+
+
+def test_ternarize_refuses_all_zero_layer():
+    with pytest.raises(SparsynError, match="dead"):
+        ternarize(np.zeros((3, 4)), 0.05, name="fc")
+
+
+# ---- groups -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,k,cols,tile", [(16, 72, 4, 8), (10, 64, 4, 8), (10, 27, 3, 4), (5, 7, 1, 3)])
+def test_group_grid_is_derived_from_array_and_tile(n, k, cols, tile):
+    g = GroupGrid(n, k, cols, tile)
+    assert (g.sections, g.tiles) == (-(-n // cols), -(-k // tile))
+    assert g.sizes().sum() == n * k and g.padded == (k % tile != 0)
+    rng = np.random.default_rng(n + k)
+    w = rng.normal(size=(n, k))
+    # every weight lies in exactly the group (row // cols, col // tile)
+    norms = g.norms(w)
+    for s in range(g.sections):
+        for j in range(g.tiles):
+            block = w[s * cols:(s + 1) * cols, j * tile:(j + 1) * tile]
+            assert norms[s, j] == pytest.approx(np.sqrt((block ** 2).sum()))
+    keep = rng.random((g.sections, g.tiles)) < 0.5
+    mask = g.expand(keep)
+    assert mask.shape == (n, k)
+    assert np.array_equal(g.occupancy(w * mask), keep)
+    tn = g.norms(torch.tensor(w))
+    assert np.allclose(tn.numpy(), norms)
+
+
+def test_wpc_penalty_clips_gradient_above_threshold():
+    a = torch.tensor([0.1, 0.2, 0.5, 1.0, 2.0, 3.0], requires_grad=True)
+    mean = a.detach().mean().item()
+    # papers.md mode: theta = r * mean
+    theta = wpc_threshold(a, 0.7)
+    assert theta.item() == pytest.approx(0.7 * mean)
+    r = group_penalty(a, wpc=True, ratio=0.7)
+    r.backward()
+    assert torch.equal(a.grad, (a.detach() < 0.7 * mean).double() if a.dtype == torch.float64 else
+                       (a.detach() < 0.7 * mean).float())
+    assert r.item() == pytest.approx(sum(min(v, 0.7 * mean) for v in a.tolist()))
+    # target mode: theta = max(r * mean, a_(m)) with m = round(s * G) -> exactly m groups shrink
+    a.grad = None
+    group_penalty(a, wpc=True, ratio=0.7, sparsity=0.5).backward()
+    assert wpc_threshold(a, 0.7, 0.5).item() == pytest.approx(max(0.7 * mean, 1.0))
+    assert a.grad.tolist() == [1, 1, 1, 0, 0, 0]
+    # plain group lasso: every group is shrunk
+    a.grad = None
+    group_penalty(a, wpc=False).backward()
+    assert a.grad.tolist() == [1] * 6
+    assert wpc_threshold(a.detach().numpy(), 0.7) == pytest.approx(0.7 * mean)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.9])
+def test_prune_groups_removes_the_weakest_tiles(sparsity):
+    rng = np.random.default_rng(3)
+    g = GroupGrid(12, 40, 4, 8)
+    w = rng.normal(size=(12, 40))
+    keep = prune_groups(g, w, sparsity)
+    removed = int(round(sparsity * g.groups))
+    assert (~keep).sum() == removed
+    norms = g.norms(w)
+    if removed:
+        assert norms[~keep].max() <= norms[keep].min()
+    assert tile_sparsity(g, w * g.expand(keep)) == pytest.approx(removed / g.groups)
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.01, 1.5])
+def test_prune_groups_refuses_sparsity_outside_range(bad):
+    with pytest.raises(SparsynError, match=r"\[0, 1\)"):
+        prune_groups(GroupGrid(4, 8, 4, 8), np.ones((4, 8)), bad)
+
+
+def test_prune_groups_refuses_dead_layer():
+    g = GroupGrid(4, 16, 4, 8)
+    with pytest.raises(SparsynError, match="conv2.*dead"):
+        prune_groups(g, np.zeros((4, 16)), 0.5, "conv2")   # no live tile is left to keep
+
+
+# ---- ROM format ---------------------------------------------------------------------------------
+LAYERS = [("conv", 3, 5, 5, 6, 3, 1, 1, 4, 4), ("linear", 64, 1, 1, 10, 1, 1, 0, 8, 4),
+          ("conv", 8, 4, 4, 16, 3, 1, 1, 8, 4), ("linear", 13, 1, 1, 5, 1, 1, 0, 5, 1)]
+
+
+@pytest.mark.parametrize("packing", ["2bit", "trit5"])
+@pytest.mark.parametrize("geometry", LAYERS, ids=lambda g: f"{g[0]}{g[1]}x{g[4]}_T{g[8]}_C{g[9]}")
+def test_pack_decode_round_trip_and_tile_program(geometry, packing):
+    kind, cin, h, w, cout, kern, stride, pad, tile, cols = geometry
+    rng = np.random.default_rng(cin * cout)
+    layer = random_ternary_layer(rng, kind, cin, h, w, cout, kern, stride, pad, tile=tile, cols=cols,
+                                 occupancy=0.5)
+    scheme = TernaryScheme(tile=tile, cols=cols, packing=packing)
+    packed = scheme.pack(layer)
+    assert np.array_equal(TernaryScheme.decode(packed), layer.weight)
+    grid = GroupGrid(layer.n, layer.k, cols, tile)
+    occ = grid.occupancy(layer.weight)
+    assert 0 < occ.sum() < occ.size
+    st = TernaryScheme.stats(packed, layer)
+    assert st["stored_tiles"] == occ.sum() and st["bitmap_bits"] == grid.groups
+    assert st["rom_bits"] == st["code_bits"] + st["bitmap_bits"] == packed.rom_bits
+    rows = sum(min(cols, layer.n - s * cols) * occ[s].sum() for s in range(grid.sections))
+    if packing == "2bit":
+        assert st["code_bits"] == rows * 2 * tile
+    else:
+        assert st["code_bits"] == 8 * -(-rows * tile // 5)
+    assert st["rate_vs_int8"] == pytest.approx(8 * layer.n * layer.k / packed.rom_bits)
+    # the schedule: one slot per stored tile; it computes exactly the decoded matrix
+    prog = TernaryScheme.tile_program(packed, layer, ArrayConfig(3, cols))
+    assert prog.array.lanes == tile and prog.entry_width == 2 * tile
+    assert prog.slot_count == occ.sum()
+    assert [len(s) for s in prog.sections] == occ.sum(axis=1).tolist()
+    coeffs = lambda e: TernaryScheme.entry_coefficients(packed, e)  # noqa: E731
+    assert np.array_equal(effective_weights(prog, coeffs), TernaryScheme.decode(packed))
+    if grid.padded:
+        last = [s for sec in prog.sections for s in sec if s.lane_k[-1] == -1]
+        assert last, "the padded tile's missing lanes must read the zero input"
+
+
+def test_entry_layout_and_coefficients_agree():
+    packed = PackedLayer("ternary", {"tile": 5}, {})
+    layout = TernaryScheme.entry_layout(packed)
+    assert layout.size == 10
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        trits = rng.integers(-1, 2, size=5)
+        word = TernaryScheme.entry_word(trits)
+        assert TernaryScheme.entry_coefficients(packed, word) == tuple(int(t) for t in trits)
+        view = layout.from_bits(word)
+        assert [(int(view[l].en), int(view[l].neg)) for l in range(5)] == \
+            [(int(t != 0), int(t < 0)) for t in trits]
+    # the invalid code 0b10 is a skip in the PE model (the ROM decoder refuses it)
+    assert TernaryScheme.entry_coefficients(packed, 0b10) == (0,) * 5
+
+
+def test_tile_program_refuses_other_array_columns():
+    rng = np.random.default_rng(0)
+    layer = random_ternary_layer(rng, "linear", 16, 1, 1, 8, tile=8, cols=4)
+    packed = TernaryScheme(tile=8, cols=4).pack(layer)
+    with pytest.raises(SparsynError, match="cols=2"):
+        TernaryScheme.tile_program(packed, layer, ArrayConfig(4, 2))
+
+
+def test_pack_refuses_bad_layers():
+    rng = np.random.default_rng(0)
+    layer = random_ternary_layer(rng, "linear", 12, 1, 1, 4, tile=8, cols=4)
+    with pytest.raises(SparsynError, match="pad=0"):
+        TernaryScheme(tile=8, pad=0).pack(layer)                     # 12 is not a multiple of 8
+    TernaryScheme(tile=4, pad=0).pack(layer)                          # but of 4
+    layer.weight = layer.weight * 0
+    with pytest.raises(SparsynError, match="dead"):
+        TernaryScheme(tile=4).pack(layer)
+    layer.weight[0, 0] = 2
+    with pytest.raises(SparsynError, match=r"outside \{-1, 0, 1\}"):
+        TernaryScheme(tile=4).pack(layer)
+
+
+def test_decode_refuses_corrupt_roms():
+    rng = np.random.default_rng(5)
+    layer = random_ternary_layer(rng, "linear", 16, 1, 1, 8, tile=8, cols=4, occupancy=0.9)
+    packed = TernaryScheme().pack(layer)
+    bad = PackedLayer("ternary", packed.meta, {"bitmap": packed.roms["bitmap"],
+                                               "codes": Rom(16, [0b10] + packed.roms["codes"].words[1:])})
+    with pytest.raises(SparsynError, match="0b10"):
+        TernaryScheme.decode(bad)
+    short = PackedLayer("ternary", packed.meta, {"bitmap": Rom(1, packed.roms["bitmap"].words[:-1]),
+                                                 "codes": packed.roms["codes"]})
+    with pytest.raises(SparsynError, match="bitmap"):
+        TernaryScheme.decode(short)
+    p5 = TernaryScheme(packing="trit5").pack(layer)
+    p5.roms["codes"].words[0] = 250
+    with pytest.raises(SparsynError, match="243"):
+        TernaryScheme.decode(p5)
+
+
+@pytest.mark.parametrize("opts,match", [
+    ({"sparsity": 1.0}, r"\[0, 1\)"), ({"sparsity": -0.2}, r"\[0, 1\)"), ({"delta": 0}, "delta"),
+    ({"delta": -0.05}, "delta"), ({"tile": 0}, "tile"), ({"packing": "4bit"}, "packing"),
+    ({"wpc": "maybe"}, "wpc"), ({"wpc_mode": "median"}, "wpc_mode"), ({"cols": 0}, "cols"),
+    ({"tile": "eight"}, "tile"), ({"bogus": 1}, "no option"),
+])
+def test_bad_options_are_one_line_errors(opts, match):
+    with pytest.raises(SparsynError, match=match) as err:
+        get_scheme("ternary")(**opts)
+    assert "\n" not in str(err.value)
+
+
+def test_options_parse_cli_strings():
+    s = get_scheme("ternary")(wpc="0", per_channel="yes", tile="4", sparsity="0.25")
+    assert s.opts["wpc"] is False and s.opts["per_channel"] is True and s.opts["tile"] == 4
+
+
+# ---- training flow ------------------------------------------------------------------------------
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.fc(self.flatten(x))
+
+
+@pytest.fixture(scope="module")
+def tiny_trained():
+    from sparsyn.sw.data import digits
+    from sparsyn.sw.train import train
+    model, data = _Tiny(), digits()
+    train(model, data, epochs=3, lr=5e-3, progress=False)
+    return model, data
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_prepare_prunes_tiles_and_ternarizes(tiny_trained, per_channel):
+    import copy
+    model, data = tiny_trained
+    model = copy.deepcopy(model)
+    scheme = TernaryScheme(sparsity=0.5, lam=0.05, penalty_epochs=1, finetune_epochs=2, per_channel=per_channel)
+    scheme.prepare(model, data, log=lambda *a: None)
+    # the first layer is fine-tuned with the rest but left out of pruning and ternarization (dense int8)
+    assert len(np.unique(model.conv1.weight.detach().abs().numpy().round(6))) > 3
+    for name, n, k in (("conv2", 8, 36), ("fc", 10, 32)):
+        w = getattr(model, name).weight.detach().reshape(n, -1).numpy()
+        grid = scheme.grid(n, k)
+        assert tile_sparsity(grid, w) >= 0.5 - 1 / grid.groups     # the target is reached
+        nz = np.abs(w[w != 0])
+        if per_channel:
+            for row in w:
+                assert len(np.unique(np.abs(row[row != 0]).round(6))) <= 1
+        else:
+            assert np.allclose(nz, nz[0])                           # one alpha per layer: weights are +-alpha
+        codes, alpha, bits = scheme.quantize_weights(1, w)
+        assert bits == 2 and np.array_equal(codes, np.sign(w)) and np.allclose(alpha[:, None] * codes, w)
+    rec = scheme.history["layers"]["conv2"]
+    assert rec["kept_groups"] == rec["groups"] - round(0.5 * rec["groups"])
+    assert rec["wpc_threshold"] > 0
+
+
+def test_applies_to_leaves_first_layer_dense_by_default():
+    assert [TernaryScheme().applies_to(i, "conv", 3) for i in range(3)] == [False, True, True]
+    assert [TernaryScheme(first_layer=1, last_layer=0).applies_to(i, "conv", 3) for i in range(3)] == \
+        [True, True, False]
+
+
+def test_prepare_refuses_unpadded_layer(tiny_trained):
+    import copy
+    model, data = tiny_trained
+    with pytest.raises(SparsynError, match="does not divide K=36"):
+        TernaryScheme(tile=8, pad=0).prepare(copy.deepcopy(model), data, log=lambda *a: None)
+
+
+def test_compress_pipeline_folds_alpha_into_requant(tiny_trained):
+    from sparsyn.sw.compress import compress_model
+    model, data = tiny_trained
+    scheme = TernaryScheme(sparsity=0.5, lam=0.05, penalty_epochs=1, finetune_epochs=1)
+    qmodel, packed, report = compress_model(model, scheme, data, progress=False, log=lambda *a: None)
+    layers = {l.name: l for l in qmodel.compute_layers}
+    assert layers["conv1"].scheme == "dense" and layers["conv2"].scheme == "ternary"
+    for name in ("conv2", "fc"):
+        layer = layers[name]
+        assert set(np.unique(layer.weight)) <= {-1, 0, 1} and layer.weight_bits == 2
+        assert packed[name].scheme == "ternary"
+        # alpha is the weight scale, folded into mult * 2**-shift ~ s_in * alpha / s_out
+        real = layer.in_scale * layer.weight_scale / layer.out_scale
+        assert np.allclose(layer.mult * 2.0 ** -layer.shift.astype(float), real, rtol=1e-4)
+    assert report["golden_equals_int8_reference"]
+    assert report["rate_vs_fp32"] > 4
