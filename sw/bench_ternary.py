@@ -4,15 +4,23 @@ Tables (:func:`run_ternary_bench`):
 
 * **accuracy** of the digits CNN: float, int8 (dense scheme), ternary (no pruning) and ternary + PE-wise
   pruning at several tile sparsities, each with WPC (``wpc_mode=target``, the default), with the paper's
-  threshold (``wpc_mode=mean``), with the plain group lasso (``wpc=0``) and without any penalty
+  threshold (``wpc_mode=mean``), with WPC after a plain group-lasso warm-up over half the penalty epochs
+  (``wpc_warmup=0.5``), with the plain group lasso (``wpc=0``) and without any penalty
   (``lam=0``, magnitude pruning of tiles) — the WPC ablation at equal sparsity (pruning always removes
-  exactly round(s*G) tiles per layer). Several seeds; mean and spread reported;
+  round(s*G) tiles per layer; the measured tile sparsity is reported too, since a penalty can zero more).
+  Several seeds; mean and spread reported;
+* **lambda sweep** (full bench only): WPC vs the plain group lasso at lambda in :data:`LAMBDAS` and each
+  sparsity, with the float accuracy after the penalty phase and right after pruning (how much the
+  penalty prepared the pruning) — the ablation at each method's best lambda, not only at the default;
 * **compression**: ROM bits vs fp32 and vs int8, bitmap overhead included, for the ternary layers and the
-  whole model (first layer dense int8), 2-bit and trit5 packing;
+  whole model (first layer dense int8), 2-bit and trit5 packing of the same weights;
 * **cycles**: LayerEngine cycles per layer, measured in Amaranth's simulation of the generated RTL (equal to
-  :mod:`sparsyn.hw.cycles`), ternary vs the same layer on the dense int8 array (same R x C);
-* **LUTs per PE**: yosys synthesis (iCE40, ECP5) of a ProcessingElement with the ternary datapath (T lanes)
-  vs an int8 MAC PE (1 lane) vs an int8 PE with T lanes; DSP cells and pre-mapping ``$mul`` cells counted.
+  :mod:`sparsyn.hw.cycles`), ternary vs the same layer on the dense int8 array (same R x C), split into the
+  compute phases (LOAD + STREAM, which scale with the stored tiles) and the requant busy time (one output
+  value per cycle, independent of the weights), each relative to the unpruned ternary layer;
+* **LUTs per PE**: yosys synthesis (iCE40, ECP5; DSPs allowed and forbidden) of a ProcessingElement with the
+  ternary datapath (T lanes, and 1 lane) vs an int8 MAC PE (1 lane) vs an int8 PE with T lanes, and of the
+  bare datapaths; DSP cells and pre-mapping ``$mul`` cells counted.
 """
 from __future__ import annotations
 
@@ -28,9 +36,12 @@ import numpy as np
 from .report import format_table, write_json
 
 SPARSITIES = (0.25, 0.5, 0.75)
+#: Group-lasso weights of the lambda sweep (full bench): WPC vs the plain group lasso at each lambda.
+LAMBDAS = (0.03, 0.1, 0.3, 1.0)
 VARIANTS = {  # name -> options on top of the sparsity
     "wpc": {},
     "wpc_mean": {"wpc_mode": "mean"},
+    "wpc_warmup": {"wpc_warmup": 0.5},
     "group_lasso": {"wpc": False},
     "no_penalty": {"lam": 0.0},
 }
@@ -86,8 +97,9 @@ def _cell_counts(path: Path) -> dict:
 
 
 def pe_components(tile: int = 8) -> dict:
-    """The three PEs compared, as ``name -> (factory, lanes)``: ternary (T lanes), int8 MAC (1 lane), int8 with
-    T lanes (T multipliers)."""
+    """The PEs compared, as ``name -> (factory, lanes)``: ternary with T lanes and with 1 lane, the int8 MAC
+    PE (1 lane), an int8 PE with T lanes (T multipliers), and the bare datapaths (``ProductUnit`` without the
+    PE's registers and partial-sum adder) of the T-lane ternary PE and the int8 MAC."""
     from amaranth.hdl import Module, signed
     from amaranth.lib import data
 
@@ -105,20 +117,27 @@ def pe_components(tile: int = 8) -> dict:
             m.d.comb += self.product.eq(sum(self.entry[l] * self.x[l] for l in range(self.lanes)))
             return m
 
-    def ternary():
-        layout = TernaryScheme.entry_layout(PackedLayer("ternary", {"tile": tile}, {}))
-        return ProcessingElement(TernaryProduct(layout, tile))
+    def ternary(t):
+        layout = TernaryScheme.entry_layout(PackedLayer("ternary", {"tile": t}, {}))
+        return TernaryProduct(layout, t)
+
+    def int8_mac():
+        return DenseProduct(data.StructLayout({"weight": signed(8)}), 1, 16)
 
     return {
-        f"ternary T={tile}": (ternary, tile),
-        "int8 MAC (1 lane)": (lambda: ProcessingElement(DenseProduct(data.StructLayout({"weight": signed(8)}), 1, 16)),
-                              1),
+        f"ternary T={tile}": (lambda: ProcessingElement(ternary(tile)), tile),
+        "ternary T=1": (lambda: ProcessingElement(ternary(1)), 1),
+        "int8 MAC (1 lane)": (lambda: ProcessingElement(int8_mac()), 1),
         f"int8 T={tile} lanes": (lambda: ProcessingElement(Int8Lanes(data.ArrayLayout(signed(8), tile), tile,
                                                                      16 + tile.bit_length())), tile),
+        f"datapath: ternary T={tile}": (lambda: ternary(tile), tile),
+        "datapath: int8 multiplier": (int8_mac, 1),
     }
 
 
 def lut_table(tile: int = 8, families=("ice40", "ecp5")) -> list[dict]:
+    """LUTs (and LUT-equivalents), FFs, carries, DSPs and ``$mul`` cells of each :func:`pe_components` entry,
+    with DSPs allowed and forbidden; ternary rows carry their ratios to the int8 counterparts."""
     rows = []
     for fam in families:
         for dsp in (True, False):
@@ -128,13 +147,18 @@ def lut_table(tile: int = 8, families=("ice40", "ecp5")) -> list[dict]:
                              "lut_equiv": r["lut_equiv"], "luts_per_lane": r["lut_equiv"] / lanes,
                              "ffs": r["ffs"], "carries": r["carries"],
                              "dsps": r["dsps"], "mul_cells": r["mul_cells"]})
+    pairs = {f"ternary T={tile}": ("int8 MAC (1 lane)", f"int8 T={tile} lanes"),
+             "ternary T=1": ("int8 MAC (1 lane)", "int8 MAC (1 lane)"),
+             f"datapath: ternary T={tile}": ("datapath: int8 multiplier", None)}
     for fam in families:
         for dsp in (True, False):
             sel = {r["pe"]: r for r in rows if r["family"] == fam and r["dsp_allowed"] == dsp}
-            t = sel[f"ternary T={tile}"]
-            t["vs_int8_mac_pe"] = t["lut_equiv"] / max(1, sel["int8 MAC (1 lane)"]["lut_equiv"])
-            t["vs_int8_equal_lanes"] = t["lut_equiv"] / max(1, sel[f"int8 T={tile} lanes"]["lut_equiv"])
-            t["per_lane_vs_int8_mac"] = t["luts_per_lane"] / max(1, sel["int8 MAC (1 lane)"]["luts_per_lane"])
+            for tname, (mac, equal) in pairs.items():
+                t, ref = sel[tname], sel[mac]
+                t["vs_int8_mac_pe"] = t["lut_equiv"] / max(1, ref["lut_equiv"])
+                t["per_lane_vs_int8_mac"] = t["luts_per_lane"] / max(1, ref["luts_per_lane"])
+                if equal:
+                    t["vs_int8_equal_lanes"] = t["lut_equiv"] / max(1, sel[equal]["lut_equiv"])
     return rows
 
 
@@ -144,7 +168,16 @@ def _compress(module, data, scheme_name, opts):
     scheme = get_scheme(scheme_name)(**opts)
     if hasattr(scheme, "progress"):
         scheme.progress = False
-    return compress_model(module, scheme, data, progress=False, log=lambda *a, **k: None)
+    q, p, r = compress_model(module, scheme, data, progress=False, log=lambda *a, **k: None)
+    r["history"] = getattr(scheme, "history", None)  # ternary: per-layer kept groups, WPC threshold, accuracies
+    return q, p, r
+
+
+def _tile_sparsity(report) -> float:
+    """Measured fraction of the ternary layers' PE tiles that are not stored (all-zero after ternarization);
+    can exceed the target when the penalty zeroed more groups than pruning removes."""
+    rows = [r for r in report["layers"] if r["scheme"] == "ternary"]
+    return 1 - sum(r["stored_tiles"] for r in rows) / sum(r["groups"] for r in rows)
 
 
 def _tern_bits(report) -> tuple[int, int]:
@@ -169,10 +202,16 @@ def cycle_table(qmodel, packed, dense_q, dense_packed, array, measure: bool = Tr
         dl = dense_q.layer(layer.name)
         _, dprog = layer_program(dl, dense_packed[layer.name], array)
         _, prog = layer_program(layer, packed[layer.name], array)
-        model = layer_cycles(prog, layer)["total"]
+        cyc = layer_cycles(prog, layer)
+        model = cyc["total"]
+        dcyc = layer_cycles(dprog, dl)
+        # compute = LOAD + STREAM phases (scale with the stored tiles); requant = one output value per cycle,
+        # independent of the weights (it overlaps the next section; the exposed part is total - compute)
         row = {"layer": layer.name, "scheme": packed[layer.name].scheme, "slots": prog.slot_count,
                "passes": len(prog.passes), "cycles_model": model,
-               "dense_int8_passes": len(dprog.passes), "dense_int8_cycles": layer_cycles(dprog, dl)["total"]}
+               "compute_cycles": cyc["load"] + cyc["stream"], "requant_cycles": cyc["requant"],
+               "dense_int8_passes": len(dprog.passes), "dense_int8_cycles": dcyc["total"],
+               "dense_int8_compute": dcyc["load"] + dcyc["stream"]}
         if measure:
             eng = LayerEngine(layer, packed[layer.name], array)
             xin = x0 if i == 0 else outs[i - 1]
@@ -180,19 +219,30 @@ def cycle_table(qmodel, packed, dense_q, dense_packed, array, measure: bool = Tr
             exact = np.array_equal(np.asarray(y[0]), outs[i][0].numpy().ravel())
             row.update(cycles_rtl=stats[0]["measured"], bit_exact=exact)
         row["speedup_vs_dense"] = row["dense_int8_cycles"] / row.get("cycles_rtl", model)
+        row["compute_speedup_vs_dense"] = row["dense_int8_compute"] / row["compute_cycles"]
         rows.append(row)
     return rows
 
 
 def run_ternary_bench(quick: bool = False, out=None) -> dict:
     """Run every table; prints them and writes JSON (``out`` or work/bench/ternary.json). Returns the dict."""
+    import torch
+    t0 = time.time()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small model: one thread is as fast and does not fight the other jobs for cores
+    try:
+        return _run(quick, out, t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(quick, out, t0):
     from .data import digits
     from .model_zoo import default_model
     from .paths import work_dir
     from .schedule import ArrayConfig
     from .train import accuracy
 
-    t0 = time.time()
     data = digits()
     module = default_model(progress=False)
     seeds = (0,) if quick else (0, 1, 2)
@@ -201,17 +251,18 @@ def run_ternary_bench(quick: bool = False, out=None) -> dict:
     dense_q, dense_p, dense_r = _compress(module, data, "dense", {})
     doc["int8_accuracy"] = dense_r["accuracy"]["int"]
 
-    acc_rows, runs = [], {}
-    base = {}
+    acc_rows, runs, kept = [], {}, {}
     for seed in seeds:
         q, p, r = _compress(module, data, "ternary", {"sparsity": 0.0, "seed": seed})
-        base[seed] = (q, p, r)
+        kept.setdefault(0.0, (q, p, r))
         runs.setdefault(("ternary", 0.0), []).append(r)
     for s in sparsities:
         for variant, opts in VARIANTS.items():
             for seed in seeds:
-                _, _, r = _compress(module, data, "ternary", {"sparsity": s, "seed": seed, **opts})
+                q, p, r = _compress(module, data, "ternary", {"sparsity": s, "seed": seed, **opts})
                 runs.setdefault((variant, s), []).append(r)
+                if variant == "wpc":
+                    kept.setdefault(s, (q, p, r))  # first seed's default model: compression and cycle tables
     acc_rows.append({"model": "float", "sparsity": None, "int_acc": doc["float_accuracy"]})
     acc_rows.append({"model": "int8 (dense)", "sparsity": 0.0, "int_acc": doc["int8_accuracy"],
                      "rate_vs_fp32": dense_r["rate_vs_fp32"], "rate_vs_int8": dense_r["rate_vs_int8"]})
@@ -221,6 +272,8 @@ def run_ternary_bench(quick: bool = False, out=None) -> dict:
         acc_rows.append({
             "model": "ternary" if variant == "ternary" else f"ternary+PE-wise {variant}", "sparsity": s,
             "int_acc": statistics.mean(accs), "acc_min": min(accs), "acc_max": max(accs), "runs": len(accs),
+            "tile_sparsity": statistics.mean(_tile_sparsity(r) for r in reports),
+            "loss_vs_float": doc["float_accuracy"] - statistics.mean(accs),
             "float_ternary_acc": statistics.mean(r["accuracy"]["compressed_float"] for r in reports),
             "rate_vs_fp32": reports[0]["rate_vs_fp32"], "rate_vs_int8": reports[0]["rate_vs_int8"],
             "tern_layers_rate_vs_fp32": 32 * tw / tb, "tern_layers_rate_vs_int8": 8 * tw / tb})
@@ -229,52 +282,104 @@ def run_ternary_bench(quick: bool = False, out=None) -> dict:
     for s in sparsities:
         row = {"sparsity": s}
         for variant in VARIANTS:
-            row[variant] = statistics.mean(r["accuracy"]["int"] for r in runs[(variant, s)])
+            accs = [r["accuracy"]["int"] for r in runs[(variant, s)]]
+            row[variant] = statistics.mean(accs)
+            row[f"{variant}_per_seed"] = accs
+            row[f"{variant}_tiles"] = statistics.mean(_tile_sparsity(r) for r in runs[(variant, s)])
         row["wpc_minus_group_lasso"] = row["wpc"] - row["group_lasso"]
+        row["wpc_mean_minus_group_lasso"] = row["wpc_mean"] - row["group_lasso"]
         ablation.append(row)
     doc["wpc_ablation"] = ablation
+    doc["wpc_history"] = {f"{v}@{s}": [r.get("history") for r in runs[(v, s)]] for v, s in runs}
 
-    # compression with both packings, at the middle sparsity (seed 0, WPC)
+    # lambda sweep (full bench): is WPC better than the plain group lasso at its best lambda, and how robust?
+    from .schemes.ternary import TernaryScheme
+    default_lam = TernaryScheme.options["lam"].default
+    sweep = []
+    for s in () if quick else sparsities:
+        for lam in LAMBDAS:
+            row = {"sparsity": s, "lam": lam}
+            for variant in ("wpc", "wpc_warmup", "group_lasso"):
+                if lam == default_lam:
+                    reports = runs[(variant, s)]
+                else:
+                    reports = [_compress(module, data, "ternary", {"sparsity": s, "seed": seed, "lam": lam,
+                                                                   **VARIANTS[variant]})[2] for seed in seeds]
+                accs = [r["accuracy"]["int"] for r in reports]
+                row[variant] = statistics.mean(accs)
+                row[f"{variant}_min"], row[f"{variant}_max"] = min(accs), max(accs)
+                row[f"{variant}_tiles"] = statistics.mean(_tile_sparsity(r) for r in reports)
+                row[f"{variant}_after_penalty"] = statistics.mean(r["history"]["accuracy"]["after_penalty"]
+                                                                  for r in reports)
+                row[f"{variant}_after_prune"] = statistics.mean(r["history"]["accuracy"]["after_prune"]
+                                                                for r in reports)
+            row["wpc_minus_group_lasso"] = row["wpc"] - row["group_lasso"]
+            row["warmup_minus_group_lasso"] = row["wpc_warmup"] - row["group_lasso"]
+            sweep.append(row)
+    doc["lambda_sweep"] = sweep
+
+    # compression: the first seed's WPC model at each sparsity, packed 2-bit and (same weights) trit5
+    from .compress import layer_report, pack_model
     comp_rows = []
-    for s in (0.0, 0.5, 0.75) if not quick else (0.0, 0.5):
+    for s, (q, p, r) in sorted(kept.items()):
         for packing in ("2bit", "trit5"):
-            q, p, r = _compress(module, data, "ternary", {"sparsity": s, "packing": packing})
-            for lr in r["layers"]:
+            pk = p if packing == "2bit" else pack_model(q, TernaryScheme(**{**r["options"], "packing": "trit5"}))
+            layers = layer_report(q, pk)
+            rom = sum(lr["rom_bits"] for lr in layers)
+            dense_w = sum(lr["n"] * lr["k"] for lr in layers)
+            for lr in layers:
                 if lr["scheme"] == "ternary":
                     comp_rows.append({"sparsity": s, "packing": packing, "layer": lr["layer"], "n": lr["n"],
                                       "k": lr["k"], "stored_tiles": lr["stored_tiles"], "groups": lr["groups"],
                                       "code_bits": lr["code_bits"], "bitmap_bits": lr["bitmap_bits"],
+                                      "bitmap_share": lr["bitmap_bits"] / lr["rom_bits"],
                                       "rom_bits": lr["rom_bits"], "rate_vs_fp32": lr["rate_vs_fp32"],
                                       "rate_vs_int8": lr["rate_vs_int8"]})
             comp_rows.append({"sparsity": s, "packing": packing, "layer": "MODEL (conv1 int8)",
-                              "rom_bits": r["rom_bits"], "rate_vs_fp32": r["rate_vs_fp32"],
-                              "rate_vs_int8": r["rate_vs_int8"]})
+                              "rom_bits": rom, "rate_vs_fp32": 32 * dense_w / rom, "rate_vs_int8": 8 * dense_w / rom})
     doc["compression"] = comp_rows
 
-    # RTL cycles: the WPC model at 0.5 and 0.75 sparsity and the unpruned ternary model vs dense int8
+    # RTL cycles: the same models vs the dense int8 array
     array = ArrayConfig(4, 4)
-    cyc = {}
-    for s in (0.0, 0.5) if quick else (0.0, 0.5, 0.75):
-        q, p, _ = base[seeds[0]] if s == 0.0 else _compress(module, data, "ternary", {"sparsity": s})
-        cyc[s] = cycle_table(q, p, dense_q, dense_p, array, measure=True)
+    cyc = {s: cycle_table(q, p, dense_q, dense_p, array, measure=True) for s, (q, p, _) in sorted(kept.items())}
     doc["cycles"] = [{"sparsity": s, **row} for s, rows in cyc.items() for row in rows]
+    unpruned = {r["layer"]: r for r in cyc[0.0]}
+    for r in doc["cycles"]:  # vs the unpruned ternary layer: slots kept, compute and total cycles
+        u = unpruned[r["layer"]]
+        r["slots_vs_unpruned"] = r["slots"] / u["slots"]
+        r["compute_vs_unpruned"] = r["compute_cycles"] / u["compute_cycles"]
+        r["total_vs_unpruned"] = r.get("cycles_rtl", r["cycles_model"]) / u.get("cycles_rtl", u["cycles_model"])
 
     doc["luts_per_pe"] = lut_table(8, ("ice40",) if quick else ("ice40", "ecp5"))
     doc["seconds"] = round(time.time() - t0, 1)
 
-    print(format_table(acc_rows, ["model", "sparsity", "int_acc", "acc_min", "acc_max", "runs", "rate_vs_fp32",
+    print(format_table(acc_rows, ["model", "sparsity", "tile_sparsity", "int_acc", "acc_min", "acc_max", "runs",
+                                  "loss_vs_float",
+                                  "float_ternary_acc", "rate_vs_fp32",
                                   "rate_vs_int8", "tern_layers_rate_vs_fp32", "tern_layers_rate_vs_int8"],
                        title="digits CNN: integer top-1 accuracy (%) and ROM compression (bitmap included)"))
     print()
-    print(format_table(ablation, ["sparsity", *VARIANTS, "wpc_minus_group_lasso"],
+    print(format_table(ablation, ["sparsity", *VARIANTS, *(f"{v}_tiles" for v in VARIANTS), "wpc_minus_group_lasso",
+                                  "wpc_mean_minus_group_lasso"],
                        title="WPC ablation: integer accuracy (%) at equal tile sparsity, mean over seeds"))
     print()
+    if sweep:
+        print(format_table(sweep, ["sparsity", "lam", "wpc", "wpc_min", "wpc_max", "wpc_tiles", "wpc_warmup",
+                                   "wpc_warmup_min", "wpc_warmup_max", "wpc_warmup_tiles", "group_lasso",
+                                   "group_lasso_min", "group_lasso_max", "group_lasso_tiles", "wpc_minus_group_lasso",
+                                   "warmup_minus_group_lasso", "wpc_after_prune", "wpc_warmup_after_prune",
+                                   "group_lasso_after_penalty", "group_lasso_after_prune"],
+                           title="lambda sweep: integer accuracy (%) after fine-tuning, mean/min/max over seeds; "
+                                 "float accuracy after the penalty phase and right after pruning"))
+        print()
     print(format_table(comp_rows, ["sparsity", "packing", "layer", "stored_tiles", "groups", "code_bits",
-                                   "bitmap_bits", "rom_bits", "rate_vs_fp32", "rate_vs_int8"],
+                                   "bitmap_bits", "bitmap_share", "rom_bits", "rate_vs_fp32", "rate_vs_int8"],
                        title="compression per layer"))
     print()
     print(format_table(doc["cycles"], ["sparsity", "layer", "scheme", "slots", "passes", "cycles_rtl", "cycles_model",
-                                       "bit_exact", "dense_int8_cycles", "speedup_vs_dense"],
+                                       "bit_exact", "compute_cycles", "requant_cycles", "slots_vs_unpruned",
+                                       "compute_vs_unpruned", "total_vs_unpruned", "dense_int8_cycles",
+                                       "dense_int8_compute", "speedup_vs_dense", "compute_speedup_vs_dense"],
                        title=f"LayerEngine cycles per image on a {array.rows}x{array.cols} array "
                              "(RTL = Amaranth simulation of the generated engine)"))
     print()

@@ -4,7 +4,6 @@ of the default digits model compressed with the ternary scheme."""
 import numpy as np
 import pytest
 
-import sparsyn.sim.runner as runner
 from sparsyn.hw.pe import ProcessingElement
 from sparsyn.hw.schemes import make_product
 from sparsyn.sim.check import model_inputs, run_engine
@@ -16,16 +15,6 @@ from sparsyn.sw.ternarize import random_ternary_layer
 from sparsyn.sw.testing import random_input
 
 ARRAY = ArrayConfig(4, 4)
-
-
-@pytest.fixture(autouse=True)
-def _verilator_without_pch(monkeypatch):
-    """Ternary engines are large enough for Verilator to split its C++ output; the split build includes a
-    precompiled header through ``CFG_CXXFLAGS_PCH_I``, which the PyPI wheel's verilated.mk leaves empty
-    (c++: "Vtop__pch.h.fast: linker input file not found"). ``--output-split 0`` keeps one build unit.
-    (To be moved into sparsyn.sim.runner.VERILATOR_ARGS; a no-op once it is there.)"""
-    if "--output-split" not in runner.VERILATOR_ARGS:
-        monkeypatch.setattr(runner, "VERILATOR_ARGS", [*runner.VERILATOR_ARGS, "--output-split", "0"])
 
 
 def check_row(row, layer, images):

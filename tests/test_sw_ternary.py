@@ -295,6 +295,21 @@ def test_prepare_prunes_tiles_and_ternarizes(tiny_trained, per_channel):
     assert rec["wpc_threshold"] > 0
 
 
+def test_wpc_warmup_runs_plain_group_lasso_before_the_clip(tiny_trained):
+    """wpc_warmup=0.5: the first half of the penalty steps use sum a_g, then the clip -> a third outcome."""
+    import copy
+    model, data = tiny_trained
+    out = {}
+    for name, opts in (("wpc", {}), ("warm", {"wpc_warmup": 0.5}), ("gl", {"wpc": False})):
+        m = copy.deepcopy(model)
+        TernaryScheme(sparsity=0.5, lam=0.3, penalty_epochs=2, finetune_epochs=0, **opts).prepare(
+            m, data, log=lambda *a: None)
+        out[name] = m.conv2.weight.detach().numpy()
+    assert not np.array_equal(out["warm"], out["wpc"]) and not np.array_equal(out["warm"], out["gl"])
+    with pytest.raises(SparsynError, match="wpc_warmup"):
+        TernaryScheme(wpc_warmup=1.0)
+
+
 def test_applies_to_leaves_first_layer_dense_by_default():
     assert [TernaryScheme().applies_to(i, "conv", 3) for i in range(3)] == [False, True, True]
     assert [TernaryScheme(first_layer=1, last_layer=0).applies_to(i, "conv", 3) for i in range(3)] == \
@@ -306,6 +321,21 @@ def test_prepare_refuses_unpadded_layer(tiny_trained):
     model, data = tiny_trained
     with pytest.raises(SparsynError, match="does not divide K=36"):
         TernaryScheme(tile=8, pad=0).prepare(copy.deepcopy(model), data, log=lambda *a: None)
+
+
+def test_prepare_says_it_pads_a_tile_that_does_not_divide_k(tiny_trained):
+    import copy
+    model, data = tiny_trained
+    lines = []
+    scheme = TernaryScheme(tile=8, sparsity=0.25, penalty_epochs=0, finetune_epochs=0)
+    scheme.prepare(copy.deepcopy(model), data, log=lines.append)
+    # conv2: K = 4*3*3 = 36 = 4*8 + 4 -> padded (said so); fc: K = 32 is a multiple of 8 -> not mentioned
+    padded = [l for l in lines if "padded" in l]
+    assert len(padded) == 1 and "'conv2' K=36" in padded[0] and "4 zero lanes" in padded[0]
+    # a tile wider than K (T=64 > K=32/36) is one padded tile per section, not a refusal
+    wide = TernaryScheme(tile=64, sparsity=0.0, penalty_epochs=0, finetune_epochs=0)
+    wide.prepare(copy.deepcopy(model), data, log=lines.append)
+    assert wide.grid(8, 36).tiles == 1 and wide.grid(8, 36).padded
 
 
 def test_compress_pipeline_folds_alpha_into_requant(tiny_trained):

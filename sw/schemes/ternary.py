@@ -5,7 +5,9 @@ Compression flow (:meth:`TernaryScheme.prepare`, float model, in place):
 1. **group lasso + WPC** for ``penalty_epochs``: loss = CE + lam * sum_layers R_layer with
    ``R = sum_g min(a_g, theta)`` (``wpc=1``; theta = max(r * mean_g a_g, a_(m)) for ``wpc_mode=target``,
    r * mean_g a_g for ``wpc_mode=mean``; detached, see :mod:`..group_prune` for the exact formula) or the
-   plain group lasso ``R = sum_g a_g`` (``wpc=0``, the ablation);
+   plain group lasso ``R = sum_g a_g`` (``wpc=0``, the ablation); ``wpc_warmup=f`` uses the plain group
+   lasso for the first fraction f of the penalty steps, then the clip (the clip alone keeps exactly the
+   pretrained model's largest groups, see :mod:`..group_prune`);
 2. **PE-wise pruning**: per layer the ``round(sparsity * G)`` weakest groups are zeroed and masked. A group
    is (a section of ``cols`` output channels = the array's columns) x (``tile`` consecutive inputs = the
    PE's lanes T), so a pruned group is exactly one array slot the schedule skips;
@@ -100,6 +102,9 @@ class TernaryScheme(Scheme):
         "wpc_mode": Option("target", "WPC clip threshold: target = max(r*mean(a), a_(m)) (reaches the target "
                                      "sparsity), mean = r*mean(a) (papers.md)", str,
                            lambda v: None if v in ("target", "mean") else "wpc_mode must be target or mean"),
+        "wpc_warmup": Option(0.0, "fraction of the penalty epochs trained with the plain group lasso before the "
+                                  "WPC clip starts (0: WPC from the first step)", float,
+                             lambda v: None if 0 <= v < 1 else "wpc_warmup must be in [0, 1), e.g. 0.5"),
         "wpc_ratio": Option(DEFAULT_WPC_RATIO, "WPC ratio r of the self-adapting clip threshold r * mean(a)",
                             float, lambda v: None if 0 < v <= 10 else "wpc_ratio r must be in (0, 10], e.g. 0.7"),
         "delta": Option(DEFAULT_DELTA_FACTOR, "ternary threshold factor: delta = factor * max|W|", float,
@@ -168,23 +173,29 @@ class TernaryScheme(Scheme):
                     f"with {g.tiles * g.tile - g.k} zero lanes (pad=0 refuses instead)")
         hist = {"layers": {}, "accuracy": {"start": accuracy(model, data.test_x, data.test_y)}}
 
+        batch = 64
+        warm_steps = round(o["wpc_warmup"] * o["penalty_epochs"] * -(-len(data.train_x) // batch))
+        step = [0]
+
         def penalty(mdl):
+            wpc = o["wpc"] and step[0] >= warm_steps   # plain group lasso during the warm-up steps
+            step[0] += 1
             total = 0.0
             for _, name, m in targets:
                 total = total + group_penalty(grids[name].norms(m.weight.reshape(m.weight.shape[0], -1)),
-                                              o["wpc"], o["wpc_ratio"], sparsity)
+                                              wpc, o["wpc_ratio"], sparsity)
             return o["lam"] * total
 
         sparsity = o["sparsity"] if o["wpc_mode"] == "target" else None
         masks = {}
         if o["sparsity"] > 0:
             if o["penalty_epochs"] > 0 and o["lam"] > 0:
-                acc = train(model, data, epochs=o["penalty_epochs"], lr=o["lr"], penalty=penalty,
+                acc = train(model, data, epochs=o["penalty_epochs"], lr=o["lr"], batch=batch, penalty=penalty,
                             desc=f"ternary: group lasso{' + WPC' if o['wpc'] else ''}", seed=o["seed"],
                             progress=progress)
                 hist["accuracy"]["after_penalty"] = acc
             for _, name, m in targets:
-                w = m.weight.detach().reshape(m.weight.shape[0], -1).numpy()
+                w = m.weight.detach().reshape(m.weight.shape[0], -1).numpy().copy()  # before masking
                 keep = prune_groups(grids[name], w, o["sparsity"], name)
                 mask = torch.as_tensor(grids[name].expand(keep), dtype=m.weight.dtype).reshape(m.weight.shape)
                 with torch.no_grad():
