@@ -132,12 +132,23 @@ def anneal_sections(mag_sections: list[np.ndarray], alpha: int, params: AnnealPa
     sidx = np.arange(s_n)[:, None]
     inv_mbar = (params.penalty / mbar)[:, None]
 
+    popc = np.bitwise_count(sup_bits).astype(np.int64)   # nonzeros per column (S, Kmax+1)
+
     def cost(members):                                   # (S, P, alpha) -> (S, P)
-        mg = mag[sidx[..., None], members]               # S, P, alpha, h
-        pruned = (mg.sum(axis=2) - mg.max(axis=2)).sum(axis=-1)
-        covered = (mg > 0).any(axis=2).sum(axis=-1) / h
-        nonempty = (members != empty).any(axis=-1)
-        return nonempty + inv_mbar * pruned - params.fill_bonus * covered ** 2
+        # row bitmasks: a group conflicts iff its members' nonzero counts exceed its covered rows;
+        # only conflicting groups need the (slow) per-row magnitude gather for the pruned magnitude
+        b = sup_bits[sidx[..., None], members]           # S, P, alpha
+        orr = b[..., 0].copy()
+        for a in range(1, alpha):
+            orr |= b[..., a]
+        cover = np.bitwise_count(orr).astype(np.int64)
+        tot = popc[sidx[..., None], members].sum(axis=-1)
+        pruned = np.zeros(cover.shape, dtype=np.float64)
+        si, pi = np.nonzero(tot > cover)
+        if len(si):
+            mg = mag[si[:, None], members[si, pi]]       # M, alpha, h
+            pruned[si, pi] = (mg.sum(axis=1) - mg.max(axis=1)).sum(axis=-1)
+        return (cover > 0) + inv_mbar * pruned - params.fill_bonus * (cover / h) ** 2
 
     all_g = np.broadcast_to(np.arange(g_n), (s_n, g_n))
     gcost = cost(pos)

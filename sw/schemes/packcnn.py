@@ -67,6 +67,8 @@ class ColumnCombineScheme(Scheme):
         self.groupings: dict[str, Grouping] = {}
         self.layer_names: dict[int, str] = {}
         self.history: dict = {}
+        #: show tqdm bars (pruning fine-tune, annealing); benchmarks set it to False
+        self.progress = True
 
     # ---- grouping (the one thing the two schemes do differently) --------------------------------
     def choose_groups(self, magnitude: np.ndarray, name: str, progress: bool = True,
@@ -115,12 +117,12 @@ class ColumnCombineScheme(Scheme):
         names = [n for _, n, _ in chosen]
         log(f"{self.name}: magnitude pruning {', '.join(names)} to density {self.opts['density']}")
         self.history["prune"] = iterative_prune(model, data, names, self.opts["density"], self.opts["prune_steps"],
-                                                self.opts["finetune_epochs"], log=log)
+                                                self.opts["finetune_epochs"], log=log, progress=self.progress)
         self.history["layers"] = {}
         for i, name, mod in chosen:
             w = mod.weight.data.reshape(mod.weight.shape[0], -1).double().numpy()
             v, mag = self._virtual(w)
-            grouping = self.choose_groups(mag, name)
+            grouping = self.choose_groups(mag, name, progress=self.progress)
             pruned_v, info = conflict_prune(v, grouping, mag)
             if self.opts["subword"]:
                 keep = weight_matrix(pruned_v, True) != 0
@@ -140,7 +142,7 @@ class ColumnCombineScheme(Scheme):
         acc = accuracy(model, data.test_x, data.test_y)
         if self.opts["finetune_epochs"]:
             acc = train(model, data, epochs=self.opts["finetune_epochs"], lr=1e-3, masks=masks_from_model(model, names),
-                        desc=f"{self.name} fine-tune")
+                        desc=f"{self.name} fine-tune", progress=self.progress)
         self.history["after_conflict_finetune"] = acc
         log(f"  after conflict pruning + fine-tune: accuracy {acc:.2f} %")
         return model
