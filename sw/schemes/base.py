@@ -31,6 +31,23 @@ class Option:
     check: Callable[[Any], str | None] | None = None  # returns an error text, or None when valid
 
 
+def parse_bool(v) -> bool:
+    """Option type for on/off options: bools, 0/1, and the words true/false, yes/no, on/off."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)) and v in (0, 1):
+        return bool(v)
+    text = str(v).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(v)
+
+
+parse_bool.__name__ = "bool (0/1)"
+
+
 @dataclass
 class Rom:
     """One ROM image: ``depth`` words of ``width`` bits (unsigned, two's complement for signed data)."""

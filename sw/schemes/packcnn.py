@@ -22,19 +22,7 @@ from ..packing import (Grouping, conflict_prune, decode_packed, entry_coefficien
 from ..prune import check_density, compute_layers, iterative_prune, masks_from_model
 from ..qmodel import QuantLayer
 from ..subword import quantize_subword
-from .base import Option, PackedLayer, Scheme, quantize_int8_per_channel, register
-
-
-def boolean(v) -> bool:
-    """Option parser: 1/0, true/false, yes/no, on/off."""
-    if isinstance(v, bool):
-        return v
-    text = str(v).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(v)
+from .base import Option, PackedLayer, Scheme, parse_bool, quantize_int8_per_channel, register
 
 
 def _at_least(lo, what):
@@ -51,10 +39,10 @@ COMMON_OPTIONS = {
                           _at_least(1, "prune_steps")),
     "finetune_epochs": Option(8, "masked fine-tuning epochs after each pruning step and after conflict pruning",
                               int, _at_least(0, "finetune_epochs")),
-    "subword": Option(False, "subword-level pruning: each weight as two 4-bit subwords + shift flag", boolean),
+    "subword": Option(False, "subword-level pruning: each weight as two 4-bit subwords + shift flag", parse_bool),
     "subword_threshold": Option(2, "drop the low subword of a weight with nonzero high subword when |lo| <= this",
                                 int, lambda v: None if 0 <= v <= 8 else "subword_threshold must be in 0..8"),
-    "dense_first": Option(True, "keep the first compute layer dense int8 (see applies_to)", boolean),
+    "dense_first": Option(True, "keep the first compute layer dense int8 (see applies_to)", parse_bool),
     "seed": Option(0, "random seed (annealing)", int),
 }
 

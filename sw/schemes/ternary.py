@@ -50,28 +50,12 @@ from ..group_prune import (DEFAULT_WPC_RATIO, GroupGrid, check_sparsity, group_p
 from ..qmodel import QuantLayer
 from ..schedule import ArrayConfig, Slot, TileProgram
 from ..ternarize import DEFAULT_DELTA_FACTOR, attach_ste, check_delta_factor, detach_ste, ternarize
-from .base import Option, PackedLayer, Rom, Scheme, register
+from .base import Option, PackedLayer, Rom, Scheme, parse_bool, register
 
 PACKINGS = ("2bit", "trit5")
 #: trit -> 2-bit code (two's complement); the inverse treats 0b10 as corrupt.
 CODE = {0: 0b00, 1: 0b01, -1: 0b11}
 TRIT = {0b00: 0, 0b01: 1, 0b11: -1}
-
-
-def _bool(v) -> bool:
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)) and v in (0, 1):
-        return bool(v)
-    text = str(v).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(v)
-
-
-_bool.__name__ = "bool (0/1)"
 
 
 def _positive_int(v) -> str | None:
@@ -98,7 +82,7 @@ class TernaryScheme(Scheme):
                            lambda v: None if 0 <= v < 1 else "target sparsity must be in [0, 1), e.g. sparsity=0.5"),
         "lam": Option(0.1, "group-lasso weight lambda (loss = CE + lambda * sum R)", float,
                       lambda v: None if 0 <= v < 10 else "lambda must be in [0, 10), e.g. lam=0.1"),
-        "wpc": Option(True, "Weight Penalty Clipping: R = sum min(a_g, theta) (theta: see wpc_mode) instead of sum a_g", _bool),
+        "wpc": Option(True, "Weight Penalty Clipping: R = sum min(a_g, theta) (theta: see wpc_mode) instead of sum a_g", parse_bool),
         "wpc_mode": Option("target", "WPC clip threshold: target = max(r*mean(a), a_(m)) (reaches the target "
                                      "sparsity), mean = r*mean(a) (papers.md)", str,
                            lambda v: None if v in ("target", "mean") else "wpc_mode must be target or mean"),
@@ -110,7 +94,7 @@ class TernaryScheme(Scheme):
         "delta": Option(DEFAULT_DELTA_FACTOR, "ternary threshold factor: delta = factor * max|W|", float,
                         lambda v: None if 0 < v < 1 else "delta factor must be in (0, 1) (delta <= 0 keeps noise "
                                                          "weights, >= 1 keeps none), e.g. delta=0.05"),
-        "per_channel": Option(False, "one alpha per output channel instead of per layer", _bool),
+        "per_channel": Option(False, "one alpha per output channel instead of per layer", parse_bool),
         "penalty_epochs": Option(20, "epochs of group-lasso (+WPC) training before pruning", int,
                                  lambda v: None if 0 <= v <= 1000 else "penalty_epochs must be in 0..1000"),
         "finetune_epochs": Option(30, "epochs of ternary (STE) fine-tuning after pruning", int,
@@ -119,9 +103,9 @@ class TernaryScheme(Scheme):
                      lambda v: None if 0 < v < 1 else "lr must be in (0, 1), e.g. lr=0.005"),
         "packing": Option("2bit", "code ROM format: 2bit (one 2T-bit word per PE entry) or trit5 (5 trits/byte)",
                           str, lambda v: None if v in PACKINGS else "packing must be 2bit or trit5"),
-        "pad": Option(True, "pad the last tile of a layer whose K is not a multiple of T (0: refuse)", _bool),
-        "first_layer": Option(False, "also ternarize the first compute layer (paper: left out)", _bool),
-        "last_layer": Option(True, "ternarize the last compute layer (the classifier)", _bool),
+        "pad": Option(True, "pad the last tile of a layer whose K is not a multiple of T (0: refuse)", parse_bool),
+        "first_layer": Option(False, "also ternarize the first compute layer (paper: left out)", parse_bool),
+        "last_layer": Option(True, "ternarize the last compute layer (the classifier)", parse_bool),
         "seed": Option(0, "training seed", int),
     }
 
