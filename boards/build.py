@@ -21,7 +21,7 @@ from sparsyn.sw.schedule import ArrayConfig
 from .devices import dsp_blocks_for
 from .fit import check_fit, memory_census
 from .platforms import Board, get_board
-from .report import format_report, make_report
+from .report import PROJECT_FMAX_TARGET_MHZ, format_report, make_report
 from .selftest import BoardTop, SelfTest
 from .synth import coarse_census
 from .toolchain import check_toolchain, run_build_script
@@ -224,7 +224,8 @@ def build_board(board: str, manifest=None, array=None, layer: str | None = None,
     ``array`` is ``"RxC"`` or an ArrayConfig (default per family: :data:`DEFAULT_ARRAY`); ``layer`` a
     layer name, ``"all"`` or None (per family: :data:`DEFAULT_LAYER`); ``manifest``
     a manifest folder/file (default: the digits model compressed with dense); ``out`` the build folder
-    (default ``work/build/<board>``). With ``do_build=False`` only elaborates (no toolchain) and
+    (default ``work/build/<board>``); ``fmax_target_mhz`` the clock place & route is constrained at
+    (default: the project's Fmax goal for the device, 45 MHz on the iCE40UP5K, else the board clock). With ``do_build=False`` only elaborates (no toolchain) and
     returns ``{"plan": BuildPlan, "config": ...}``.
     """
     b = get_board(board)
@@ -247,5 +248,7 @@ def build_board(board: str, manifest=None, array=None, layer: str | None = None,
     if out is None:
         from sparsyn.sw.paths import work_dir
         out = work_dir() / "build" / b.name
+    if fmax_target_mhz is None:   # place & route towards the project's goal where it has one (UP5K: 45 MHz)
+        fmax_target_mhz = PROJECT_FMAX_TARGET_MHZ.get(b.device)
     return build_core(b, core, out, config=config, progress=progress, dsp=dsp,
                       fmax_target_mhz=fmax_target_mhz, log=log)

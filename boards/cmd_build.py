@@ -28,8 +28,9 @@ def add_parser(sub):
     p.add_argument("--dsp", choices=("auto", "on", "off"), default="auto",
                    help="map multipliers to DSP blocks (auto: only when all of them fit)")
     p.add_argument("--clock-target", metavar="MHZ", type=_mhz,
-                   help="constrain place & route at this frequency instead of the board clock "
-                        "(the design still runs from the board oscillator; no PLL)")
+                   help="constrain place & route at this frequency (default: 45 MHz on the iCE40UP5K, the "
+                        "project's goal; the board clock elsewhere). The design still runs from the board "
+                        "oscillator (no PLL)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
     p.set_defaults(func=run)
 

@@ -82,30 +82,46 @@ class SelfTest(wiring.Component):
         idx = Signal(range(n_in + 1))
         jdx = Signal(range(n_out + 1))
         bad = Signal()   # a mismatch seen in this run
+        idx_last, jdx_last = Signal(), Signal()   # registered idx == n_in - 1, jdx == n_out - 1
         elapsed = Signal(range(self.timeout_cycles + 1))
         fire_in = eng.act_in.valid & eng.act_in.ready
         fire_out = eng.act_out.valid & eng.act_out.ready
 
-        # Prefetching ROM reads: the read data always holds ROM[idx] / ROM[jdx] (see PRIME states).
+        # ROM addresses come straight from the idx/jdx registers (no handshake logic in front of the
+        # ROMs: timing). The read data holds ROM[idx] one cycle after idx settles, so a ROM word is
+        # offered (``in_ok`` / ``exp_ok``) every other cycle — a few hundred cycles per run.
+        in_ok, exp_ok = Signal(), Signal()
         m.d.comb += [rd_in.addr.eq(idx), rd_exp.addr.eq(jdx), eng.act_in.payload.eq(rd_in.data)]
+        m.d.sync += [in_ok.eq(0), exp_ok.eq(0)]
+        # the handshakes are plain registers (high only in LOAD / CHECK), no state decode
+        m.d.comb += [eng.act_in.valid.eq(in_ok), eng.act_out.ready.eq(exp_ok)]
 
-        timeout = self.running & (elapsed == self.timeout_cycles)
+        # the timeout is registered (one cycle late) to keep the wide compare off the FSM's paths
+        timeout = Signal()
+        m.d.sync += timeout.eq(self.running & (elapsed == self.timeout_cycles - 1))
         with m.If(self.running):
             m.d.sync += elapsed.eq(elapsed + 1)
 
+        # the comparison is registered: a received element and its expected value are latched on the
+        # handshake and compared in the next cycle (the verdict waits for the last one: DRAIN)
+        got, want, compare = Signal(signed(8)), Signal(signed(8)), Signal()
+        m.d.sync += [got.eq(eng.act_out.payload), want.eq(rd_exp.data), compare.eq(fire_out)]
+        with m.If(compare & (got != want)):
+            m.d.sync += bad.eq(1)
+            with m.If(self.mismatches != (1 << 16) - 1):
+                m.d.sync += self.mismatches.eq(self.mismatches + 1)
+
         with m.FSM(init="BOOT"):
             with m.State("BOOT"):
-                m.next = "PRIME_IN"
-                m.d.sync += [self.running.eq(1), self.passed.eq(0), self.failed.eq(0), self.timed_out.eq(0),
-                             self.mismatches.eq(0), elapsed.eq(0), idx.eq(0), jdx.eq(0), bad.eq(0)]
-            with m.State("PRIME_IN"):
                 m.next = "LOAD"
+                m.d.sync += [self.running.eq(1), self.passed.eq(0), self.failed.eq(0), self.timed_out.eq(0),
+                             self.mismatches.eq(0), elapsed.eq(0), idx.eq(0), jdx.eq(0), bad.eq(0),
+                             timeout.eq(0), idx_last.eq(n_in == 1), jdx_last.eq(n_out == 1)]
             with m.State("LOAD"):
-                m.d.comb += eng.act_in.valid.eq(1)
+                m.d.sync += in_ok.eq(~fire_in)
                 with m.If(fire_in):
-                    m.d.comb += rd_in.addr.eq(idx + 1)
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == n_in - 1):
+                    m.d.sync += [idx.eq(idx + 1), idx_last.eq(idx == n_in - 2)]
+                    with m.If(idx_last):
                         m.next = "START"
                 with m.If(timeout):
                     m.next = "END"
@@ -116,31 +132,28 @@ class SelfTest(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(eng.done & ~eng.busy):
-                    m.d.sync += self.cycles.eq(eng.cycles)
+                    m.d.sync += [self.cycles.eq(eng.cycles), exp_ok.eq(1)]   # ROM[0] is on the port
                     m.next = "CHECK"
                 with m.If(timeout):
                     m.next = "END"
             with m.State("CHECK"):
-                m.d.comb += eng.act_out.ready.eq(1)
+                m.d.sync += exp_ok.eq(~fire_out)
                 with m.If(fire_out):
-                    m.d.comb += rd_exp.addr.eq(jdx + 1)
-                    m.d.sync += jdx.eq(jdx + 1)
-                    mismatch = eng.act_out.payload != rd_exp.data
-                    with m.If(mismatch):
-                        m.d.sync += bad.eq(1)
-                        with m.If(self.mismatches != (1 << 16) - 1):
-                            m.d.sync += self.mismatches.eq(self.mismatches + 1)
-                    with m.If(jdx == n_out - 1):
-                        m.next = "END"
-                        m.d.sync += [self.running.eq(0), self.passed.eq(~bad & ~mismatch),
-                                     self.failed.eq(bad | mismatch)]
+                    m.d.sync += [jdx.eq(jdx + 1), jdx_last.eq(jdx == n_out - 2)]
+                    with m.If(jdx_last):
+                        m.next = "DRAIN"
                 with m.If(timeout):
                     m.next = "END"
+            with m.State("DRAIN"):     # the last element is compared in this cycle
+                m.next = "VERDICT"
+            with m.State("VERDICT"):
+                m.next = "END"
+                m.d.sync += [self.running.eq(0), self.passed.eq(~bad), self.failed.eq(bad)]
             with m.State("END"):
                 with m.If(self.restart):
                     m.next = "BOOT"
         with m.If(timeout):  # an engine hang ends the run as a failure
-            m.d.sync += [self.running.eq(0), self.failed.eq(1), self.timed_out.eq(1)]
+            m.d.sync += [self.running.eq(0), self.failed.eq(1), self.timed_out.eq(1), in_ok.eq(0), exp_ok.eq(0)]
         return m
 
 

@@ -15,9 +15,10 @@ from .pe import ProcessingElement
 from .schemes.base import ProductUnit, make_product
 
 
-def array_latency(rows: int, cols: int) -> int:
-    """Cycles from an input vector on ``x`` to its column sums on ``y`` (skew + R PEs + deskew)."""
-    return rows + cols - 1
+def array_latency(rows: int, cols: int, pipelined: bool = False) -> int:
+    """Cycles from an input vector on ``x`` to its column sums on ``y`` (skew + R PEs + deskew; one
+    more with pipelined PEs, whose product is registered)."""
+    return rows + cols - 1 + int(bool(pipelined))
 
 
 class SystolicArray(wiring.Component):
@@ -38,6 +39,8 @@ class SystolicArray(wiring.Component):
     array : ArrayConfig (rows R, cols C, lanes L).
     product : PackedLayer or callable
         ``make_product(packed)`` is called per PE for a PackedLayer; a callable is used as the factory.
+    pipelined : bool
+        Register every PE's product before its adder (see :class:`ProcessingElement`); latency + 1.
 
     Attributes
     ----------
@@ -46,14 +49,16 @@ class SystolicArray(wiring.Component):
     y : Out(ArrayLayout(signed(32), C)); y_valid : Out(1)
     """
 
-    def __init__(self, array: ArrayConfig, product: PackedLayer | Callable[[], ProductUnit]):
+    def __init__(self, array: ArrayConfig, product: PackedLayer | Callable[[], ProductUnit],
+                 pipelined: bool = False):
         self.array = array
+        self.pipelined = bool(pipelined)
         self.factory = (lambda: make_product(product)) if isinstance(product, PackedLayer) else product
         probe = self._probe = self.factory()   # reused as PE (0, 0)
         if probe.lanes != array.lanes:
             raise ValueError(f"PE datapath takes {probe.lanes} lanes, array has {array.lanes}")
         self.entry_layout = probe.signature.members["entry"].shape
-        self.latency = array_latency(array.rows, array.cols)
+        self.latency = array_latency(array.rows, array.cols, self.pipelined)
         super().__init__({
             "load": In(array.rows),
             "entries": In(weight_word(self.entry_layout, array.cols)),
@@ -66,8 +71,8 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols, lanes = self.array.rows, self.array.cols, self.array.lanes
-        pes = [[ProcessingElement(self._probe if (r, c) == (0, 0) else self.factory()) for c in range(cols)]
-               for r in range(rows)]
+        pes = [[ProcessingElement(self._probe if (r, c) == (0, 0) else self.factory(), self.pipelined)
+                for c in range(cols)] for r in range(rows)]
         for r in range(rows):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]

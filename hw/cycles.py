@@ -5,11 +5,13 @@ read latency). Each pass ``STREAM``s one output pixel per cycle (Ho*Wo cycles) w
 are loaded one per cycle just ahead of its first pixel. A pass followed by another pass of the same
 section hands over without draining: the next pass's first pixel may enter as soon as the last pixel
 has left row 0's last column, ``Ho*Wo + C - 1`` cycles after its own first pixel, and no earlier than
-the R+1 cycles the lane-descriptor preload takes (:func:`pass_period`). The section's last pass
-drains: its last pixel, issued in cycle Ho*Wo-1, reaches the array after the activation read (1),
-leaves it R+C-1 cycles later and is added into the accumulator buffer in that same cycle ->
-Ho*Wo + R + C cycles (:func:`last_pass_cycles`). Then ``REQUANT`` of the section's real channels, one
-value per cycle plus the pipeline (accumulator read 1 + requant unit 2) -> channels*Ho*Wo + 3 cycles.
+the R+1 cycles the lane-descriptor preload takes nor the 4 the accumulator read-modify-write
+needs (:func:`pass_period`). The section's last pass
+drains: its last pixel, issued in cycle Ho*Wo-1, reaches the array after the activation read (2:
+registered address, block RAM), leaves it R+C cycles later (pipelined PEs) and is added into the accumulator
+buffer (registered sum) in the next cycle -> Ho*Wo + R + C + 3 cycles (:func:`last_pass_cycles`). Then ``REQUANT`` of the section's real channels, one
+value per cycle plus the pipeline (accumulator read 1 + requant unit
+:data:`~sparsyn.hw.requant.REQUANT_LATENCY`) -> channels*Ho*Wo + 1 + REQUANT_LATENCY cycles.
 """
 from __future__ import annotations
 
@@ -23,10 +25,16 @@ from .requant import REQUANT_LATENCY
 
 #: Cycles of the LOAD phase beyond R (the weight memory's read latency).
 LOAD_EXTRA = 1
-#: Activation-buffer read latency in front of the array.
-ACT_READ_LATENCY = 1
-#: Accumulator read-modify-write: the write happens one cycle after the array output's read.
-ACC_WRITE_LATENCY = 1
+#: The LayerEngine's array registers each PE's product (see :class:`sparsyn.hw.pe.ProcessingElement`).
+PIPELINED_PES = True
+#: Activation-buffer read latency in front of the array (registered im2col address + block RAM read).
+ACT_READ_LATENCY = 2
+#: Accumulator read-modify-write: the array output is added to the word read for it and the
+#: registered sum is written one cycle later; the last pass ends with that write.
+ACC_WRITE_LATENCY = 2
+#: The accumulator word is read this many cycles before the array output it is added to (block RAM
+#: read, then a register in front of the adder).
+ACC_READ_AHEAD = 2
 #: Accumulator-buffer read latency in front of the requant unit.
 ACC_READ_LATENCY = 1
 
@@ -37,13 +45,15 @@ def load_cycles(rows: int) -> int:
 
 def pass_period(rows: int, cols: int, pixels: int) -> int:
     """Cycles between the first pixels of two consecutive passes of a section."""
-    return max(pixels + cols - 1, rows + LOAD_EXTRA)
+    # a pixel's accumulator word is written back (ACC_WRITE_LATENCY - 1 cycles after the array output)
+    # before the next pass reads it (ACC_READ_AHEAD cycles before its array output)
+    return max(pixels + cols - 1, rows + LOAD_EXTRA, ACC_READ_AHEAD + ACC_WRITE_LATENCY)
 
 
 def last_pass_cycles(rows: int, cols: int, pixels: int) -> int:
     """The last pass of a section: issue ``pixels`` vectors, then wait until the last accumulator
     write (= pixels + R + C)."""
-    return pixels + ACT_READ_LATENCY + array_latency(rows, cols) - 1 + ACC_WRITE_LATENCY
+    return pixels + ACT_READ_LATENCY + array_latency(rows, cols, PIPELINED_PES) - 1 + ACC_WRITE_LATENCY
 
 
 def requant_cycles(channels: int, pixels: int) -> int:
@@ -70,7 +80,7 @@ def layer_cycles(program: TileProgram, layer: QuantLayer) -> dict:
     the part that is not hidden (stalls, the last section's requant, hand-over cycles).
 
     Also returns ``passes``, ``sections``, ``pixels``, ``array_latency`` and ``useful_macs`` /
-    ``utilization`` (useful MACs / (R*C*total)).
+    ``utilization`` (useful MACs / (R*C*L*total), L = the PE lanes).
     """
     r, c = program.array.rows, program.array.cols
     passes = len(program.passes)
@@ -93,8 +103,8 @@ def layer_cycles(program: TileProgram, layer: QuantLayer) -> dict:
     return {"total": total, "load": load, "stream": stream, "requant": requant,
             "requant_exposed": total - load - stream,
             "passes": passes, "sections": len(program.sections), "pixels": pixels,
-            "array_latency": array_latency(r, c), "useful_macs": macs,
-            "utilization": utilization(macs, r, c, total)}
+            "array_latency": array_latency(r, c, PIPELINED_PES), "useful_macs": macs,
+            "utilization": utilization(macs, r, c, total, program.array.lanes)}
 
 
 def useful_macs(layer: QuantLayer) -> int:
@@ -102,9 +112,10 @@ def useful_macs(layer: QuantLayer) -> int:
     return int(np.count_nonzero(layer.weight)) * layer.pixels
 
 
-def utilization(macs: int, rows: int, cols: int, cycles: int) -> float:
-    """PE utilization = useful MACs / (PEs x cycles)."""
-    return macs / (rows * cols * cycles) if cycles else 0.0
+def utilization(macs: int, rows: int, cols: int, cycles: int, lanes: int = 1) -> float:
+    """PE utilization = useful MACs / (PEs x lanes x cycles): a PE with L lanes can do L MACs
+    (or, ternary, L adds) per cycle, so 1.0 means every lane of every PE did useful work every cycle."""
+    return macs / (rows * cols * lanes * cycles) if cycles else 0.0
 
 
 def model_cycles(layer_totals: list[int], handovers: list[tuple[int, list[int]]]) -> dict:

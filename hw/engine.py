@@ -10,12 +10,12 @@ Data path (all buffers are ``amaranth.lib.memory.Memory``)::
 Control (FSM, per image)::
 
     IDLE --start--> per section: LOAD (R+1: lane descriptors of its first pass)
-                     -> STREAM of each pass but the last: max(Ho*Wo + C - 1, R + 1) cycles, no drain
+                     -> STREAM of each pass but the last: max(Ho*Wo + C - 1, R + 1, 4) cycles, no drain
                         (the next pass's weights enter row by row behind the last pixel, its lane
                         descriptors are preloaded into shadow registers)
-                     -> STREAM of the last pass: Ho*Wo + R + C (drain into the accumulators)
+                     -> STREAM of the last pass: Ho*Wo + R + C + 3 (drain into the accumulators)
                      -> [WAIT_REQUANT while the previous section is still being requantized]
-                     -> hand the section to the requant process (channels*Ho*Wo + 3 cycles, reading
+                     -> hand the section to the requant process (channels*Ho*Wo + 1 + REQUANT_LATENCY cycles, reading
                         one accumulator bank while the next section accumulates into the other)
            --> FINISH (wait for the last requant) --> IDLE with done=1
 
@@ -207,18 +207,23 @@ class LayerEngine(wiring.Component):
         passes = len(prog.passes)
         sections = len(prog.sections)
 
-        m.submodules.array = arr = SystolicArray(prog.array, self.packed)
+        m.submodules.array = arr = SystolicArray(prog.array, self.packed, pipelined=cyc.PIPELINED_PES)
         lane_layout = lane_descriptor(cin, kh, kw)
         plout = pass_info(sections, C)
         winit, linit, tinit, binit, rinit = self._images(arr.entry_layout, lane_layout, plout)
 
         def memory(shape, depth, init=()):
-            # depth >= 2 keeps every address port at least 1 bit wide (no zero-width Verilog vectors)
-            return Memory(shape=shape, depth=max(depth, 2), init=list(init))
+            # depth >= 2 keeps every address port at least 1 bit wide (no zero-width Verilog vectors).
+            # ``no_rw_check``: no read port of this engine reads a word in the cycle it is written
+            # (activations are written only while idle; an accumulator word is written back before the
+            # next pass reads it, and requant reads the other bank; outputs are read from the cycle after
+            # the last write), so yosys need not emulate read-during-write in logic around the block RAMs.
+            return Memory(shape=shape, depth=max(depth, 2), init=list(init), attrs={"no_rw_check": 1})
 
         m.submodules.wmem = wmem = memory(weight_word(arr.entry_layout, C), len(winit), winit)
         m.submodules.lmem = lmem = memory(row_lanes(lane_layout, L), len(linit), linit)
-        m.submodules.ptab = ptab = memory(plout, passes, tinit)
+        # one spare entry: the table is read one pass ahead (see ``info`` below)
+        m.submodules.ptab = ptab = memory(plout, passes + 1, tinit + tinit[-1:])
         m.submodules.bmem = bmem = memory(acc_vector(C), sections, binit)
         m.submodules.rqmem = rqmem = memory(RequantConst, sections * C, rinit)
         m.submodules.amem = amem = memory(signed(ACT_BITS), n_in)
@@ -227,14 +232,15 @@ class LayerEngine(wiring.Component):
         m.submodules.omem = omem = memory(signed(ACT_BITS), n_out)
 
         w_rd, l_rd = wmem.read_port(), lmem.read_port()
-        pt_rd, b_rd, rq_rd = ptab.read_port(domain="comb"), bmem.read_port(domain="comb"), rqmem.read_port(domain="comb")
+        pt_rd, b_rd, rq_rd = ptab.read_port(), bmem.read_port(domain="comb"), rqmem.read_port(domain="comb")
         a_wr = amem.write_port()
         a_rds = [[amem.read_port() for _ in range(L)] for _ in range(R)]
         acc_wr = accmem.write_port()
         acc_rd = accmem.read_port()
         acc_rq = accmem.read_port()
         o_wr = omem.write_port()
-        o_rd = omem.read_port(transparent_for=(o_wr,))
+        # not transparent: the first act_out address is presented the cycle after the last write
+        o_rd = omem.read_port()
 
         m.submodules.scan = scan = PixelScanner(layer)
         m.submodules.requant = rq = RequantUnit(layer.relu)
@@ -252,8 +258,16 @@ class LayerEngine(wiring.Component):
         span = max(cyc.load_cycles(R), period, last_len)
         phase = Signal(range(span + 1))
         bank_w = Signal()                          # accumulator bank of the section being computed
-        m.d.comb += [pt_rd.addr.eq(pass_idx), b_rd.addr.eq(pt_rd.data.section)]
-        info = pt_rd.data
+        # ``info`` (the pass table entry of ``pass_idx``) is a register loaded together with pass_idx
+        # from a registered lookup one pass ahead (``pass_nx`` = pass_idx + 1; its entry is on the
+        # read port two cycles after it changes, and passes last >= 2 cycles), so the FSM's
+        # decisions do not wait for the table decode
+        info = Signal(plout)
+        pass_nx = Signal(range(passes + 1), init=1)
+        m.d.comb += [pt_rd.addr.eq(pass_nx), b_rd.addr.eq(info.section)]
+
+        def next_pass():
+            m.d.sync += [pass_idx.eq(pass_nx), pass_nx.eq(pass_nx + 1), info.eq(pt_rd.data)]
 
         # ---- act_in: write pointer -----------------------------------------------------------------
         wptr = Signal(range(max(n_in, 2)))
@@ -263,13 +277,16 @@ class LayerEngine(wiring.Component):
             m.d.sync += wptr.eq(Mux(wptr == n_in - 1, 0, wptr + 1))
 
         # ---- act_out: read pointer (sync read port, address runs one ahead on a handshake) ---------
+        # ``rptr_next`` = rptr + 1 is kept in a register, so the consumer's ``ready`` only drives a
+        # 2:1 address mux (no incrementer between the handshake and the block RAM address)
         rptr = Signal(range(n_out + 1))
-        out_valid = done & (rptr < n_out)
+        rptr_next = Signal(range(n_out + 2), init=1)
+        out_valid = Signal()
         m.d.comb += [self.act_out.valid.eq(out_valid), self.act_out.payload.eq(o_rd.data)]
         take = out_valid & self.act_out.ready
-        m.d.comb += o_rd.addr.eq(rptr + take)
+        m.d.comb += o_rd.addr.eq(Mux(take, rptr_next, rptr))
         with m.If(take):
-            m.d.sync += rptr.eq(rptr + 1)
+            m.d.sync += [rptr.eq(rptr_next), rptr_next.eq(rptr_next + 1), out_valid.eq(rptr_next < n_out)]
 
         # ---- weights and lane descriptors ----------------------------------------------------------
         # PE entries of a pass are loaded while that pass streams: row r in its phase r, just before
@@ -279,7 +296,11 @@ class LayerEngine(wiring.Component):
         lane_regs = [Signal(row_lanes(lane_layout, L), name=f"lanes_{r}") for r in range(R)]
         lane_next = [Signal(row_lanes(lane_layout, L), name=f"lanes_next_{r}") for r in range(R)]
         w_read, l_read = Signal(), Signal()
-        m.d.comb += [w_rd.addr.eq(waddr), l_rd.addr.eq(laddr), arr.entries.eq(w_rd.data)]
+        # the PE row loads are registered (with their weight word) to stay in step with the
+        # registered activation address below: the array sees the FSM's phases one cycle later
+        load = Signal(R)
+        m.d.comb += [w_rd.addr.eq(waddr), l_rd.addr.eq(laddr)]
+        m.d.sync += [arr.load.eq(load), arr.entries.eq(w_rd.data)]
         with m.If(w_read):
             m.d.sync += waddr.eq(waddr + 1)
         with m.If(l_read):
@@ -288,24 +309,29 @@ class LayerEngine(wiring.Component):
         # ---- STREAM: im2col addresses -> activation reads -> array -> accumulator RMW -------------
         issue = Signal()
         m.d.comb += [scan.step.eq(issue)]
-        x_valid = Signal()
-        m.d.sync += x_valid.eq(issue)
+        # issue -> registered activation address -> block RAM read: ACT_READ_LATENCY = 2 cycles
+        x_valid = issue
+        for d in range(cyc.ACT_READ_LATENCY):
+            reg = Signal(name=f"x_valid_{d}")
+            m.d.sync += reg.eq(x_valid)
+            x_valid = reg
         for r in range(R):
             for lane in range(L):
                 m.submodules[f"addr_{r}_{lane}"] = la = LaneAddress(layer)
                 rd = a_rds[r][lane]
-                ok = Signal(name=f"ok_{r}_{lane}")
+                addr = Signal.like(la.addr, name=f"addr_{r}_{lane}")
+                ok0, ok = Signal(name=f"ok0_{r}_{lane}"), Signal(name=f"ok_{r}_{lane}")
                 m.d.comb += [la.desc.eq(lane_regs[r][lane]), la.base_y.eq(scan.base_y),
-                             la.base_x.eq(scan.base_x), rd.addr.eq(la.addr)]
-                m.d.sync += ok.eq(la.valid)
+                             la.base_x.eq(scan.base_x), rd.addr.eq(addr)]
+                m.d.sync += [addr.eq(la.addr), ok0.eq(la.valid), ok.eq(ok0)]
                 m.d.comb += arr.x[r][lane].eq(Mux(ok, rd.data, 0))
         m.d.comb += arr.x_valid.eq(x_valid)
 
-        # acc read one cycle before the array output it is added to (pre = issue delayed by latency);
+        # acc read ACC_READ_AHEAD = 2 cycles before the array output it is added to (pre = issue delayed);
         # the pass's "first" flag travels with the pixel, since passes of a section overlap in flight
         pre, first = issue, Signal(name="first_0")
         m.d.comb += first.eq(info.first)
-        for d in range(cyc.ACT_READ_LATENCY + arr.latency - 1):
+        for d in range(cyc.ACT_READ_LATENCY + arr.latency - cyc.ACC_READ_AHEAD):
             reg, freg = Signal(name=f"pre_{d}"), Signal(name=f"first_{d + 1}")
             m.d.sync += [reg.eq(pre), freg.eq(first)]
             pre, first = reg, freg
@@ -316,14 +342,24 @@ class LayerEngine(wiring.Component):
         with m.If(pre):
             m.d.sync += acc_rc.eq(Mux(acc_rc == P - 1, 0, acc_rc + 1))
         m.d.comb += acc_rd.addr.eq(Mux(bank_w, P + acc_rc, acc_rc))
+        # the section's bias, registered (off the ptab -> bmem lookup path): the section only changes
+        # at a section start, LOAD + activation read + array latency (>= 3) cycles before its first sum
+        bias = Signal(acc_vector(C))
+        m.d.sync += bias.eq(b_rd.data)
+        # the word to add to (bias on a section's first pass) is registered in front of the adder and
+        # the sum is registered and written one cycle after the array output (ACC_WRITE_LATENCY = 2):
+        # block RAM read, add and write are separate stages. A pixel's next read comes one pass
+        # period later (>= 4 cycles, see cycles.pass_period), after this write.
         old = Signal(acc_vector(C))
-        m.d.comb += old.eq(Mux(first_wb, b_rd.data, acc_rd.data))
-        for col in range(C):
-            m.d.comb += acc_wr.data[col].eq(old[col] + arr.y[col])
+        m.d.sync += old.eq(Mux(first_wb, bias, acc_rd.data))
+        acc_sum = Signal(acc_vector(C))
+        sum_valid = Signal()
+        sum_addr = Signal.like(acc_wr.addr)
+        m.d.sync += [acc_sum[col].eq(old[col] + arr.y[col]) for col in range(C)]
+        m.d.sync += [sum_valid.eq(arr.y_valid), sum_addr.eq(Mux(bank_w, P + acc_wc, acc_wc))]
         with m.If(arr.y_valid):
-            m.d.comb += [acc_wr.en.eq(1)]
             m.d.sync += acc_wc.eq(Mux(acc_wc == P - 1, 0, acc_wc + 1))
-        m.d.comb += acc_wr.addr.eq(Mux(bank_w, P + acc_wc, acc_wc))
+        m.d.comb += [acc_wr.data.eq(acc_sum), acc_wr.en.eq(sum_valid), acc_wr.addr.eq(sum_addr)]
 
         # ---- REQUANT (runs beside the next section's passes, on the other accumulator bank) ----------
         # acc word -> column select -> requant unit -> output buffer, one channel value per cycle
@@ -365,15 +401,20 @@ class LayerEngine(wiring.Component):
             with m.If(pass_idx == passes - 1):
                 m.next = "FINISH"
             with m.Else():
-                m.d.sync += pass_idx.eq(pass_idx + 1)
+                next_pass()
                 m.next = "LOAD"
 
+        # phase == period - 1 (not the section's last pass) / phase == last_len - 1 (its last pass),
+        # registered; low outside STREAM (a STREAM phase 0 is never the end: period, last_len >= 4)
+        end_pass, end_section = Signal(), Signal()
+        m.d.sync += [end_pass.eq(0), end_section.eq(0)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), pass_idx.eq(0), waddr.eq(0),
-                                 laddr.eq(0), phase.eq(0), out_wc.eq(0), rptr.eq(0), wptr.eq(0),
-                                 acc_rc.eq(0), acc_wc.eq(0), bank_w.eq(0), rq_busy.eq(0)]
+                                 laddr.eq(0), phase.eq(0), out_wc.eq(0), rptr.eq(0), rptr_next.eq(1), out_valid.eq(0), wptr.eq(0),
+                                 acc_rc.eq(0), acc_wc.eq(0), bank_w.eq(0), rq_busy.eq(0), info.eq(tinit[0]),
+                                 pass_nx.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 # lane descriptors of the section's first pass straight into the row registers;
@@ -390,13 +431,16 @@ class LayerEngine(wiring.Component):
             with m.State("STREAM"):
                 m.d.comb += issue.eq(phase < P)
                 m.d.sync += phase.eq(phase + 1)
+                # the pass-end conditions one cycle ahead, registered (phase counts up by one here)
+                m.d.sync += [end_pass.eq(~info.last & (phase == period - 2)),
+                             end_section.eq(info.last & (phase == last_len - 2))]
                 for r in range(R):
                     with m.If(phase == r):
-                        m.d.comb += arr.load[r].eq(1)
+                        m.d.comb += load[r].eq(1)
                 with m.If(phase < R - 1):
                     m.d.comb += w_read.eq(1)
                 with m.If(info.last):
-                    with m.If(phase == last_len - 1):
+                    with m.If(end_section):
                         with m.If(rq_busy):
                             m.next = "WAIT_REQUANT"
                         with m.Else():
@@ -407,11 +451,13 @@ class LayerEngine(wiring.Component):
                     for r in range(R):
                         with m.If(phase == r + 1):
                             m.d.sync += lane_next[r].eq(l_rd.data)
-                    with m.If(phase == period - 1):
+                    with m.If(end_pass):
                         m.d.comb += w_read.eq(1)
-                        m.d.sync += [phase.eq(0), pass_idx.eq(pass_idx + 1)]
-                        # a row latched in this very cycle (period == R+1) is taken from the memory port
-                        m.d.sync += [lane_regs[r].eq(Mux(phase == r + 1, l_rd.data, lane_next[r]))
+                        m.d.sync += phase.eq(0)
+                        next_pass()
+                        # a row latched in this very cycle (period == R+1: row R-1) is taken from the
+                        # memory port (static: no phase compare on this path)
+                        m.d.sync += [lane_regs[r].eq(l_rd.data if r + 1 == period - 1 else lane_next[r])
                                      for r in range(R)]
             with m.State("WAIT_REQUANT"):
                 # the previous section is still being requantized from the other bank
@@ -419,6 +465,6 @@ class LayerEngine(wiring.Component):
                     launch_requant()
             with m.State("FINISH"):
                 with m.If(~rq_busy):
-                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.d.sync += [busy.eq(0), done.eq(1), out_valid.eq(1)]
                     m.next = "IDLE"
         return m

@@ -91,8 +91,11 @@ class ModelEngine(wiring.Component):
             [(s.engine.layer.n * s.engine.layer.pixels, [maxpool_cycles(p.layer) for p in s.pools])
              for s in self.segments[:-1]])
         macs = sum(s.engine.model["useful_macs"] for s in self.segments)
-        pes = self.segments[0].engine.array.rows * self.segments[0].engine.array.cols
-        self.cycle_model.update(useful_macs=macs, utilization=utilization(macs, pes, 1, self.cycle_model["total"]))
+        # one array's MAC lanes (the widest layer's PE) over the whole run, transfers included
+        arr = self.segments[0].engine.array
+        lanes = max(s.engine.array.lanes for s in self.segments)
+        self.cycle_model.update(useful_macs=macs, utilization=utilization(macs, arr.rows, arr.cols,
+                                                                          self.cycle_model["total"], lanes))
         super().__init__({
             "act_in": In(stream.Signature(signed(ACT_BITS))),
             "start": In(1),

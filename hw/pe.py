@@ -17,6 +17,12 @@ class ProcessingElement(wiring.Component):
     (to the right neighbour) and the partial sum (to the PE below); throughput one activation vector
     per cycle.
 
+    With ``pipelined=True`` the product is registered first (``prod <= product(entry, x_in)``,
+    ``psum_out <= psum_in + prod``): the multiplier (a DSP block on an FPGA) sits between two
+    registers and the partial-sum adder gets a cycle of its own. The partial sum then leaves 2 cycles
+    after its ``x_in`` (the array's latency grows by one, see :func:`sparsyn.hw.array.array_latency`);
+    the entry is still only used in the cycle its ``x_in`` is present.
+
     Parameters
     ----------
     product : ProductUnit
@@ -31,8 +37,9 @@ class ProcessingElement(wiring.Component):
     psum_in : In(signed(32)); psum_out : Out(signed(32)), registered.
     """
 
-    def __init__(self, product: ProductUnit):
+    def __init__(self, product: ProductUnit, pipelined: bool = False):
         self.product = product
+        self.pipelined = bool(pipelined)
         self.entry_layout = product.signature.members["entry"].shape
         self.lanes = product.lanes
         super().__init__({
@@ -51,8 +58,12 @@ class ProcessingElement(wiring.Component):
         with m.If(self.load):
             m.d.sync += entry.eq(self.entry_in)
         m.d.comb += [product.entry.eq(entry), product.x.eq(self.x_in)]
+        prod = product.product
+        if self.pipelined:
+            prod = Signal.like(product.product, name="prod")
+            m.d.sync += prod.eq(product.product)
         m.d.sync += [
             self.x_out.eq(self.x_in),
-            self.psum_out.eq(self.psum_in + product.product),
+            self.psum_out.eq(self.psum_in + prod),
         ]
         return m

@@ -47,7 +47,8 @@ def test_small_ice40_build_produces_bitstream_report_and_logs(tmp_path):
     (clock, f), = report["fmax"].items()
     assert f["constraint_mhz"] == pytest.approx(12.0, abs=0.01) and f["achieved_mhz"] > 0
     assert f["meets_board_clock"] == (f["achieved_mhz"] >= 12.0)
-    assert f["target_mhz"] == 45.0 and f["meets_target"] == (f["achieved_mhz"] >= 45.0)  # the UP5K goal
+    # the UP5K goal; not claimed while paths through combinational DSPs are untimed
+    assert f["target_mhz"] == 45.0 and f["meets_target"] == (f["achieved_mhz"] >= 45.0 and "comb_dsp" not in f)
     cp = f["critical_path"]  # nextpnr's worst path; Fmax is its inverse
     assert cp["from"].startswith("core") and cp["logic_levels"] > 0
     assert f["achieved_mhz"] == pytest.approx(1000.0 / cp["delay_ns"], rel=0.01)
@@ -112,9 +113,38 @@ def test_parse_nextpnr_report_maps_cells_and_strips_global_net_prefix(tmp_path):
     assert r["resources"]["lut"] == {"used": 120, "available": 83640, "cell": "TRELLIS_COMB"}
     assert r["resources"]["bram"]["used"] == 3 and r["resources"]["dsp"]["used"] == 4
     assert r["fmax"] == {"cd_sync.clk": {"achieved_mhz": 71.23, "constraint_mhz": 25.0}}
+    assert r["comb_dsp"] == {}
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SparsynError, match="cannot read the nextpnr report"):
         parse_nextpnr_report(tmp_path / "bad.json", "ecp5")
+
+
+def _step(cell_from, cell_to, delay):
+    return {"type": "logic", "delay": delay, "from": {"cell": cell_from}, "to": {"cell": cell_to}}
+
+
+def test_paths_through_combinational_dsps_are_flagged_untimed(tmp_path):
+    """nextpnr splits paths at combinational SB_MAC16s (pseudo clock $PACKER_GND_NET): the report must not
+    claim the target on nextpnr's Fmax alone."""
+    from sparsyn.boards.platforms import get_board
+    from sparsyn.boards.report import format_report, make_report
+    gnd = "posedge $PACKER_GND_NET_$glb_clk"
+    (tmp_path / "top.report.json").write_text(json.dumps({
+        "utilization": {"ICESTORM_LC": {"used": 100, "available": 5280}},
+        "fmax": {"cd_sync.clk": {"achieved": 50.0, "constraint": 45.0}},
+        "critical_paths": [
+            {"from": "posedge cd_sync.clk", "to": "posedge cd_sync.clk", "path": [_step("a_LC", "b_LC", 20.0)]},
+            {"from": "posedge cd_sync.clk", "to": gnd, "path": [_step("a_LC", "m_DSP", 4.0), _step("a", "m", 5.0)]},
+            {"from": gnd, "to": "posedge cd_sync.clk", "path": [_step("m_DSP", "p_LC", 12.0)]}]}))
+    (tmp_path / "top.stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {"SB_LUT4": 90}}}))
+    rep = make_report(get_board("icebreaker"), tmp_path, "top", {}, {}, {}, {"yosys": 1.0}, 45.0)
+    clk = rep["fmax"]["cd_sync.clk"]
+    assert clk["achieved_mhz"] == 50.0 and clk["meets_board_clock"]
+    assert clk["comb_dsp"]["into_ns"] == 9.0 and clk["comb_dsp"]["out_of_ns"] == 12.0
+    assert clk["comb_dsp"]["bound_mhz"] == round(1000 / 21.0, 2)
+    assert clk["meets_target"] is False
+    text = format_report(rep)
+    assert "not shown (DSP paths untimed)" in text and "9.0 ns into and 12.0 ns out of them" in text
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import pytest
 from sparsyn.hw.amaranth_sim import simulate_engine
 from sparsyn.hw.cycles import layer_cycles, useful_macs, utilization
 from sparsyn.hw.engine import EngineLimits, LayerEngine, layer_program
+from sparsyn.hw.requant import REQUANT_LATENCY
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import first_mismatch, run_layer
 from sparsyn.sw.requant import MAX_SHIFT, MULT_BITS, choose_multiplier, clamp_range
@@ -78,10 +79,25 @@ def test_cycle_model_structure():
     m = layer_cycles(program, layer)
     assert m["sections"] == 3 and m["passes"] == 3 * 7              # ceil(9/4) sections x ceil(27/4) passes
     assert m["load"] == m["sections"] * (4 + 1)                     # lane descriptors per section
-    # per section: 6 overlapped passes of Ho*Wo + C - 1, then the last pass drains (Ho*Wo + R + C)
-    assert m["stream"] == 3 * (6 * (36 + 4 - 1) + (36 + 4 + 4))
-    assert m["requant"] == 9 * 36 + 3 * 3
+    # per section: 6 overlapped passes of Ho*Wo + C - 1, then the last pass drains (Ho*Wo + R + C + 3)
+    assert m["stream"] == 3 * (6 * (36 + 4 - 1) + (36 + 4 + 4 + 3))
+    assert m["requant"] == 9 * 36 + 3 * (1 + REQUANT_LATENCY)         # acc read + requant pipeline per section
     assert utilization(10, 2, 5, 0) == 0.0
+
+
+def test_utilization_counts_every_lane_of_a_multi_lane_pe():
+    """A ternary PE has T lanes: its capacity is R*C*T operations per cycle, so utilization stays <= 1."""
+    from sparsyn.sw.schemes import get_scheme
+    rng = np.random.default_rng(5)
+    layer = random_quant_layer(rng, "linear", 64, 1, 1, 16)
+    layer.weight = rng.integers(-1, 2, size=layer.weight.shape)
+    scheme = get_scheme("ternary")(sparsity=0.0)
+    packed = scheme.pack(layer)
+    arr, program = layer_program(layer, packed, ArrayConfig(4, 4))
+    assert arr.lanes > 1
+    m = layer_cycles(program, layer)
+    assert m["utilization"] == pytest.approx(m["useful_macs"] / (4 * 4 * arr.lanes * m["total"]))
+    assert 0 < m["utilization"] <= 1
 
 
 def test_engine_refuses_layer_that_does_not_fit():
