@@ -97,6 +97,20 @@ def check_fits(layer: QuantLayer, program: TileProgram, limits: EngineLimits) ->
                            f"(mult < 2**{MULT_BITS}, 1 <= shift <= {MAX_SHIFT}); re-run 'sparsyn compress'")
 
 
+def engine_signature() -> wiring.Signature:
+    """The port interface every engine shares (LayerEngine, ModelEngine; what the board self-test drives):
+    ``act_in`` stream of int8 in CHW order, ``start`` pulse, ``busy``/``done``, ``cycles`` of the last
+    run, ``act_out`` stream of int8 in CHW order (see :class:`LayerEngine` for the protocol)."""
+    return wiring.Signature({
+        "act_in": In(stream.Signature(signed(ACT_BITS))),
+        "start": In(1),
+        "busy": Out(1),
+        "done": Out(1),
+        "cycles": Out(32),
+        "act_out": Out(stream.Signature(signed(ACT_BITS))),
+    })
+
+
 class LayerEngine(wiring.Component):
     """Runs one Conv2d/Linear layer per image: ``act_in`` -> ``start`` -> ``done`` -> ``act_out``.
 
@@ -138,14 +152,7 @@ class LayerEngine(wiring.Component):
             self._MustUse__silence = True   # never elaborated: no "created but never used" warning
             raise
         self.model = cyc.layer_cycles(self.program, layer)
-        super().__init__({
-            "act_in": In(stream.Signature(signed(ACT_BITS))),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "cycles": Out(32),
-            "act_out": Out(stream.Signature(signed(ACT_BITS))),
-        })
+        super().__init__(engine_signature())
 
     @property
     def in_elements(self) -> int:

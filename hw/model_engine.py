@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
 from sparsyn.sw.schedule import ArrayConfig
 
 from .cycles import model_cycles, utilization
-from .engine import EngineLimits, LayerEngine
-from .layouts import ACT_BITS
+from .engine import EngineLimits, LayerEngine, engine_signature
 from .maxpool import MaxPoolUnit, maxpool_cycles
 
 
@@ -96,14 +94,7 @@ class ModelEngine(wiring.Component):
         lanes = max(s.engine.array.lanes for s in self.segments)
         self.cycle_model.update(useful_macs=macs, utilization=utilization(macs, arr.rows, arr.cols,
                                                                           self.cycle_model["total"], lanes))
-        super().__init__({
-            "act_in": In(stream.Signature(signed(ACT_BITS))),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "cycles": Out(32),
-            "act_out": Out(stream.Signature(signed(ACT_BITS))),
-        })
+        super().__init__(engine_signature())
 
     @property
     def in_elements(self) -> int:
