@@ -72,7 +72,7 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig, simul
     :class:`~sparsyn.sim.runner.BenchFailure` (message: layer/image/channel/position/expected/actual
     and the waveform path) when any output differs from the golden model.
     """
-    from sparsyn.hw.cycles import useful_macs
+    from sparsyn.hw.cycles import useful_macs, utilization
     from sparsyn.hw.generate import module_name
     check_simulator(simulator)
     batch = _as_batch(layer, images)
@@ -92,7 +92,7 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig, simul
             "array": f"{arr.rows}x{arr.cols}", "cycles_measured": measured, "cycles_all": res["cycles"],
             "cycles_model": model["total"],
             "model_error_%": 100.0 * (measured - model["total"]) / model["total"],
-            "utilization": macs / (arr.rows * arr.cols * measured) if measured else 0.0,
+            "utilization": utilization(macs, arr.rows, arr.cols, measured, arr.lanes),
             "utilization_model": model["utilization"], "useful_macs": macs, "bit_exact": True,
             "mismatch": None, "outputs_checked": res["outputs_checked"], "sim_cycles": res["sim_cycles"],
             "build_s": bld.build_s, "build_cached": bld.cached, "wall_s": res["wall_s"],
