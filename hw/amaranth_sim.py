@@ -13,6 +13,35 @@ from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import PackedLayer
 
 
+def check_pe_cases(pe, cases) -> int:
+    """Simulate a :class:`~sparsyn.hw.pe.ProcessingElement` on ``cases`` of
+    ``(entry_bits, xs, psum_in, product)``: load the entry, then (load low, ``entry_in`` changed to
+    show the entry is held) apply ``xs``/``psum_in`` and assert ``psum_out == psum_in + product`` and
+    ``x_out == xs`` one cycle later. Returns the number of cases checked."""
+    width = len(pe.entry_in.as_value())
+    checked = []
+
+    async def bench(ctx):
+        for entry, xs, psum, product in cases:
+            ctx.set(pe.entry_in.as_value(), entry)
+            ctx.set(pe.load, 1)
+            await ctx.tick()
+            ctx.set(pe.load, 0)
+            ctx.set(pe.entry_in.as_value(), ~entry & ((1 << width) - 1))
+            ctx.set(pe.x_in, list(xs))
+            ctx.set(pe.psum_in, psum)
+            await ctx.tick()
+            assert ctx.get(pe.psum_out) == psum + product, (entry, xs, psum, product)
+            assert list(ctx.get(pe.x_out)) == list(xs)
+            checked.append(1)
+
+    sim = Simulator(pe)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return len(checked)
+
+
 async def _send(ctx, port, values):
     """Drive a stream with ``values`` (one element per cycle when ready)."""
     ctx.set(port.valid, 1)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sparsyn.hw.amaranth_sim import simulate_engine
+from sparsyn.hw.amaranth_sim import check_pe_cases, simulate_engine
 from sparsyn.hw.cycles import layer_cycles
 from sparsyn.hw.engine import LayerEngine
 from sparsyn.hw.pe import ProcessingElement
@@ -53,26 +53,9 @@ def test_pe_accumulates_ternary_tiles():
     rng = np.random.default_rng(2)
     cases = [(TernaryScheme.entry_word(rng.integers(-1, 2, 4)), rng.integers(-128, 128, 4).tolist(),
               int(rng.integers(-2**30, 2**30))) for _ in range(40)]
-    done = []
-
-    async def bench(ctx):
-        for entry, xs, ps in cases:
-            ctx.set(pe.entry_in.as_value(), entry)
-            ctx.set(pe.load, 1)
-            await ctx.tick()
-            ctx.set(pe.load, 0)
-            ctx.set(pe.x_in, xs)
-            ctx.set(pe.psum_in, ps)
-            await ctx.tick()
-            coeffs = TernaryScheme.entry_coefficients(packed, entry)
-            assert ctx.get(pe.psum_out) == ps + sum(c * x for c, x in zip(coeffs, xs))
-            done.append(1)
-
-    sim = Simulator(pe)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert len(done) == len(cases)
+    vectors = [(entry, xs, ps, sum(c * x for c, x in zip(TernaryScheme.entry_coefficients(packed, entry), xs)))
+               for entry, xs, ps in cases]
+    assert check_pe_cases(pe, vectors) == len(cases)
 
 
 # (kind, cin, h, w, cout, kernel, stride, padding), tile, cols, array rows

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from sparsyn.hw.amaranth_sim import check_pe_cases
 from sparsyn.hw.pe import ProcessingElement
 from sparsyn.hw.schemes import make_product
 from sparsyn.hw.schemes.tight import MuxProduct, SubwordProduct
@@ -70,22 +71,5 @@ def test_pe_accumulates_selected_lane():
     pe = ProcessingElement(make_product(packed))
     layout = entry_layout(4, False)
     cases = [(-128, 3, [5, 6, 7, -128], 1000), (127, 0, [127, 0, 0, 0], -5), (-3, 2, [1, 2, -100, 4], 0)]
-    done = []
-
-    async def bench(ctx):
-        for w, sel, x, ps in cases:
-            ctx.set(pe.entry_in.as_value(), int(encode_fields(layout, weight=[w], sel=[sel])[0]))
-            ctx.set(pe.load, 1)
-            await ctx.tick()
-            ctx.set(pe.load, 0)
-            ctx.set(pe.x_in, x)
-            ctx.set(pe.psum_in, ps)
-            await ctx.tick()
-            assert ctx.get(pe.psum_out) == ps + w * x[sel]
-            done.append(1)
-
-    sim = Simulator(pe)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert len(done) == len(cases)
+    vectors = [(int(encode_fields(layout, weight=[w], sel=[sel])[0]), x, ps, w * x[sel]) for w, sel, x, ps in cases]
+    assert check_pe_cases(pe, vectors) == len(cases)
