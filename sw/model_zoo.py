@@ -21,18 +21,20 @@ def build_default_model() -> nn.Module:
 
 
 class DigitsCNN(nn.Module):
-    """The default digits classifier (8x8 input, 10 classes, 1864 weights)."""
+    """The default digits classifier (8x8 input, 10 classes; 1864 weights with the default widths).
 
-    def __init__(self):
+    ``c1``, ``c2``: output channels of conv1 and conv2 (tests use narrower copies)."""
+
+    def __init__(self, c1: int = 8, c2: int = 16):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(16 * 2 * 2, 10)
+        self.fc = nn.Linear(c2 * 2 * 2, 10)
 
     def forward(self, x):
         x = self.pool1(self.relu1(self.conv1(x)))

@@ -3,7 +3,6 @@ ROM pack/decode, the tile program, the training flow and its refusals."""
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.group_prune import GroupGrid, group_penalty, prune_groups, tile_sparsity, wpc_threshold
@@ -241,23 +240,11 @@ def test_options_parse_cli_strings():
 
 
 # ---- training flow ------------------------------------------------------------------------------
-class _Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x):
-        x = self.pool1(self.relu1(self.conv1(x)))
-        x = self.pool2(self.relu2(self.conv2(x)))
-        return self.fc(self.flatten(x))
+def _Tiny():
+    """A narrower default CNN (4 and 8 channels), seeded."""
+    from sparsyn.sw.model_zoo import DigitsCNN
+    torch.manual_seed(0)
+    return DigitsCNN(4, 8)
 
 
 @pytest.fixture(scope="module")
