@@ -9,7 +9,6 @@ Two levels:
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from amaranth.back import rtlil
@@ -22,7 +21,7 @@ from .devices import dsp_blocks_for
 from .fit import check_fit, memory_census
 from .platforms import Board, get_board
 from .report import PROJECT_FMAX_TARGET_MHZ, format_report, make_report
-from .selftest import BoardTop, SelfTest
+from .selftest import BoardTop, SelfTest, check_selftest_vectors
 from .synth import coarse_census
 from .toolchain import check_toolchain, run_build_script
 
@@ -130,33 +129,21 @@ def build_core(board, core, out, *, config: dict | None = None, name: str = "top
 
 # ---- sparsyn build ---------------------------------------------------------------------------
 
-def default_manifest(log=print) -> Path:
-    """The default digits model compressed with ``dense`` in the work folder (compressed once, reused)."""
+def default_manifest(array: ArrayConfig, log=print) -> Path:
+    """The default digits model compressed with ``dense`` for ``array`` in the work folder (compressed
+    once per array, reused)."""
+    from sparsyn.sw.manifest import VERSION, read_manifest_json
     from sparsyn.sw.paths import work_dir
-    out = work_dir() / "compressed" / "default-digits-dense"
-    if not (out / "manifest.json").exists():
+    out = work_dir() / "compressed" / f"default-digits-dense-{array.rows}x{array.cols}"
+    try:
+        fresh = read_manifest_json(out)["version"] == VERSION
+    except SparsynError:
+        fresh = False
+    if not fresh:
         from sparsyn.sw.compress import compress
-        log(f"compressing the default digits model (dense) into {out}")
-        compress(model="default", scheme="dense", out=out, log=log)
+        log(f"compressing the default digits model (dense) for a {array.rows}x{array.cols} array into {out}")
+        compress(model="default", scheme="dense", out=out, log=log, array=array)
     return out
-
-
-def _model_engine(log=print):
-    """The whole-network engine class if this build has one (else None: the self-test runs one layer)."""
-    for module in ("sparsyn.hw.model_engine", "sparsyn.hw.engine", "sparsyn.hw.model"):
-        try:
-            cls = getattr(importlib.import_module(module), "ModelEngine", None)
-        except ModuleNotFoundError as err:
-            if err.name == module:
-                continue
-            log(f"note: {module} does not import ({err}); the self-test runs a single layer")
-            continue
-        except ImportError as err:  # present but broken: fall back to one layer, and say so
-            log(f"note: {module} does not import ({err}); the self-test runs a single layer")
-            continue
-        if cls is not None:
-            return cls
-    return None
 
 
 def pick_layer(model, layer: str | None):
@@ -172,47 +159,54 @@ def pick_layer(model, layer: str | None):
     return max(convs, key=lambda l: (l.n * l.k, l.macs))
 
 
-def selftest_vectors(model, layer=None, image: int = 0):
+def selftest_vectors(manifest, model, layer=None, image: int = 0):
     """Input and expected output (int8 codes, CHW order) of ``layer`` (None: the whole model) on
-    digits test image ``image``, from the golden model."""
-    from sparsyn.sw.data import digits
-    from sparsyn.sw.golden import quantize_input, run_golden
-    data = digits()
-    x = quantize_input(data.test_x[image:image + 1], model.input_scale)
-    outs = run_golden(model, x)
+    reference image ``image``: the reference vectors stored in the manifest at compress time (the
+    golden model decoded from the ROM files is checked against them first)."""
+    from sparsyn.sw.manifest import check_reference, load_reference
+    check_reference(manifest, model, load_manifest_doc(manifest))
+    x, ref = load_reference(manifest)
+    if not 0 <= image < x.shape[0]:
+        raise SparsynError(f"self-test image {image} is out of range; the manifest stores {x.shape[0]} reference images")
+    names = [l.name for l in model.layers]
     if layer is None:
-        return x.reshape(-1).numpy(), outs[-1].reshape(-1).numpy()
-    i = [l.name for l in model.layers].index(layer.name)
-    inp = x if i == 0 else outs[i - 1]
-    return inp.reshape(-1).numpy(), outs[i].reshape(-1).numpy()
+        return x[image].reshape(-1), ref[names[-1]][image].reshape(-1)
+    i = names.index(layer.name)
+    inp = x[image] if i == 0 else ref[names[i - 1]][image]
+    return inp.reshape(-1), ref[layer.name][image].reshape(-1)
 
 
-def make_selftest(model, packed, array: ArrayConfig, layer: str | None = None,
+def load_manifest_doc(manifest) -> dict:
+    from sparsyn.sw.manifest import read_manifest_json
+    return read_manifest_json(manifest)
+
+
+def make_selftest(manifest, model, packed, array: ArrayConfig | None = None, layer: str | None = None,
                   log=print) -> tuple[SelfTest, dict]:
-    """The self-test core for a model. ``layer``: a layer name (LayerEngine), ``"all"`` (ModelEngine,
-    the whole network) or None (ModelEngine if this build has one, else the largest conv layer).
-    Returns (core, config)."""
-    from sparsyn.hw.engine import LayerEngine
-    model_engine = _model_engine(log) if layer in (None, "all") else None
-    if layer == "all" and model_engine is None:
-        raise SparsynError("the whole-model engine (ModelEngine) is not part of this build; "
-                           "choose one layer with --layer NAME")
-    if model_engine is not None:
-        engine = model_engine(model, packed, array)
-        vin, vout = selftest_vectors(model, None)
+    """The self-test core for a manifest's model. ``layer``: a layer name (its engine alone) or ``"all"``
+    / None (the ModelEngine, the whole network). Everything is planned (and refused, in one line)
+    before any component is built. Returns (core, config)."""
+    from sparsyn.hw.engines import build_engine, plan_layer
+    from sparsyn.hw.model_engine import ModelEngine, plan_model
+    if layer in (None, "all"):
+        plan = plan_model(model, packed, array)
+        vin, vout = selftest_vectors(manifest, model, None)
         what = {"engine": "ModelEngine", "layer": "all"}
         schemes = sorted({p.scheme for p in packed.values()})
+        cycles = plan.cycle_model["total"]
+        arr = plan.segments[0].engine.array
     else:
         q = pick_layer(model, layer)
-        engine = LayerEngine(q, packed[q.name], array)
-        vin, vout = selftest_vectors(model, q)
-        what = {"engine": "LayerEngine", "layer": q.name}
+        plan = plan_layer(q, packed[q.name], array)
+        vin, vout = selftest_vectors(manifest, model, q)
+        what = {"engine": plan.engine.__name__, "layer": q.name}
         schemes = [packed[q.name].scheme]
-    config = {"model": model.name, **what, "scheme": ",".join(schemes), "array": f"{array.rows}x{array.cols}",
-              "selftest_inputs": int(len(vin)), "selftest_outputs": int(len(vout))}
-    cyc = getattr(engine, "cycle_model", None) or getattr(engine, "model", None)  # Model- / LayerEngine
-    if isinstance(cyc, dict) and "total" in cyc:
-        config["engine_cycles"] = int(cyc["total"])
+        cycles = plan.model["total"]
+        arr = plan.array
+    check_selftest_vectors(vin, vout)
+    engine = ModelEngine(plan) if layer in (None, "all") else build_engine(plan)
+    config = {"model": model.name, **what, "scheme": ",".join(schemes), "array": f"{arr.rows}x{arr.cols}",
+              "selftest_inputs": int(len(vin)), "selftest_outputs": int(len(vout)), "engine_cycles": int(cycles)}
     return SelfTest(engine, vin, vout), config
 
 
@@ -229,19 +223,21 @@ def build_board(board: str, manifest=None, array=None, layer: str | None = None,
     returns ``{"plan": BuildPlan, "config": ...}``.
     """
     b = get_board(board)
-    arr = array if isinstance(array, ArrayConfig) else ArrayConfig.parse(array or DEFAULT_ARRAY[b.family])
+    if array is not None and not isinstance(array, ArrayConfig):
+        array = ArrayConfig.parse(array)
     if fmax_target_mhz is not None and not (isinstance(fmax_target_mhz, (int, float)) and fmax_target_mhz > 0):
         raise SparsynError(f"target clock {fmax_target_mhz!r} MHz must be a positive number")
     if do_build:
         check_toolchain(b.family)  # a missing tool is reported before any compression work
-    from sparsyn.sw.manifest import load_manifest
-    mpath = Path(manifest) if manifest else default_manifest(log)
-    model, packed, _ = load_manifest(mpath)
+    from sparsyn.sw.manifest import load_manifest, resolve_array
+    mpath = Path(manifest) if manifest else default_manifest(array or ArrayConfig.parse(DEFAULT_ARRAY[b.family]), log)
+    model, packed, doc = load_manifest(mpath)
+    arr = resolve_array(doc, array)
     if layer is None and DEFAULT_LAYER[b.family] != "all":
         layer = pick_layer(model, None).name
         log(f"self-test runs layer {layer} (the largest conv layer; a whole-model engine has one array and "
             f"requantizer per layer and does not fit the {b.device} — try --layer all)")
-    core, config = make_selftest(model, packed, arr, layer, log=log)
+    core, config = make_selftest(mpath, model, packed, arr, layer, log=log)
     config["manifest"] = str(mpath)
     if not do_build:
         return {"plan": elaborate_board(b, core), "config": config}

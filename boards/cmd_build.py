@@ -18,7 +18,9 @@ def add_parser(sub):
                     "Writes report.json and the tool logs into the build folder.\n\nboards:\n" + boards,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--board", required=True, metavar="NAME", help="target board (see the list above)")
-    p.add_argument("--array", metavar="RxC", help="systolic array size (default: 2x3 on iCE40, 4x4 on ECP5)")
+    p.add_argument("--array", metavar="RxC",
+                   help="systolic array size (with --manifest: the one it was packed for, another is refused; "
+                        "without: 2x3 on iCE40, 4x4 on ECP5)")
     p.add_argument("--manifest", metavar="PATH",
                    help="compressed model (default: the digits model compressed with dense in the work folder)")
     p.add_argument("--layer", metavar="NAME",

@@ -107,17 +107,19 @@ def simulate_engine(engine, images, max_cycles: int = 10_000_000,
     return outs, stats
 
 
-def run_layer_rtl(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig, x, **kw):
-    """One image (int tensor/array of the layer's input shape) -> ((N, Ho, Wo) int64 output, stats)."""
-    from .engine import LayerEngine
-    engine = LayerEngine(layer, packed, array, **kw)
+def run_layer_rtl(layer: QuantLayer, packed: PackedLayer, x, array: ArrayConfig | None = None, **kw):
+    """One image (int tensor/array of the layer's input shape) through the layer's engine (from the one
+    factory, :mod:`sparsyn.hw.engines`) -> ((N, Ho, Wo) int64 output, stats, engine)."""
+    from .engines import layer_engine
+    engine = layer_engine(layer, packed, array, **kw)
     outs, stats = simulate_engine(engine, [np.asarray(x).reshape(-1)])
     return outs[0].reshape(layer.out_shape), stats[0], engine
 
 
 def run_maxpool_rtl(layer: MaxPoolLayer, x) -> np.ndarray:
     """One image through a MaxPoolUnit -> (C, Ho, Wo) int64."""
-    from .maxpool import MaxPoolUnit
+    from .maxpool import MaxPoolUnit, check_maxpool
+    check_maxpool(layer)
     unit = MaxPoolUnit(layer)
     sim = Simulator(unit)
     sim.add_clock(1e-8)

@@ -38,7 +38,8 @@ class SystolicArray(wiring.Component):
     ----------
     array : ArrayConfig (rows R, cols C, lanes L).
     product : PackedLayer or callable
-        ``make_product(packed)`` is called per PE for a PackedLayer; a callable is used as the factory.
+        ``make_product(packed, (row, col))`` is called per PE for a PackedLayer; a callable is used as
+        the factory and called with each PE's ``(row, col)``.
     pipelined : bool
         Register every PE's product before its adder (see :class:`ProcessingElement`); latency + 1.
 
@@ -49,12 +50,13 @@ class SystolicArray(wiring.Component):
     y : Out(ArrayLayout(signed(32), C)); y_valid : Out(1)
     """
 
-    def __init__(self, array: ArrayConfig, product: PackedLayer | Callable[[], ProductUnit],
+    def __init__(self, array: ArrayConfig, product: PackedLayer | Callable[[tuple[int, int]], ProductUnit],
                  pipelined: bool = False):
         self.array = array
         self.pipelined = bool(pipelined)
-        self.factory = (lambda: make_product(product)) if isinstance(product, PackedLayer) else product
-        probe = self._probe = self.factory()   # reused as PE (0, 0)
+        self.factory = ((lambda position: make_product(product, position)) if isinstance(product, PackedLayer)
+                        else product)
+        probe = self._probe = self.factory((0, 0))   # PE (0, 0)'s datapath: it tells the entry layout
         if probe.lanes != array.lanes:
             raise ValueError(f"PE datapath takes {probe.lanes} lanes, array has {array.lanes}")
         self.entry_layout = probe.signature.members["entry"].shape
@@ -71,7 +73,7 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols, lanes = self.array.rows, self.array.cols, self.array.lanes
-        pes = [[ProcessingElement(self._probe if (r, c) == (0, 0) else self.factory(), self.pipelined)
+        pes = [[ProcessingElement(self._probe if (r, c) == (0, 0) else self.factory((r, c)), self.pipelined)
                 for c in range(cols)] for r in range(rows)]
         for r in range(rows):
             for c in range(cols):

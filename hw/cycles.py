@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from sparsyn.sw.qmodel import QuantLayer
-from sparsyn.sw.schedule import TileProgram
+from sparsyn.sw.schedule import ArrayConfig, TileProgram
 
 from .array import array_latency
 from .requant import REQUANT_LATENCY
@@ -60,21 +60,11 @@ def requant_cycles(channels: int, pixels: int) -> int:
     return channels * pixels + ACC_READ_LATENCY + REQUANT_LATENCY
 
 
-def section_channels(program: TileProgram) -> list[int]:
-    """Real (non-padding) output channels of each section."""
-    c = program.array.cols
-    return [min(c, program.n - s * c) for s in range(len(program.sections))]
-
-
-def section_passes(program: TileProgram) -> list[int]:
-    """Passes of each section (an empty section still takes one all-zero pass)."""
-    r = program.array.rows
-    return [max(1, -(-len(slots) // r)) for slots in program.sections]
-
-
-def layer_cycles(program: TileProgram, layer: QuantLayer) -> dict:
+def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: QuantLayer) -> dict:
     """Cycles of one image through the LayerEngine.
 
+    ``sections``: (passes, real output channels) of each section, in order (from the pass table,
+    see :class:`sparsyn.hw.plan.LayerPlan`); ``array``: R x C with the PE lanes L.
     ``load`` and ``stream`` are the compute FSM's phases; ``requant`` is the requant process's busy
     time, which overlaps the next section's passes; ``requant_exposed`` = ``total - load - stream`` is
     the part that is not hidden (stalls, the last section's requant, hand-over cycles).
@@ -82,29 +72,36 @@ def layer_cycles(program: TileProgram, layer: QuantLayer) -> dict:
     Also returns ``passes``, ``sections``, ``pixels``, ``array_latency`` and ``useful_macs`` /
     ``utilization`` (useful MACs / (R*C*L*total), L = the PE lanes).
     """
-    r, c = program.array.rows, program.array.cols
-    passes = len(program.passes)
+    r, c = array.rows, array.cols
+    per_section = [n for n, _ in sections]
+    channels = [ch for _, ch in sections]
+    passes = sum(per_section)
     pixels = layer.pixels
-    per_section = section_passes(program)
-    assert sum(per_section) == passes
     load = len(per_section) * load_cycles(r)
     stream = sum((n - 1) * pass_period(r, c, pixels) + last_pass_cycles(r, c, pixels) for n in per_section)
-    requant = sum(requant_cycles(n, pixels) for n in section_channels(program))
+    requant = sum(requant_cycles(n, pixels) for n in channels)
     # cycle-exact replay of the FSM: t = cycles elapsed; the requant process is busy in cycles
     # [launch+1, rq_free) and the compute FSM may only launch a section while it is idle
     t, rq_free = 0, 0
-    for n_pass, channels in zip(per_section, section_channels(program)):
+    for n_pass, ch in zip(per_section, channels):
         t += load_cycles(r) + (n_pass - 1) * pass_period(r, c, pixels) + last_pass_cycles(r, c, pixels)
         launch = t - 1 if rq_free <= t - 1 else max(t, rq_free)   # in the last STREAM cycle, or WAIT_REQUANT
         t = launch + 1
-        rq_free = launch + 1 + requant_cycles(channels, pixels)
+        rq_free = launch + 1 + requant_cycles(ch, pixels)
     total = max(t, rq_free) + 1                                   # FINISH sees the requant idle, sets done
     macs = useful_macs(layer)
     return {"total": total, "load": load, "stream": stream, "requant": requant,
             "requant_exposed": total - load - stream,
-            "passes": passes, "sections": len(program.sections), "pixels": pixels,
+            "passes": passes, "sections": len(per_section), "pixels": pixels,
             "array_latency": array_latency(r, c, PIPELINED_PES), "useful_macs": macs,
-            "utilization": utilization(macs, r, c, total, program.array.lanes)}
+            "utilization": utilization(macs, r, c, total, array.lanes)}
+
+
+def program_cycles(program: TileProgram, layer: QuantLayer) -> dict:
+    """:func:`layer_cycles` of a TileProgram before it is packed (what-if figures in benchmarks)."""
+    r, c = program.array.rows, program.array.cols
+    sections = [(max(1, -(-len(slots) // r)), min(c, program.n - s * c)) for s, slots in enumerate(program.sections)]
+    return layer_cycles(sections, program.array, layer)
 
 
 def useful_macs(layer: QuantLayer) -> int:

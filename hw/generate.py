@@ -16,19 +16,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
-from sparsyn.sw.manifest import load_manifest
-from sparsyn.sw.qmodel import MaxPoolLayer, QuantLayer
+from sparsyn.sw.manifest import load_manifest, resolve_array
 from sparsyn.sw.schedule import ArrayConfig
 
-from .engine import EngineLimits, LayerEngine
+from .engines import build_engine
 from .maxpool import MaxPoolUnit, maxpool_cycles
+from .model_engine import ModelEngine, plan_model
+from .plan import EngineLimits
 
 LISTING_NAME = "sparsyn-rtl.json"
 WAIVER_NAME = "sparsyn_lint.vlt"
@@ -80,57 +80,44 @@ def convert(component: wiring.Component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-def build_modules(model, packed: dict, array: ArrayConfig, limits: EngineLimits = EngineLimits()):
-    """Elaborate every layer: ``[(layer, component, module name, record)]`` (no files written)."""
+def build_modules(model, packed: dict, array: ArrayConfig | None = None, limits: EngineLimits = EngineLimits(),
+                  model_top: bool = False):
+    """Plan every layer (refusals happen here, before any component exists), then build them:
+    ``[(layer or None, component, module name, record)]``; with ``model_top`` the last entry is the
+    :class:`~sparsyn.hw.model_engine.ModelEngine` of the whole network (no files written)."""
+    mplan = plan_model(model, packed, array, limits)
     out = []
-    try:
-        _build(model, packed, array, limits, out)
-    except BaseException:
-        for _, component, _, _ in out:
-            component._MustUse__silence = True   # discarded unelaborated: no "never used" warnings
-        raise
+    for seg in mplan.segments:
+        plan = seg.engine
+        layer = plan.layer
+        rec = {"kind": layer.kind, "scheme": plan.packed.scheme,
+               "array": {"rows": plan.array.rows, "cols": plan.array.cols, "lanes": plan.array.lanes},
+               "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
+               "rom_bits": plan.rom_bits, "cycles": plan.model}
+        out.append((layer, build_engine(plan), module_name(layer.name), rec))
+        for pool in seg.pools:
+            rec = {"kind": "maxpool", "in_shape": list(pool.in_shape), "out_shape": list(pool.out_shape),
+                   "cycles": {"total": maxpool_cycles(pool)}}
+            out.append((pool, MaxPoolUnit(pool), module_name(pool.name), rec))
+    if model_top:
+        out.append((None, ModelEngine(mplan), module_name(f"model_{model.name}"),
+                    {"kind": "model", "in_shape": list(model.input_shape),
+                     "out_shape": list(model.layers[-1].out_shape), "cycles": mplan.cycle_model}))
     return out
 
 
-def _build(model, packed, array, limits, out):
-    for layer in model.layers:
-        if isinstance(layer, QuantLayer):
-            if layer.name not in packed:
-                raise SparsynError(f"layer {layer.name} has no packed weights in the manifest; re-run 'sparsyn compress'")
-            engine = LayerEngine(layer, packed[layer.name], array, limits)
-            rec = {"kind": layer.kind, "scheme": packed[layer.name].scheme,
-                   "array": {"rows": engine.array.rows, "cols": engine.array.cols, "lanes": engine.array.lanes},
-                   "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
-                   "cycles": engine.model}
-            out.append((layer, engine, module_name(layer.name), rec))
-        elif isinstance(layer, MaxPoolLayer):
-            unit = MaxPoolUnit(layer)
-            rec = {"kind": "maxpool", "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
-                   "cycles": {"total": maxpool_cycles(layer)}}
-            out.append((layer, unit, module_name(layer.name), rec))
-
-
-def generate(manifest_path, array: ArrayConfig, out_dir, limits: EngineLimits = EngineLimits(),
+def generate(manifest_path, array: ArrayConfig | None, out_dir, limits: EngineLimits = EngineLimits(),
              model_top: bool = False) -> list[Path]:
     """Write the Verilog of every conv/linear/maxpool layer of a manifest; returns the files written
-    (Verilog files, then the waiver file and the JSON listing).
+    (Verilog files, then the waiver file and the JSON listing). ``array`` (None: the manifest's) must be
+    the array the manifest was packed for.
 
     With ``model_top``, also ``sparsyn_model_<model>.v``: a :class:`~sparsyn.hw.model_engine.ModelEngine`
     running the whole network behind the same port interface (listed with ``kind: "model"``).
     """
-    model, packed, _doc = load_manifest(Path(manifest_path))
-    modules = build_modules(model, packed, array, limits)
-    if model_top:
-        from .model_engine import ModelEngine
-        try:
-            top = ModelEngine(model, packed, array, limits)
-        except BaseException:
-            for _, component, _, _ in modules:
-                component._MustUse__silence = True
-            raise
-        modules.append((None, top, module_name(f"model_{model.name}"),
-                        {"kind": "model", "in_shape": list(model.input_shape),
-                         "out_shape": list(model.layers[-1].out_shape), "cycles": top.cycle_model}))
+    model, packed, doc = load_manifest(Path(manifest_path))
+    array = resolve_array(doc, array)
+    modules = build_modules(model, packed, array, limits, model_top)
     texts, listing = {}, []
     for layer, component, name, rec in modules:
         texts[f"{name}.v"] = convert(component, name)
@@ -138,6 +125,7 @@ def generate(manifest_path, array: ArrayConfig, out_dir, limits: EngineLimits = 
                    ports=port_list(component))
         listing.append(rec)
     doc = {"format": "sparsyn-rtl", "version": 1, "manifest": str(Path(manifest_path).resolve()),
+           "manifest_seal": doc["seal"],
            "model": model.name, "array": {"rows": array.rows, "cols": array.cols},
            "waivers": WAIVER_NAME, "modules": listing}
     texts[WAIVER_NAME] = waiver_text()
@@ -155,26 +143,3 @@ def generate(manifest_path, array: ArrayConfig, out_dir, limits: EngineLimits = 
         os.replace(tmp, path)
         written.append(path)
     return written
-
-
-def lint(verilog_path, top: str | None = None, waivers: Path | None = None) -> str:
-    """``verilator --lint-only -Wall`` on one generated file with the waiver file beside it.
-
-    Returns Verilator's output (empty when clean); raises SparsynError naming the first warning.
-    """
-    from sparsyn.sim.tools import verilator_env
-    path = Path(verilog_path)
-    if not path.exists():
-        raise SparsynError(f"Verilog file {path} not found; run 'sparsyn generate' first")
-    waivers = Path(waivers) if waivers else path.parent / WAIVER_NAME
-    if not waivers.exists():
-        waivers.write_text(waiver_text())
-    top = top or path.stem
-    env = verilator_env(dict(os.environ))
-    cmd = ["verilator", "--lint-only", "-Wall", str(waivers), str(path), "--top-module", top]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    text = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        first = next((ln for ln in text.splitlines() if ln.startswith("%")), text.strip()[:200])
-        raise SparsynError(f"verilator lint of {path.name} failed: {first}")
-    return text

@@ -18,6 +18,21 @@ def maxpool_cycles(layer: MaxPoolLayer) -> int:
     return c * ho * wo * (layer.kernel * layer.kernel + 2)
 
 
+#: Default input-buffer size of a MaxPoolUnit (int8 elements).
+MAXPOOL_ELEMENTS = 8192
+
+
+def check_maxpool(layer: MaxPoolLayer, max_elements: int = MAXPOOL_ELEMENTS) -> None:
+    """Refuse (one line) a max-pool layer the unit cannot run; call before constructing the unit."""
+    c, h, w = layer.in_shape
+    if c * h * w > max_elements:
+        raise SparsynError(f"maxpool {layer.name}: input of {c * h * w} elements exceeds the buffer of "
+                           f"{max_elements} ({c * h * w - max_elements} over); use a smaller feature map")
+    if layer.padding * 2 > layer.kernel:
+        raise SparsynError(f"maxpool {layer.name}: padding {layer.padding} exceeds half the kernel "
+                           f"{layer.kernel}; use padding <= kernel // 2 as PyTorch requires")
+
+
 class MaxPoolUnit(wiring.Component):
     """Buffers one CHW image from ``i``, then emits the pooled CHW image on ``o``.
 
@@ -27,23 +42,15 @@ class MaxPoolUnit(wiring.Component):
 
     Parameters
     ----------
-    layer : MaxPoolLayer (kernel, stride, padding; padding never wins the max)
+    layer : MaxPoolLayer (kernel, stride, padding; padding never wins the max), already accepted by
+        :func:`check_maxpool`.
 
     Attributes
     ----------
     i : In(stream.Signature(signed(8))); o : Out(stream.Signature(signed(8)))
     """
 
-    def __init__(self, layer: MaxPoolLayer, max_elements: int = 8192):
-        c, h, w = layer.in_shape
-        if c * h * w > max_elements:
-            self._MustUse__silence = True   # never elaborated: no "created but never used" warning
-            raise SparsynError(f"maxpool {layer.name}: input of {c * h * w} elements exceeds the buffer of "
-                               f"{max_elements} ({c * h * w - max_elements} over); use a smaller feature map")
-        if layer.padding * 2 > layer.kernel:
-            self._MustUse__silence = True
-            raise SparsynError(f"maxpool {layer.name}: padding {layer.padding} exceeds half the kernel "
-                               f"{layer.kernel}; use padding <= kernel // 2 as PyTorch requires")
+    def __init__(self, layer: MaxPoolLayer):
         self.layer = layer
         super().__init__({
             "i": In(stream.Signature(signed(ACT_BITS))),

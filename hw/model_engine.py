@@ -17,24 +17,103 @@ from sparsyn.sw.qmodel import FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
 from sparsyn.sw.schedule import ArrayConfig
 
 from .cycles import model_cycles, utilization
-from .engine import EngineLimits, LayerEngine, engine_signature
-from .maxpool import MaxPoolUnit, maxpool_cycles
+from .engine import engine_signature
+from .engines import build_engine, plan_layer
+from .maxpool import MaxPoolUnit, check_maxpool, maxpool_cycles
+from .plan import EngineLimits
+
+
+def _size(shape) -> int:
+    return shape[0] * shape[1] * shape[2]
+
+
+@dataclass
+class SegmentPlan:
+    """One layer engine's plan and the max-pool layers that follow it (before the next engine)."""
+    engine: object
+    pools: list[MaxPoolLayer] = field(default_factory=list)
+
+    @property
+    def out_elements(self) -> int:
+        return _size(self.pools[-1].out_shape if self.pools else self.engine.layer.out_shape)
+
+
+@dataclass
+class ModelPlan:
+    """Plain-data plan of a :class:`ModelEngine`: the segments and the exact cycle model."""
+    model: QuantModel
+    segments: list[SegmentPlan]
+    cycle_model: dict
+
+    def cycles(self, x=None) -> int:
+        """Cycles from start to done for input ``x`` (flat CHW ints): every engine's own per-image model
+        fed with the golden model's activations; without ``x``, the data-independent total."""
+        return self.cycle_model["total"] if x is None else _model_total(self, x)
+
+
+def _model_total(plan: ModelPlan, x) -> int:
+    import numpy as np
+    import torch
+
+    from sparsyn.sw.golden import run_golden
+    outs = run_golden(plan.model, torch.as_tensor(np.asarray(x, dtype=np.int64)).reshape(1, *plan.model.input_shape))
+    by_name = {l.name: o for l, o in zip(plan.model.layers, outs)}
+    index = {l.name: i for i, l in enumerate(plan.model.layers)}
+    totals = []
+    for seg in plan.segments:
+        i = index[seg.engine.layer.name]
+        layer_in = x if i == 0 else by_name[plan.model.layers[i - 1].name].reshape(-1)
+        totals.append(seg.engine.cycles(np.asarray(layer_in).reshape(-1)))
+    return model_cycles(totals, _handovers(plan.segments))["total"]
+
+
+def _handovers(segments) -> list:
+    return [(s.engine.layer.n * s.engine.layer.pixels, [maxpool_cycles(p) for p in s.pools]) for s in segments[:-1]]
+
+
+def plan_model(model: QuantModel, packed: dict, array: ArrayConfig | None = None,
+               limits: EngineLimits = EngineLimits()) -> ModelPlan:
+    """Plan every layer of ``model`` (one line on the first refusal; nothing is constructed)."""
+    segments: list[SegmentPlan] = []
+    size = _size(model.input_shape)
+    for layer in model.layers:
+        if _size(layer.in_shape) != size:
+            raise SparsynError(f"layer {layer.name} takes {_size(layer.in_shape)} inputs but the previous "
+                               f"layer gives {size}; the manifest is inconsistent, re-run 'sparsyn compress'")
+        size = _size(layer.out_shape)
+        if isinstance(layer, QuantLayer):
+            if layer.name not in packed:
+                raise SparsynError(f"layer {layer.name} has no packed weights; re-run 'sparsyn compress'")
+            segments.append(SegmentPlan(plan_layer(layer, packed[layer.name], array, limits)))
+        elif isinstance(layer, MaxPoolLayer):
+            if not segments:
+                raise SparsynError(f"model {model.name} starts with maxpool {layer.name}; the ModelEngine "
+                                   "needs a conv/linear first layer (pool the input in software)")
+            check_maxpool(layer)
+            segments[-1].pools.append(layer)
+        elif not isinstance(layer, FlattenLayer):
+            raise SparsynError(f"layer {layer.name} of kind {layer.kind} has no hardware unit")
+    if not segments:
+        raise SparsynError(f"model {model.name} has no conv/linear layer to run")
+    cm = model_cycles([s.engine.model["total"] for s in segments], _handovers(segments))
+    macs = sum(s.engine.model["useful_macs"] for s in segments)
+    # one array's MAC lanes (the widest layer's PE) over the whole run, transfers included
+    arr = segments[0].engine.array
+    lanes = max(s.engine.array.lanes for s in segments)
+    cm.update(useful_macs=macs, utilization=utilization(macs, arr.rows, arr.cols, cm["total"], lanes))
+    return ModelPlan(model, segments, cm)
 
 
 @dataclass
 class Segment:
-    """One LayerEngine and the MaxPoolUnits that follow it (before the next LayerEngine)."""
-    engine: LayerEngine
+    """One layer engine and the MaxPoolUnits that follow it (before the next engine)."""
+    engine: object
     pools: list = field(default_factory=list)
 
     @property
     def out_elements(self) -> int:
         shape = self.pools[-1].layer.out_shape if self.pools else self.engine.layer.out_shape
         return shape[0] * shape[1] * shape[2]
-
-
-def _size(shape) -> int:
-    return shape[0] * shape[1] * shape[2]
 
 
 class ModelEngine(wiring.Component):
@@ -46,54 +125,14 @@ class ModelEngine(wiring.Component):
 
     Parameters
     ----------
-    model : QuantModel (conv/linear, maxpool and flatten layers; the first layer must be conv/linear)
-    packed : {layer name: PackedLayer}
-    array : ArrayConfig; limits : EngineLimits (per LayerEngine)
+    plan : ModelPlan (from :func:`plan_model`)
     """
 
-    def __init__(self, model: QuantModel, packed: dict, array: ArrayConfig, limits: EngineLimits = EngineLimits()):
-        self.model = model
-        self.segments: list[Segment] = []
-        built = []
-        try:
-            size = _size(model.input_shape)
-            for layer in model.layers:
-                if _size(layer.in_shape) != size:
-                    raise SparsynError(f"layer {layer.name} takes {_size(layer.in_shape)} inputs but the previous "
-                                       f"layer gives {size}; the manifest is inconsistent, re-run 'sparsyn compress'")
-                size = _size(layer.out_shape)
-                if isinstance(layer, QuantLayer):
-                    if layer.name not in packed:
-                        raise SparsynError(f"layer {layer.name} has no packed weights; re-run 'sparsyn compress'")
-                    engine = LayerEngine(layer, packed[layer.name], array, limits)
-                    built.append(engine)
-                    self.segments.append(Segment(engine))
-                elif isinstance(layer, MaxPoolLayer):
-                    if not self.segments:
-                        raise SparsynError(f"model {model.name} starts with maxpool {layer.name}; the ModelEngine "
-                                           "needs a conv/linear first layer (pool the input in software)")
-                    unit = MaxPoolUnit(layer)
-                    built.append(unit)
-                    self.segments[-1].pools.append(unit)
-                elif not isinstance(layer, FlattenLayer):
-                    raise SparsynError(f"layer {layer.name} of kind {layer.kind} has no hardware unit")
-            if not self.segments:
-                raise SparsynError(f"model {model.name} has no conv/linear layer to run")
-        except BaseException:
-            for component in built:
-                component._MustUse__silence = True
-            self._MustUse__silence = True
-            raise
-        self.cycle_model = model_cycles(
-            [s.engine.model["total"] for s in self.segments],
-            [(s.engine.layer.n * s.engine.layer.pixels, [maxpool_cycles(p.layer) for p in s.pools])
-             for s in self.segments[:-1]])
-        macs = sum(s.engine.model["useful_macs"] for s in self.segments)
-        # one array's MAC lanes (the widest layer's PE) over the whole run, transfers included
-        arr = self.segments[0].engine.array
-        lanes = max(s.engine.array.lanes for s in self.segments)
-        self.cycle_model.update(useful_macs=macs, utilization=utilization(macs, arr.rows, arr.cols,
-                                                                          self.cycle_model["total"], lanes))
+    def __init__(self, plan: ModelPlan):
+        self.plan = plan
+        self.model = plan.model
+        self.segments = [Segment(build_engine(s.engine), [MaxPoolUnit(p) for p in s.pools]) for s in plan.segments]
+        self.cycle_model = plan.cycle_model
         super().__init__(engine_signature())
 
     @property

@@ -1,10 +1,12 @@
-"""RTL check of a compressed model: every conv/linear layer's LayerEngine against the golden model.
+"""RTL check of a compressed model: every conv/linear layer's engine against the golden model.
 
 :func:`run_engine` is the one path from a layer to a measured, checked RTL run (used by the pytest
-regression, :func:`rtl_check`, ``sparsyn sim`` and the simulator benchmark): it elaborates the
-:class:`~sparsyn.hw.engine.LayerEngine`, builds it (cached) for Icarus or Verilator, computes the
-golden outputs with :func:`sparsyn.sw.golden.run_layer`, runs :mod:`sparsyn.sim.benches.bench_engine`
-and compares the measured cycle count with the analytic model :func:`sparsyn.hw.cycles.layer_cycles`.
+regression, :func:`rtl_check`, ``sparsyn sim`` and the simulator benchmark): it plans and builds the
+layer's engine through the one factory (:mod:`sparsyn.hw.engines`), builds it (cached) for Icarus or
+Verilator, computes the golden outputs with :func:`sparsyn.sw.golden.run_layer`, runs
+:mod:`sparsyn.sim.benches.bench_engine` and requires the measured cycle count of **every image** to
+equal the engine's exact cycle model (no tolerance). :func:`rtl_check` feeds the reference vectors
+stored in the manifest and checks the RTL against them as well as against the golden model.
 """
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ from .runner import BenchFailure, build, run_bench
 from .tools import check_simulator
 
 ENGINE_BENCH = "sparsyn.sim.benches.bench_engine"
-#: Target agreement between measured RTL cycles and the analytic model (issue 3, item 6).
-CYCLE_TOLERANCE = 0.05
 
-COLUMNS = ["layer", "scheme", "cycles_measured", "cycles_model", "model_error_%", "utilization",
-           "bit_exact", "wall_s"]
+COLUMNS = ["layer", "scheme", "cycles_measured", "cycles_model", "cycles_exact", "utilization",
+           "bit_exact", "reference_exact", "wall_s"]
+
+
+class CycleMismatch(AssertionError):
+    """Measured RTL cycles differ from the exact cycle model (layer, image, measured, model)."""
 
 
 def _as_batch(layer: QuantLayer, images) -> torch.Tensor:
@@ -54,29 +58,42 @@ def _mismatch_text(layer: QuantLayer, expected: np.ndarray, result: dict) -> str
     return None if m is None else str(m)
 
 
-def make_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig):
-    """The LayerEngine of one layer (raises NotImplementedError if the scheme has no hardware PE)."""
-    from sparsyn.hw.engine import LayerEngine
-    return LayerEngine(layer, packed, array)
+def make_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None = None):
+    """The engine of one layer, through the one factory (``array``, when given, must be the packed one)."""
+    from sparsyn.hw.engines import layer_engine
+    return layer_engine(layer, packed, array)
 
 
-def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig, simulator: str, images, *,
+def check_cycles(layer_name: str, measured: list[int], images, plan) -> list[int]:
+    """Every image's measured cycles must equal ``plan.cycles(image)``; returns the model's values."""
+    model = [plan.cycles(np.asarray(x).reshape(-1)) for x in images]
+    for i, (got, want) in enumerate(zip(measured, model)):
+        if got != want:
+            raise CycleMismatch(f"layer {layer_name}: image {i} took {got} cycles in RTL but the cycle model "
+                                f"says {want} ({got - want:+d}); the model must be exact")
+    return model
+
+
+def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None, simulator: str, images, *,
                test_dir: Path | None = None, in_pauses=None, out_pauses=None, log=None,
-               engine=None, build_root: Path | None = None) -> dict:
+               engine=None, build_root: Path | None = None, expected=None) -> dict:
     """Run ``images`` (B int8 input tensors of ``layer``) through the layer's RTL in ``simulator``.
 
     Returns ``{layer, scheme, simulator, cycles_measured (first image), cycles_all, cycles_model,
-    model_error_% , utilization (measured), utilization_model, useful_macs, bit_exact: True,
-    outputs_checked, sim_cycles, build_s, build_cached, wall_s (simulator process), test_s (the cocotb
-    test alone, without start-up)}``. ``build_root`` overrides the build cache folder. Raises
+    cycles_model_all, cycles_exact: True, utilization (measured), utilization_model, useful_macs,
+    bit_exact: True, outputs_checked, sim_cycles, build_s, build_cached, wall_s (simulator process),
+    test_s (the cocotb test alone, without start-up)}``. ``build_root`` overrides the build cache folder;
+    ``expected`` (B, N*Ho*Wo) overrides the golden outputs (e.g. stored reference vectors). Raises
     :class:`~sparsyn.sim.runner.BenchFailure` (message: layer/image/channel/position/expected/actual
-    and the waveform path) when any output differs from the golden model.
+    and the waveform path) when any output differs, and :class:`CycleMismatch` when any image's cycle
+    count differs from the model.
     """
     from sparsyn.hw.cycles import useful_macs, utilization
     from sparsyn.hw.generate import module_name
     check_simulator(simulator)
     batch = _as_batch(layer, images)
-    expected = golden_outputs(layer, batch)
+    expected = golden_outputs(layer, batch) if expected is None else np.asarray(expected, dtype=np.int64).reshape(
+        batch.shape[0], -1)
     engine = engine if engine is not None else make_engine(layer, packed, array)
     model = engine.model
     bld = build(engine, simulator, module_name(layer.name), log=log, root=build_root)
@@ -85,13 +102,14 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig, simul
               "timeout_cycles": 2 * model["total"] + 1000, "in_pauses": in_pauses, "out_pauses": out_pauses}
     res = run_bench(bld, ENGINE_BENCH, params, test_dir=test_dir,
                     describe=lambda r: _mismatch_text(layer, expected, r))
+    flat = batch.reshape(batch.shape[0], -1).numpy()
+    model_all = check_cycles(layer.name, res["cycles"], flat, engine.plan)
     measured = res["cycles"][0]
     arr = engine.array
     macs = useful_macs(layer)
     return {"layer": layer.name, "scheme": packed.scheme, "simulator": simulator,
             "array": f"{arr.rows}x{arr.cols}", "cycles_measured": measured, "cycles_all": res["cycles"],
-            "cycles_model": model["total"],
-            "model_error_%": 100.0 * (measured - model["total"]) / model["total"],
+            "cycles_model": model_all[0], "cycles_model_all": model_all, "cycles_exact": True,
             "utilization": utilization(macs, arr.rows, arr.cols, measured, arr.lanes),
             "utilization_model": model["utilization"], "useful_macs": macs, "bit_exact": True,
             "mismatch": None, "outputs_checked": res["outputs_checked"], "sim_cycles": res["sim_cycles"],
@@ -111,23 +129,32 @@ def model_inputs(model, images: int = 1) -> tuple[torch.Tensor, list[torch.Tenso
     return x, run_golden(model, x)
 
 
-def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig = ArrayConfig(4, 4),
-              images: int = 1, out_dir=None, progress: bool = True) -> list[dict]:
-    """Check every conv/linear layer of a manifest in RTL against the golden model, layer by layer.
+def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig | None = None,
+              images: int | None = None, out_dir=None, progress: bool = True) -> list[dict]:
+    """Check every conv/linear layer of a manifest in RTL, layer by layer, against the golden model
+    decoded from its ROM files **and** against the reference vectors stored at compress time.
 
-    Each layer is fed the golden model's input for that layer (from :func:`sparsyn.sw.golden.run_golden`
-    on ``images`` quantized digits test images), so layers are checked independently. Returns one row
-    per compute layer: ``layer, scheme, cycles_measured, cycles_model, utilization, bit_exact,
-    mismatch (str or None), wall_s`` (+ model error, build time, simulator).
-    Raises NotImplementedError when a layer's scheme has no hardware PE.
+    The manifest is refused first when its golden model no longer reproduces its reference vectors.
+    Each layer is fed the reference input of that layer (the stored output of the layer before it), so
+    layers are checked independently; with ``images`` more than stored, further digits test images are
+    checked against the golden model only. Returns one row per compute layer: ``layer, scheme,
+    cycles_measured, cycles_model, cycles_exact, utilization, bit_exact, reference_exact, mismatch
+    (str or None), wall_s`` (+ build time, simulator). ``array`` (None: the manifest's) must be the
+    array the manifest was packed for.
     """
-    from sparsyn.sw.manifest import load_manifest
+    from sparsyn.sw.manifest import check_reference, load_manifest, load_reference, resolve_array
     from sparsyn.sw.paths import work_dir
     check_simulator(simulator)
-    if not isinstance(array, ArrayConfig):
-        array = ArrayConfig.parse(str(array))
-    model, packed, _doc = load_manifest(Path(manifest_path))
-    x, outs = model_inputs(model, images)
+    model, packed, doc = load_manifest(Path(manifest_path))
+    array = resolve_array(doc, array)
+    check_reference(manifest_path, model, doc)
+    x_ref, ref = load_reference(manifest_path, doc)
+    n_ref = x_ref.shape[0]
+    images = n_ref if images is None else images
+    x = torch.as_tensor(x_ref[:images], dtype=torch.int64)
+    outs = [torch.as_tensor(ref[l.name][:images], dtype=torch.int64) for l in model.layers]
+    if images > n_ref:
+        x, outs = model_inputs(model, images)
     base = Path(out_dir) if out_dir is not None else work_dir() / "sim-check" / f"{simulator}-{array.rows}x{array.cols}"
     rows = []
     log = (lambda msg: print(f"   {msg}", flush=True)) if progress else None
@@ -141,14 +168,18 @@ def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig = 
         engine = make_engine(layer, packed[layer.name], array)
         try:
             row = run_engine(layer, packed[layer.name], array, simulator, layer_in,
-                             test_dir=base / layer.name, log=log, engine=engine)
-        except BenchFailure as err:
-            model_cycles = engine.model["total"]
-            measured = (err.results.get("cycles") or [None])[0]
+                             test_dir=base / layer.name, log=log, engine=engine,
+                             expected=outs[i].reshape(outs[i].shape[0], -1))
+            row["reference_exact"] = True
+            row["reference_images"] = min(images, n_ref)
+        except (BenchFailure, CycleMismatch) as err:
+            results = getattr(err, "results", {}) or {}
+            measured = (results.get("cycles") or [None])[0]
             row = {"layer": layer.name, "scheme": packed[layer.name].scheme, "simulator": simulator,
-                   "cycles_measured": measured, "cycles_model": model_cycles,
-                   "model_error_%": (100.0 * (measured - model_cycles) / model_cycles) if measured else None,
-                   "utilization": None, "bit_exact": False, "mismatch": str(err)}
+                   "cycles_measured": measured, "cycles_model": engine.model["total"],
+                   "cycles_exact": False if isinstance(err, CycleMismatch) else None,
+                   "utilization": None, "bit_exact": isinstance(err, CycleMismatch),
+                   "reference_exact": isinstance(err, CycleMismatch), "mismatch": str(err)}
         row["wall_s"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
     return rows

@@ -11,7 +11,7 @@ from .errors import SparsynError
 COMMANDS = [
     "sparsyn.sw.cmd_run",
     "sparsyn.sw.cmd_compress",
-    "sparsyn.hw.cmd_generate",
+    "sparsyn.sw.cmd_generate",
     "sparsyn.sim.cmd_sim",
     "sparsyn.boards.cmd_build",
     "sparsyn.sw.cmd_bench",

@@ -16,6 +16,20 @@ def parse_options(pairs: list[str] | None) -> dict:
     return opts
 
 
+#: The stored-bits table of ``compress`` (per layer + total).
+BIT_TABLE = ["layer", "scheme", "n", "k", "nonzero", "weight_bits", "index_bits", "other_bits", "stored_bits",
+             "rate_vs_int8", "rate_vs_fp32", "weights_rate_vs_int8"]
+
+
+def summary_line(report: dict) -> str:
+    acc = report["accuracy"]
+    return (f"accuracy: float {acc['float']:.2f} %, compressed float {acc['compressed_float']:.2f} %, "
+            f"integer {acc['int']:.2f} %;  stored {report['stored_bits']} bits = weights {report['weight_bits']} "
+            f"+ index {report['index_bits']} + other {report['other_bits']} "
+            f"({report['rate_vs_int8']:.2f}x vs int8, {report['rate_vs_fp32']:.2f}x vs fp32; weights only "
+            f"{report['weights_rate_vs_int8']:.2f}x vs int8)")
+
+
 def add_parser(sub):
     p = sub.add_parser("compress", help="compress a model into packed weight ROMs + manifest",
                        description="Compress a model with one scheme; writes DIR/manifest.json, "
@@ -25,7 +39,11 @@ def add_parser(sub):
                    help="'default' (built-in digits CNN) or a file saved with torch.save(module, PATH)")
     p.add_argument("--scheme", default="dense", help="compression scheme (default: dense)")
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="scheme option, repeatable")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced atomically)")
+    p.add_argument("--array", default="4x4", metavar="RxC",
+                   help="systolic array the layers are packed for (default 4x4); recorded in the manifest, "
+                        "and generate / sim / build use it")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (a previous sparsyn output there is replaced atomically)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -33,14 +51,14 @@ def add_parser(sub):
 def run(args) -> int:
     from .compress import compress
 
+    from .schedule import ArrayConfig
+
+    array = ArrayConfig.parse(args.array)
     report = compress(args.model, args.scheme, parse_options(args.opt), args.out, progress=not args.quiet,
-                      log=(lambda *a, **k: None) if args.quiet else print)
-    acc = report["accuracy"]
-    print(format_table(report["layers"], ["layer", "kind", "scheme", "n", "k", "nonzero", "rom_bits",
-                                          "rate_vs_int8", "rate_vs_fp32"],
-                       title=f"{report['model']} compressed with {report['scheme']}"))
-    print(f"accuracy: float {acc['float']:.2f} %, compressed float {acc['compressed_float']:.2f} %, "
-          f"integer {acc['int']:.2f} %;  ROM {report['rom_bits']} bits "
-          f"({report['rate_vs_int8']:.2f}x vs int8, {report['rate_vs_fp32']:.2f}x vs fp32)")
+                      log=(lambda *a, **k: None) if args.quiet else print, array=array)
+    print(format_table(report["layers"] + [{"layer": "TOTAL", **report}], BIT_TABLE,
+                       title=f"{report['model']} compressed with {report['scheme']} for a {array} array "
+                             "(bits the chip stores: weights / index / other = tables + constants)"))
+    print(summary_line(report))
     print(f"manifest: {report['manifest']}")
     return 0

@@ -12,7 +12,7 @@ from .data import Dataset, digits
 from .errors import SparsynError
 from .golden import logits, quantize_input, run_golden, run_int8_reference, first_mismatch
 from .importer import import_model, load_model_file
-from .manifest import write_manifest
+from .manifest import REFERENCE_IMAGES, write_manifest
 from .model_zoo import default_model
 from .qmodel import QuantModel
 from .quantize import quantize_model
@@ -40,28 +40,66 @@ def check_golden_vs_reference(model: QuantModel, data: Dataset) -> None:
 def pack_model(model: QuantModel, scheme: Scheme) -> dict[str, PackedLayer]:
     """Pack every compute layer with its scheme and check decode(pack) gives back the exact weights."""
     packed = {}
-    dense = DenseScheme()
+    dense = DenseScheme(array=scheme.array)
     for layer in model.compute_layers:
         s = scheme if layer.scheme == scheme.name else dense
         p = s.pack(layer)
-        decoded = np.asarray(get_scheme(p.scheme).decode(p), dtype=np.int64)
+        cls = get_scheme(p.scheme)
+        decoded = np.asarray(cls.decode(p), dtype=np.int64)
         if decoded.shape != layer.weight.shape or not np.array_equal(decoded, layer.weight):
             raise AssertionError(f"scheme {p.scheme}: decode(pack) of layer {layer.name} differs from its weights")
+        bias, mult, shift = cls.decode_constants(p)
+        if not (np.array_equal(bias, layer.bias) and np.array_equal(mult, layer.mult)
+                and np.array_equal(shift, layer.shift)):
+            raise AssertionError(f"scheme {p.scheme}: the constants ROMs of layer {layer.name} differ from its "
+                                 "bias / requantization")
         packed[layer.name] = p
     return packed
 
 
+#: Columns of the stored-bits split (``other`` = tables + constants).
+BIT_COLUMNS = ("weight_bits", "index_bits", "other_bits", "stored_bits")
+
+
+def stored_bits(p: PackedLayer) -> dict:
+    """Every bit the chip stores for one layer, split weights / index / other (tables + constants)."""
+    kinds = p.bits_by_kind()
+    return {"weight_bits": kinds["weights"], "index_bits": kinds["index"],
+            "other_bits": kinds["table"] + kinds["constants"], "table_bits": kinds["table"],
+            "constant_bits": kinds["constants"], "stored_bits": p.rom_bits}
+
+
 def layer_report(model: QuantModel, packed: dict[str, PackedLayer]) -> list[dict]:
+    """Per compute layer: shapes, scheme figures and the stored bits by kind; ``rate_vs_int8`` /
+    ``rate_vs_fp32`` count every stored bit, ``weights_rate_vs_int8`` the weight memory only."""
     rows = []
     for layer in model.compute_layers:
         p = packed[layer.name]
         st = get_scheme(p.scheme).stats(p, layer)
-        dense_bits = layer.n * layer.k
+        dense = layer.n * layer.k
+        bits = stored_bits(p)
         rows.append({"layer": layer.name, "kind": layer.kind, "scheme": p.scheme, "n": layer.n, "k": layer.k,
-                     "nonzero": int(np.count_nonzero(layer.weight)), "rom_bits": p.rom_bits,
-                     "rate_vs_int8": 8 * dense_bits / p.rom_bits, "rate_vs_fp32": 32 * dense_bits / p.rom_bits,
-                     **{k: v for k, v in st.items() if k not in ("rom_bits",)}})
+                     "nonzero": int(np.count_nonzero(layer.weight)), **bits,
+                     "rate_vs_int8": 8 * dense / bits["stored_bits"], "rate_vs_fp32": 32 * dense / bits["stored_bits"],
+                     "weights_rate_vs_int8": 8 * dense / max(1, bits["weight_bits"]),
+                     **{k: v for k, v in st.items() if k not in ("rom_bits", "dense_slots")}})
     return rows
+
+
+def model_bits(rows: list[dict]) -> dict:
+    """Totals of :func:`layer_report` rows: stored bits by kind and the rates of the whole model."""
+    dense = sum(r["n"] * r["k"] for r in rows)
+    tot = {c: sum(r[c] for r in rows) for c in (*BIT_COLUMNS, "table_bits", "constant_bits")}
+    return {**tot, "weights": dense, "rate_vs_int8": 8 * dense / tot["stored_bits"],
+            "rate_vs_fp32": 32 * dense / tot["stored_bits"],
+            "weights_rate_vs_int8": 8 * dense / max(1, tot["weight_bits"])}
+
+
+def reference_vectors(model: QuantModel, data: Dataset, images: int = REFERENCE_IMAGES) -> dict:
+    """A few test inputs and every layer's output from the float64 int8 reference (stored in the manifest)."""
+    x = quantize_input(data.test_x[:images], model.input_scale)
+    outs = run_int8_reference(model, x)
+    return {"input": x.numpy(), **{l.name: o.numpy() for l, o in zip(model.layers, outs)}}
 
 
 def compress_model(module: torch.nn.Module, scheme: Scheme, data: Dataset | None = None,
@@ -83,13 +121,11 @@ def compress_model(module: torch.nn.Module, scheme: Scheme, data: Dataset | None
     check_golden_vs_reference(model, data)
     int_acc = int_accuracy(model, data)
     layers = layer_report(model, packed)
-    rom_bits = sum(r["rom_bits"] for r in layers)
-    dense = sum(r["n"] * r["k"] for r in layers)
     report = {"model": name, "scheme": scheme.name, "options": scheme.opts,
+              "array": {"rows": scheme.array.rows, "cols": scheme.array.cols},
               "accuracy": {"float": float_acc, "compressed_float": prepared_acc, "int": int_acc},
               "golden_equals_int8_reference": True,
-              "weights": dense, "nonzero": sum(r["nonzero"] for r in layers), "rom_bits": rom_bits,
-              "rate_vs_int8": 8 * dense / rom_bits, "rate_vs_fp32": 32 * dense / rom_bits,
+              "nonzero": sum(r["nonzero"] for r in layers), **model_bits(layers),
               "layers": layers, "seconds": round(time.time() - t0, 2)}
     return model, packed, report
 
@@ -104,16 +140,19 @@ def load_model(source) -> tuple[torch.nn.Module, str]:
 
 
 def compress(model="default", scheme: str = "dense", options: dict | None = None, out=None,
-             progress: bool = True, log=print) -> dict:
-    """Compress a model and write manifest + ROMs + report.json into ``out``; returns the report."""
-    scheme_obj = get_scheme(scheme)(**(options or {}))  # validate the scheme and options first
+             progress: bool = True, log=print, array=None) -> dict:
+    """Compress a model for an array (``"RxC"`` or :class:`ArrayConfig`, default 4x4) and write manifest +
+    ROMs + reference vectors + report.json into ``out``; returns the report."""
+    scheme_obj = get_scheme(scheme)(array=array, **(options or {}))  # validate the scheme and options first
     module, name = load_model(model)
     if out is None:
         from .paths import work_dir
         out = work_dir() / "compressed" / f"{name}-{scheme}"
-    qmodel, packed, report = compress_model(module, scheme_obj, digits(), progress=progress, log=log, name=name)
-    manifest = write_manifest(Path(out), qmodel, packed, scheme, scheme_obj.opts,
-                              extra={"report": {k: report[k] for k in ("accuracy", "rom_bits", "rate_vs_int8")}})
+    data = digits()
+    qmodel, packed, report = compress_model(module, scheme_obj, data, progress=progress, log=log, name=name)
+    summary = {k: report[k] for k in ("accuracy", *BIT_COLUMNS, "rate_vs_int8", "rate_vs_fp32")}
+    manifest = write_manifest(Path(out), qmodel, packed, scheme, scheme_obj.opts, scheme_obj.array,
+                              reference=reference_vectors(qmodel, data), extra={"report": summary})
     report["manifest"] = str(manifest)
     write_json(Path(out) / "report.json", report)
     return report

@@ -18,9 +18,11 @@ Terms (see ``../shared/papers.md`` section 1):
   ``sel`` index of its lane, an ``amaranth.lib.data.StructLayout`` (:func:`entry_layout`); an empty
   cell is the all-zero word.
 
-ROMs of a packed layer: ``entries`` (``sum_s widths[s] * height`` words, order section, group, row)
-and ``lanes`` (``alpha`` words per group: ``k + 1``, 0 = unused lane; one table per section, or one
-table in all when ``shared``). :func:`decode_packed` rebuilds the exact integer matrix.
+The **grouped form** (:func:`pack_matrix`): ``entries`` (``sum_s widths[s] * height`` words, order
+section, group, row) and ``lanes`` (``alpha`` words per group: ``k + 1``, 0 = unused lane; one table
+per section, or one table in all when ``shared``); :func:`decode_packed` rebuilds the exact integer
+matrix. It is an intermediate (benchmarks measure rates on it): :func:`tile_program` turns it into the
+array schedule, and the manifest holds that schedule's memory images (:mod:`.array_format`).
 """
 from __future__ import annotations
 
@@ -450,9 +452,9 @@ def tile_program(packed, layer, array: ArrayConfig) -> TileProgram:
     m = packed.meta
     h = m["section_height"]
     if array.cols != h:
-        raise SparsynError(f"layer {layer.name} was packed ({packed.scheme}) for row sections of {h} output "
-                           f"channels but the array has {array.cols} columns; use an array with {h} columns "
-                           f"(e.g. --array {array.rows}x{h}) or re-compress with --opt section_height={array.cols}")
+        raise SparsynError(f"layer {layer.name} was grouped ({packed.scheme}) for row sections of {h} output "
+                           f"channels but the array has {array.cols} columns; re-run 'sparsyn compress --array "
+                           f"{array.rows}x{array.cols}'")
     check_packed(packed)
     words = np.asarray(packed.roms["entries"].words, dtype=np.int64)
     tables = _lane_tables(packed)

@@ -98,7 +98,8 @@ def random_input(rng: np.random.Generator, layer, batch: int = 1) -> torch.Tenso
     return torch.from_numpy(flat.reshape(shape).copy())
 
 
-def pack_layer(layer: QuantLayer, scheme: str = "dense", **options):
-    """Pack ``layer`` with a scheme (default dense): the PackedLayer the hardware generators take."""
+def pack_layer(layer: QuantLayer, scheme: str = "dense", array=None, **options):
+    """Pack ``layer`` with a scheme (default dense) for ``array`` (an ArrayConfig or "RxC", default 4x4):
+    the PackedLayer (memory images) the hardware generators take."""
     from .schemes import get_scheme
-    return get_scheme(scheme)(**options).pack(layer)
+    return get_scheme(scheme)(array=array, **options).pack(layer)

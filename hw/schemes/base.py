@@ -7,12 +7,15 @@ software scheme's ``entry_coefficients`` — the bench's model of the PE.
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Callable
 
 from amaranth.hdl import signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.schemes import PackedLayer, get_scheme
 
 ACT_BITS = 8
@@ -47,21 +50,44 @@ class ProductUnit(wiring.Component):
         })
 
 
-_PRODUCTS: dict[str, Callable[[PackedLayer], ProductUnit]] = {}
+@dataclass(frozen=True)
+class SchemeHardware:
+    """A scheme's hardware spec (``HARDWARE`` in the module its software spec names).
+
+    product : ``factory(packed, position) -> ProductUnit`` — the PE datapath of one PE; ``position`` is
+        its ``(row, col)`` in the array (a scheme may specialise PEs by position; the layer's constants
+        are in ``packed``).
+    engine : the engine component class (default :class:`~sparsyn.hw.engine.LayerEngine`). It has a
+        classmethod ``plan(layer, packed, limits) -> plan`` (plain data, the fit check and the exact
+        cycle model; see :class:`~sparsyn.hw.plan.EnginePlan`) and is constructed as ``engine(plan)``.
+    """
+    product: Callable[..., ProductUnit] | None = None
+    engine: type | None = None
 
 
-def register_product(scheme_name: str):
-    """Decorator: ``factory(packed) -> ProductUnit`` builds the PE datapath for scheme ``scheme_name``."""
-    def wrap(factory):
-        _PRODUCTS[scheme_name] = factory
-        return factory
-    return wrap
+def scheme_hardware(name: str) -> SchemeHardware:
+    """The hardware spec of scheme ``name`` (imports the module its software spec names, loudly)."""
+    scheme = get_scheme(name)
+    if not scheme.hardware:
+        raise SparsynError(f"scheme {name!r} has no hardware yet (its spec names no hardware module); "
+                           "it can be compressed but not generated or simulated")
+    try:
+        mod = importlib.import_module(scheme.hardware)
+    except ModuleNotFoundError as err:
+        if err.name == scheme.hardware:
+            raise SparsynError(f"scheme {name!r} names hardware module {scheme.hardware}, which does not exist; "
+                               "fix the scheme's 'hardware' attribute") from None
+        raise
+    spec = getattr(mod, "HARDWARE", None)
+    if not isinstance(spec, SchemeHardware):
+        raise SparsynError(f"hardware module {scheme.hardware} of scheme {name!r} defines no HARDWARE = "
+                           "SchemeHardware(...)")
+    return spec
 
 
-def make_product(packed: PackedLayer) -> ProductUnit:
-    """The PE datapath for a packed layer, from whichever scheme packed it."""
-    from . import _load_all  # noqa: F401  (imports every hw scheme module)
-    if packed.scheme not in _PRODUCTS:
-        get_scheme(packed.scheme)  # unknown scheme names fail with the list of known ones
-        raise NotImplementedError(f"scheme {packed.scheme!r} has no hardware PE yet")
-    return _PRODUCTS[packed.scheme](packed)
+def make_product(packed: PackedLayer, position: tuple[int, int] = (0, 0)) -> ProductUnit:
+    """The PE datapath at ``position`` for a packed layer, from whichever scheme packed it."""
+    spec = scheme_hardware(packed.scheme)
+    if spec.product is None:
+        raise SparsynError(f"scheme {packed.scheme!r} has no PE datapath (its engine does not use the shared array)")
+    return spec.product(packed, position)

@@ -6,7 +6,7 @@ from amaranth.hdl import Module
 from sparsyn.sw.schemes import get_scheme
 
 from ..layouts import ACT_BITS
-from .base import ProductUnit, register_product
+from .base import ProductUnit, SchemeHardware
 
 
 class DenseProduct(ProductUnit):
@@ -18,7 +18,9 @@ class DenseProduct(ProductUnit):
         return m
 
 
-@register_product("dense")
-def dense_product(packed) -> DenseProduct:
+def dense_product(packed, position=(0, 0)) -> DenseProduct:
     bits = packed.meta["weight_bits"]
     return DenseProduct(get_scheme("dense").entry_layout(packed), 1, bits + ACT_BITS)
+
+
+HARDWARE = SchemeHardware(product=dense_product)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 
-from .base import ACT_BITS, ProductUnit, register_product
+from .base import ACT_BITS, ProductUnit, SchemeHardware
 
 
 def product_width(tile: int) -> int:
@@ -83,8 +83,10 @@ class TernaryProduct(ProductUnit):
         return m
 
 
-@register_product("ternary")
-def ternary_product(packed) -> TernaryProduct:
+def ternary_product(packed, position=(0, 0)) -> TernaryProduct:
     """PE datapath for a layer packed by the ``ternary`` scheme."""
     from sparsyn.sw.schemes.ternary import TernaryScheme
     return TernaryProduct(TernaryScheme.entry_layout(packed), TernaryScheme.lanes(packed))
+
+
+HARDWARE = SchemeHardware(product=ternary_product)

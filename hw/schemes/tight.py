@@ -19,7 +19,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 
 from sparsyn.sw.subword import SUB_BITS
 
-from .base import ACT_BITS, ProductUnit, register_product
+from .base import ACT_BITS, ProductUnit, SchemeHardware
 
 
 class MuxProduct(ProductUnit):
@@ -54,7 +54,7 @@ class SubwordProduct(ProductUnit):
         return m
 
 
-def column_combine_product(packed) -> ProductUnit:
+def column_combine_product(packed, position=(0, 0)) -> ProductUnit:
     """The PE datapath of a ``packcnn`` / ``tight`` packed layer (subword variant when its meta says so)."""
     from sparsyn.sw.packing import entry_layout
     m = packed.meta
@@ -64,5 +64,5 @@ def column_combine_product(packed) -> ProductUnit:
     return MuxProduct(layout, m["alpha"], m["weight_bits"])
 
 
-register_product("packcnn")(column_combine_product)
-register_product("tight")(column_combine_product)
+#: ``packcnn`` and ``tight`` share this PE (they differ only in how the compressor groups columns).
+HARDWARE = SchemeHardware(product=column_combine_product)

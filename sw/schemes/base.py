@@ -1,14 +1,28 @@
-"""The scheme interface: every compression scheme is a plug-in of this one class.
+"""The scheme spec: every compression scheme is one subclass of :class:`Scheme`, in one module.
 
-A scheme has three faces:
+A scheme is a small family of files behind this one spec and one line of the registry
+(:data:`sparsyn.sw.schemes.REGISTRY`):
 
-* **software compression** — :meth:`Scheme.prepare` prunes / fine-tunes the float model (dense: no-op)
-  and :meth:`Scheme.quantize_weights` turns a float N x K matrix into integers plus a per-channel scale;
-* **ROM format** — :meth:`Scheme.pack` (integer layer -> :class:`PackedLayer`: JSON meta + ROM words)
-  and its inverse :meth:`Scheme.decode` (-> the exact N x K integer matrix the golden model uses);
-* **hardware** — :meth:`Scheme.entry_layout` (the packed PE word as an ``amaranth.lib.data`` layout),
-  :meth:`Scheme.entry_coefficients` (the PE's linear map, the software model of the PE) and
-  :meth:`Scheme.tile_program` (the schedule on the shared systolic array, see :mod:`..schedule`).
+* ``sw/schemes/<name>.py`` — the :class:`Scheme` subclass:
+
+  - **options** (:attr:`Scheme.options`, typed and checked; ``--opt K=V`` on the command line);
+  - **compressor** — :meth:`Scheme.prepare` prunes / fine-tunes the float model, and
+    :meth:`Scheme.quantize_weights` turns a float N x K matrix into integers plus a per-channel scale;
+  - **ROM format** — :meth:`Scheme.pack` (integer layer -> :class:`PackedLayer` whose ROMs are the
+    memory images of the layer's hardware, each with its kind: weights / index / table / constants)
+    and :meth:`Scheme.decode` (those ROMs -> the exact N x K integer matrix the golden model uses).
+    Schemes on the shared array (:attr:`Scheme.engine` ``"array"``) only supply their schedule
+    (:meth:`Scheme.schedule`) and their PE model (:meth:`Scheme.entry_layout`,
+    :meth:`Scheme.entry_coefficients`); :mod:`..array_format` lays out and decodes the ROMs;
+  - **hardware** — :attr:`Scheme.hardware`, the *name* of the module holding its hardware spec (so
+    that ``sw/`` never imports ``hw/``);
+
+* ``hw/schemes/<name>.py`` — ``HARDWARE = SchemeHardware(product=..., engine=..., ...)``: the PE
+  datapath factory (it receives the packed layer and its array position), the engine the scheme
+  runs on (default: the shared :class:`~sparsyn.hw.engine.LayerEngine`, with its cycle model).
+
+The array geometry (:class:`~..schedule.ArrayConfig`) is part of the compressed artefact: a scheme
+object is made for one array (``Scheme(array=..., **options)``) and packs for it.
 """
 from __future__ import annotations
 
@@ -48,11 +62,24 @@ def parse_bool(v) -> bool:
 parse_bool.__name__ = "bool (0/1)"
 
 
+#: What a ROM can hold, as the manifest and the size reports split it.
+ROM_KINDS = ("weights", "index", "table", "constants")
+
+
 @dataclass
 class Rom:
-    """One ROM image: ``depth`` words of ``width`` bits (unsigned, two's complement for signed data)."""
+    """One memory image: ``depth`` words of ``width`` bits (unsigned, two's complement for signed data).
+
+    ``kind`` says what it holds: ``weights`` (PE entries), ``index`` (where the weights go: lane
+    descriptors, ids, bitmaps), ``table`` (schedule or pattern tables), ``constants`` (bias,
+    requantization)."""
     width: int
     words: list[int]
+    kind: str = "weights"
+
+    def __post_init__(self):
+        if self.kind not in ROM_KINDS:
+            raise ValueError(f"ROM kind {self.kind!r} is not one of {ROM_KINDS}")
 
     @property
     def depth(self) -> int:
@@ -72,16 +99,40 @@ class PackedLayer:
 
     @property
     def rom_bits(self) -> int:
+        """Every bit the layer's hardware stores (all ROMs)."""
         return sum(rom.bits for rom in self.roms.values())
+
+    def bits_by_kind(self) -> dict[str, int]:
+        """ROM bits per kind (weights / index / table / constants), every kind present (0 if none)."""
+        out = dict.fromkeys(ROM_KINDS, 0)
+        for rom in self.roms.values():
+            out[rom.kind] += rom.bits
+        return out
+
+    @property
+    def array(self) -> ArrayConfig | None:
+        """The array geometry the layer was packed for (None for an engine without one)."""
+        a = self.meta.get("array")
+        return ArrayConfig(a["rows"], a["cols"], a.get("lanes", 1)) if a else None
 
 
 class Scheme:
-    """Base class; subclasses set ``name``, ``summary``, ``options`` and override what differs."""
+    """Base class; subclasses set ``name``, ``summary``, ``options``, ``hardware`` and override what differs."""
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
+    #: Module that defines this scheme's ``HARDWARE`` spec (imported by the hardware layer only).
+    hardware: ClassVar[str] = ""
+    #: The ROM format family: ``"array"`` = the shared array's memories (:mod:`..array_format`).
+    engine: ClassVar[str] = "array"
 
-    def __init__(self, **opts):
+    def __init__(self, array: ArrayConfig | None = None, **opts):
+        if array is None:
+            array = DEFAULT_ARRAY
+        if not isinstance(array, ArrayConfig):
+            array = ArrayConfig.parse(str(array))
+        #: The array this scheme object packs for (``sparsyn compress --array``).
+        self.array = ArrayConfig(array.rows, array.cols)
         unknown = set(opts) - set(self.options)
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
@@ -115,19 +166,35 @@ class Scheme:
         return quantize_int8_per_channel(w)
 
     # ---- ROM format -----------------------------------------------------------------------------
-    def pack(self, layer: QuantLayer) -> PackedLayer:
+    def schedule(self, layer: QuantLayer) -> tuple[TileProgram, dict]:
+        """The layer on this scheme's array: (TileProgram, scheme meta read by ``entry_layout`` /
+        ``entry_coefficients``; a ``"stats"`` entry holds scheme-specific size figures)."""
         raise NotImplementedError
+
+    def pack(self, layer: QuantLayer) -> PackedLayer:
+        """Integer layer -> its memory images (default: the shared array's format of :meth:`schedule`)."""
+        from ..array_format import pack_array
+        program, meta = self.schedule(layer)
+        return pack_array(self.name, layer, program, self.entry_layout(PackedLayer(self.name, meta)), meta)
 
     @classmethod
     def decode(cls, packed: PackedLayer) -> np.ndarray:
-        raise NotImplementedError
+        """Memory images -> the exact N x K integer weights (default: the shared array's format)."""
+        from ..array_format import decode_array
+        return decode_array(packed, cls.entry_layout(packed), lambda words: cls.coefficients(packed, words))
+
+    @classmethod
+    def decode_constants(cls, packed: PackedLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Memory images -> (bias, mult, shift) per output channel."""
+        from ..array_format import decode_constants
+        return decode_constants(packed, cls.entry_layout(packed))
 
     @classmethod
     def stats(cls, packed: PackedLayer, layer: QuantLayer) -> dict:
-        """Size figures: dense slots, stored slots, ROM bits (weights + index/flag/bitmap bits)."""
-        return {"dense_slots": layer.n * layer.k, "rom_bits": packed.rom_bits}
+        """Size figures: the scheme's own (``meta["stats"]``) and the stored bits by kind."""
+        return {"dense_slots": layer.n * layer.k, **packed.meta.get("stats", {}), "rom_bits": packed.rom_bits}
 
-    # ---- hardware -------------------------------------------------------------------------------
+    # ---- PE model -------------------------------------------------------------------------------
     @classmethod
     def lanes(cls, packed: PackedLayer) -> int:
         """Activations per array row (L) this scheme's PE consumes."""
@@ -144,8 +211,16 @@ class Scheme:
         raise NotImplementedError
 
     @classmethod
-    def tile_program(cls, packed: PackedLayer, layer: QuantLayer, array: ArrayConfig) -> TileProgram:
-        raise NotImplementedError
+    def coefficients(cls, packed: PackedLayer, words) -> np.ndarray:
+        """:meth:`entry_coefficients` of many entries (Python ints of any width): (len(words), L) int64."""
+        cache: dict[int, tuple[int, ...]] = {}
+        out = np.zeros((len(words), cls.lanes(packed)), dtype=np.int64)
+        for i, w in enumerate(words):
+            w = int(w)
+            if w not in cache:
+                cache[w] = cls.entry_coefficients(packed, w)
+            out[i] = cache[w]
+        return out
 
 
 def quantize_int8_per_channel(w: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray, int]:
@@ -158,22 +233,5 @@ def quantize_int8_per_channel(w: np.ndarray, bits: int = 8) -> tuple[np.ndarray,
     return w_int, scale, bits
 
 
-_REGISTRY: dict[str, type[Scheme]] = {}
-
-
-def register(cls: type[Scheme]) -> type[Scheme]:
-    """Class decorator adding a scheme to the registry under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def scheme_names() -> list[str]:
-    from . import _load_all  # noqa: F401  (imports every scheme module once)
-    return list(_REGISTRY)
-
-
-def get_scheme(name: str) -> type[Scheme]:
-    names = scheme_names()
-    if name not in _REGISTRY:
-        raise SparsynError(f"unknown scheme {name!r}; available schemes: {', '.join(names)}")
-    return _REGISTRY[name]
+#: The array ``sparsyn compress`` packs for when ``--array`` is not given.
+DEFAULT_ARRAY = ArrayConfig(4, 4)

@@ -17,12 +17,12 @@ import numpy as np
 
 from ..errors import SparsynError
 from ..packing import (Grouping, conflict_prune, decode_packed, entry_coefficients, entry_layout,
-                       greedy_combine, is_lossless, pack_matrix, packed_stats, repair, section_count,
-                       tile_program, virtual_magnitude, virtual_matrix, weight_matrix)
+                       greedy_combine, is_lossless, pack_matrix, packed_stats, repair, tile_program,
+                       virtual_magnitude, virtual_matrix, weight_matrix)
 from ..prune import check_density, compute_layers, iterative_prune, masks_from_model
 from ..qmodel import QuantLayer
 from ..subword import quantize_subword
-from .base import Option, PackedLayer, Scheme, parse_bool, quantize_int8_per_channel, register
+from .base import Option, PackedLayer, Scheme, parse_bool, quantize_int8_per_channel
 
 
 def _at_least(lo, what):
@@ -32,8 +32,6 @@ def _at_least(lo, what):
 COMMON_OPTIONS = {
     "alpha": Option(4, "group size: columns combined per packed column (PE input mux width), >= 2", int,
                     _at_least(2, "alpha (columns per group)")),
-    "section_height": Option(4, "rows (output channels) per row section = the array's column count C", int,
-                             lambda v: None if 1 <= v <= 64 else "section_height must be in 1..64"),
     "density": Option(0.25, "fraction of weights kept by magnitude pruning, in (0, 1]", float, check_density),
     "prune_steps": Option(3, "iterative pruning steps (geometric density schedule)", int,
                           _at_least(1, "prune_steps")),
@@ -75,7 +73,7 @@ class ColumnCombineScheme(Scheme):
             raise SparsynError(
                 f"layer {name} cannot be packed: alpha={self.opts['alpha']} exceeds the {rows} rows a {self.name} "
                 f"group spans, and a conflict-free group holds at most one nonzero column per row; "
-                f"use --opt alpha={max(2, rows)} or a larger section_height")
+                f"use --opt alpha={max(2, rows)} or an array with more columns (--array RxC)")
 
     # ---- software compression ---------------------------------------------------------------------
     def applies_to(self, index: int, layer_kind: str, n_layers: int) -> bool:
@@ -150,28 +148,26 @@ class ColumnCombineScheme(Scheme):
         return q, scale, bits
 
     # ---- ROM format -------------------------------------------------------------------------------
-    def pack(self, layer: QuantLayer) -> PackedLayer:
-        """Lossless: uses the grouping from ``prepare`` (or computes one), repaired if it would drop a weight."""
+    def schedule(self, layer: QuantLayer):
+        """Lossless: uses the grouping from ``prepare`` (or computes one), repaired if it would drop a
+        weight; one array-row slot per packed group (lanes = its alpha columns)."""
         self.check_layer(layer.name, layer.n)
         sub = bool(self.opts["subword"])
         v = virtual_matrix(layer.weight, sub)
         g = self.groupings.get(layer.name)
-        if g is None or g.height != self.opts["section_height"]:
+        if g is None or g.height != self.array.cols:
             g = self.choose_groups(virtual_magnitude(v, sub), layer.name, progress=False, lossless=True)
         if not is_lossless(v, g):
             g = repair(v, g, virtual_magnitude(v, sub))
-        return pack_matrix(self.name, layer.weight, g, layer.weight_bits,
-                           {"grouping": "shared" if g.shared else "per-section"})
+        grouped = pack_matrix(self.name, layer.weight, g, layer.weight_bits,
+                              {"grouping": "shared" if g.shared else "per-section"})
+        program = tile_program(grouped, layer, self.array)
+        m = grouped.meta
+        stats = {k: v for k, v in packed_stats(grouped, layer).items() if k != "rom_bits"}
+        return program, {"alpha": m["alpha"], "subword": m["subword"], "weight_bits": m["weight_bits"],
+                         "grouping": m["grouping"], "stats": stats}
 
-    @classmethod
-    def decode(cls, packed: PackedLayer) -> np.ndarray:
-        return decode_packed(packed)
-
-    @classmethod
-    def stats(cls, packed, layer):
-        return packed_stats(packed, layer)
-
-    # ---- hardware ---------------------------------------------------------------------------------
+    # ---- PE model ---------------------------------------------------------------------------------
     @classmethod
     def lanes(cls, packed):
         return packed.meta["alpha"]
@@ -185,14 +181,10 @@ class ColumnCombineScheme(Scheme):
     def entry_coefficients(cls, packed, entry):
         return entry_coefficients(packed, entry)
 
-    @classmethod
-    def tile_program(cls, packed, layer, array):
-        return tile_program(packed, layer, array)
 
-
-@register
 class PackCNNScheme(ColumnCombineScheme):
     name = "packcnn"
+    hardware = "sparsyn.hw.schemes.tight"
     summary = "PackCNN greedy column combining (alpha inputs per PE mux), conflict pruning"
     options = {**COMMON_OPTIONS,
                "gamma": Option(0.25, "max fraction of a group's rows with conflicts (pruned), in [0, 1]", float,
@@ -205,5 +197,5 @@ class PackCNNScheme(ColumnCombineScheme):
         """Greedy pair merging over all rows (one grouping for every section); see greedy_combine."""
         gamma = 0.0 if lossless else self.opts["gamma"]
         groups = greedy_combine(np.asarray(magnitude) > 0, self.opts["alpha"], gamma)
-        return Grouping(self.opts["section_height"], self.opts["alpha"], bool(self.opts["subword"]), [groups],
+        return Grouping(self.array.cols, self.opts["alpha"], bool(self.opts["subword"]), [groups],
                         shared=True)

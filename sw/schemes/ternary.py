@@ -21,22 +21,18 @@ subtracts or skips. The first conv layer stays dense int8 by default (the paper 
 on digits is below one useful tile), see ``first_layer``/``last_layer``.
 
 Tiles that do not fill K (K mod T != 0) are **padded**: the last tile's missing lanes read the constant-
-zero input (lane index -1) and store code 0. ``pad=0`` refuses such a layer instead.
+zero input (invalid lane descriptor) and store code 0. ``pad=0`` refuses such a layer instead.
 
-ROMs of a packed layer (meta: n, k, tile, cols, sections, tiles, packing, stored_tiles):
+ROMs: the shared array's format (:mod:`..array_format`): one array-row slot per **stored** PE tile,
+so a pruned tile costs neither a weight word nor a lane descriptor nor a cycle; the lane descriptors
+(kind ``index``) say which T inputs each stored tile reads — they are the whole index, there is no
+separate bitmap. A PE entry is T 2-bit codes, lane ``l`` at bits ``[2l, 2l+1]`` = {bit0 ``en``, bit1
+``neg``}: 00 skip, 01 add (+1), 11 subtract (-1), i.e. the 2-bit two's complement of the trit; 10 is
+invalid (refused by :meth:`decode`). :func:`trit5_bits` gives the size the same trits would take packed
+5 per byte (1.6 bits per weight) — a storage figure only: no engine decodes that format.
 
-* ``bitmap``: 1-bit words, one per group, section-major (``addr = s * tiles + j``): 1 = tile stored;
-* ``codes`` (``packing="2bit"``, default): one ``2*T``-bit word per stored tile and real output row
-  (row order: stored tiles in bitmap order, rows ``s*cols ..`` of that section; rows past N are not
-  stored). Lane ``l`` is bits ``[2l, 2l+1]`` = {bit0 ``en``, bit1 ``neg``}: 00 skip, 01 add (+1), 11 subtract
-  (-1), i.e. the 2-bit two's complement of the trit; 10 is invalid;
-* ``codes`` (``packing="trit5"``): the same trit stream (entry-major, lane-minor) packed 5 trits per byte,
-  ``byte = sum_i (t_i + 1) * 3**i`` (3**5 = 243 <= 256), 1.6 bits per weight; the tail is padded with t=0.
-  This is a storage format only: the array's PE entry is always the 2-bit code word.
-
-PE entry (:meth:`entry_layout`): ``ArrayLayout(StructLayout({"en": 1, "neg": 1}), T)`` — the 2-bit word
-above; ``entry_coefficients`` = T values in {-1, 0, 1}. :meth:`tile_program` emits one slot per stored
-tile (lanes = T), so cycles shrink in proportion to the pruned tiles.
+PE entry (:meth:`entry_layout`): ``ArrayLayout(StructLayout({"en": 1, "neg": 1}), T)``;
+``entry_coefficients`` = T values in {-1, 0, 1}.
 """
 from __future__ import annotations
 
@@ -50,9 +46,8 @@ from ..group_prune import (DEFAULT_WPC_RATIO, GroupGrid, check_sparsity, group_p
 from ..qmodel import QuantLayer
 from ..schedule import ArrayConfig, Slot, TileProgram
 from ..ternarize import DEFAULT_DELTA_FACTOR, attach_ste, check_delta_factor, detach_ste, ternarize
-from .base import Option, PackedLayer, Rom, Scheme, parse_bool, register
+from .base import Option, PackedLayer, Scheme, parse_bool
 
-PACKINGS = ("2bit", "trit5")
 #: trit -> 2-bit code (two's complement); the inverse treats 0b10 as corrupt.
 CODE = {0: 0b00, 1: 0b01, -1: 0b11}
 TRIT = {0b00: 0, 0b01: 1, 0b11: -1}
@@ -68,16 +63,13 @@ def _range(lo, hi, what):
     return check
 
 
-@register
 class TernaryScheme(Scheme):
     name = "ternary"
+    hardware = "sparsyn.hw.schemes.ternary"
     summary = "PE-wise structured pruning + ternary {-a,0,+a} weights (WPC), adder-only PEs"
     options = {
         "tile": Option(8, "PE lanes T: inputs per PE tile (= array-row slot width); a group is cols x T", int,
                        lambda v: None if 1 <= v <= 64 else "tile T must be in 1..64, e.g. tile=8"),
-        "cols": Option(4, "section height C = the array's columns (output channels per pass); tile_program "
-                          "needs an array with this many columns", int,
-                       lambda v: None if 1 <= v <= 256 else "cols must be in 1..256, e.g. cols=4 for a 4x4 array"),
         "sparsity": Option(0.5, "target fraction of PE tiles pruned per ternary layer, in [0, 1)", float,
                            lambda v: None if 0 <= v < 1 else "target sparsity must be in [0, 1), e.g. sparsity=0.5"),
         "lam": Option(0.1, "group-lasso weight lambda (loss = CE + lambda * sum R)", float,
@@ -101,8 +93,6 @@ class TernaryScheme(Scheme):
                                   lambda v: None if 0 <= v <= 1000 else "finetune_epochs must be in 0..1000"),
         "lr": Option(5e-3, "Adam learning rate of both phases", float,
                      lambda v: None if 0 < v < 1 else "lr must be in (0, 1), e.g. lr=0.005"),
-        "packing": Option("2bit", "code ROM format: 2bit (one 2T-bit word per PE entry) or trit5 (5 trits/byte)",
-                          str, lambda v: None if v in PACKINGS else "packing must be 2bit or trit5"),
         "pad": Option(True, "pad the last tile of a layer whose K is not a multiple of T (0: refuse)", parse_bool),
         "first_layer": Option(False, "also ternarize the first compute layer (paper: left out)", parse_bool),
         "last_layer": Option(True, "ternarize the last compute layer (the classifier)", parse_bool),
@@ -130,7 +120,7 @@ class TernaryScheme(Scheme):
         if k % t and not self.opts["pad"]:
             raise SparsynError(f"layer '{name}': tile T={t} does not divide K={k} and pad=0 refuses padding; "
                                f"choose a tile dividing {k} or set pad=1 (the last tile is padded with zero lanes)")
-        return GroupGrid(n, k, self.opts["cols"], t)
+        return GroupGrid(n, k, self.array.cols, t)
 
     def _targets(self, model, data):
         """Compute modules this scheme applies to, as (index, name, module), in forward order."""
@@ -219,7 +209,7 @@ class TernaryScheme(Scheme):
         return codes, alpha, 2
 
     # ---- ROM format -----------------------------------------------------------------------------
-    def pack(self, layer: QuantLayer) -> PackedLayer:
+    def schedule(self, layer: QuantLayer):
         w = np.asarray(layer.weight, dtype=np.int64)
         if not np.isin(w, (-1, 0, 1)).all():
             raise SparsynError(f"layer '{layer.name}' holds weights outside {{-1, 0, 1}}; only layers quantized by "
@@ -229,111 +219,37 @@ class TernaryScheme(Scheme):
         if not occ.any():
             raise SparsynError(f"layer '{layer.name}': every PE tile is pruned, the model would be dead; "
                                "lower the target sparsity or keep this layer dense")
-        trits = []  # entry-major, lane-minor
-        blocks = grid.blocks(w)  # S, C, J, T
-        for s in range(grid.sections):
-            rows = min(grid.cols, grid.n - s * grid.cols)
-            for j in range(grid.tiles):
-                if occ[s, j]:
-                    trits.append(blocks[s, :rows, j, :])
-        trits = np.concatenate(trits).astype(np.int64)  # (entries, T)
+        blocks = grid.blocks(w)
         t = grid.tile
-        packing = self.opts["packing"]
-        if packing == "2bit":
-            shifts = 2 * np.arange(t)
-            words = [int(sum(CODE[int(v)] << int(sh) for v, sh in zip(row, shifts))) for row in trits]
-            codes = Rom(2 * t, words)
-        else:
-            flat = list(trits.ravel() + 1)
-            flat += [1] * (-len(flat) % 5)
-            codes = Rom(8, [int(sum(d * 3 ** i for i, d in enumerate(flat[p:p + 5])))
-                            for p in range(0, len(flat), 5)])
-        meta = {"n": layer.n, "k": layer.k, "tile": t, "cols": grid.cols, "sections": grid.sections,
-                "tiles": grid.tiles, "padded": grid.padded, "packing": packing,
-                "stored_tiles": int(occ.sum()), "entries": int(len(trits))}
-        bitmap = Rom(1, [int(b) for b in occ.ravel()])
-        return PackedLayer(self.name, meta, {"bitmap": bitmap, "codes": codes})
-
-    @classmethod
-    def _grid(cls, packed: PackedLayer) -> GroupGrid:
-        m = packed.meta
-        return GroupGrid(m["n"], m["k"], m["cols"], m["tile"])
-
-    @classmethod
-    def _entries(cls, packed: PackedLayer) -> np.ndarray:
-        """The stored PE entries as trits (entries, T), checking the ROM's size and codes."""
-        m = packed.meta
-        t, count = m["tile"], m["entries"]
-        codes = packed.roms["codes"]
-        if m["packing"] == "2bit":
-            if codes.depth != count:
-                raise SparsynError(f"ternary codes ROM has {codes.depth} words, the bitmap needs {count}; "
-                                   "the ROM files do not belong together, re-run 'sparsyn compress'")
-            out = np.zeros((count, t), dtype=np.int64)
-            for e, word in enumerate(codes.words):
-                for lane in range(t):
-                    c = (word >> (2 * lane)) & 3
-                    if c not in TRIT:
-                        raise SparsynError(f"ternary codes ROM word {e} lane {lane} holds the invalid code 0b10; "
-                                           "the ROM is corrupt, re-run 'sparsyn compress'")
-                    out[e, lane] = TRIT[c]
-            return out
-        if m["packing"] != "trit5":
-            raise SparsynError(f"unknown ternary packing {m['packing']!r} in the manifest; re-run 'sparsyn compress'")
-        need = -(-count * t // 5)
-        if codes.depth != need:
-            raise SparsynError(f"ternary trit5 codes ROM has {codes.depth} bytes, {need} expected; "
-                               "re-run 'sparsyn compress'")
-        digits = []
-        for e, byte in enumerate(codes.words):
-            if byte >= 243:
-                raise SparsynError(f"ternary trit5 codes byte {e} = {byte} is not a 5-trit value (< 243); "
-                                   "the ROM is corrupt, re-run 'sparsyn compress'")
-            for _ in range(5):
-                digits.append(byte % 3 - 1)
-                byte //= 3
-        return np.array(digits[:count * t], dtype=np.int64).reshape(count, t)
+        sections = []
+        for s in range(grid.sections):
+            slots = []
+            for j in range(grid.tiles):
+                if not occ[s, j]:
+                    continue  # pruned PE tile: no slot, no cycles, no ROM word
+                lane_k = tuple(j * t + lane if j * t + lane < grid.k else -1 for lane in range(t))
+                slots.append(Slot(lane_k, tuple(self.entry_word(blocks[s, c, j]) for c in range(grid.cols))))
+            sections.append(slots)
+        program = TileProgram(ArrayConfig(self.array.rows, self.array.cols, t), layer.n, layer.k, 2 * t, sections)
+        stored = int(occ.sum())
+        stats = {"groups": grid.groups, "stored_tiles": stored, "tile_sparsity": 1 - stored / grid.groups,
+                 "packed_slots": stored * grid.cols * t, "padded": grid.padded,
+                 "trit5_bits": trit5_bits(stored * grid.cols * t)}
+        return program, {"tile": t, "weight_bits": 2, "stats": stats}
 
     @classmethod
     def decode(cls, packed: PackedLayer) -> np.ndarray:
-        grid = cls._grid(packed)
-        occ = np.array(packed.roms["bitmap"].words, dtype=bool)
-        if occ.size != grid.groups:
-            raise SparsynError(f"ternary bitmap ROM has {occ.size} bits, the layer has {grid.groups} tiles; "
-                               "re-run 'sparsyn compress'")
-        if int(occ.sum()) != packed.meta["stored_tiles"]:
-            raise SparsynError("ternary bitmap does not match the stored tile count; re-run 'sparsyn compress'")
-        occ = occ.reshape(grid.sections, grid.tiles)
-        entries = cls._entries(packed)
-        blocks = np.zeros((grid.sections, grid.cols, grid.tiles, grid.tile), dtype=np.int64)
-        e = 0
-        for s in range(grid.sections):
-            rows = min(grid.cols, grid.n - s * grid.cols)
-            for j in range(grid.tiles):
-                if occ[s, j]:
-                    blocks[s, :rows, j, :] = entries[e:e + rows]
-                    e += rows
-        if e != len(entries):
-            raise SparsynError(f"ternary codes ROM holds {len(entries)} entries, the bitmap uses {e}; "
-                               "re-run 'sparsyn compress'")
-        w = blocks.reshape(grid.sections * grid.cols, grid.tiles * grid.tile)
-        if np.any(w[:, grid.k:]):
-            raise SparsynError("ternary codes ROM has a nonzero weight on a padding lane; re-run 'sparsyn compress'")
-        return w[:grid.n, :grid.k]
-
-    @classmethod
-    def stats(cls, packed, layer):
+        """The shared array decode, after refusing the invalid code 0b10 anywhere in the weight ROM."""
         m = packed.meta
-        grid = cls._grid(packed)
-        dense = layer.n * layer.k
-        bitmap_bits = packed.roms["bitmap"].bits
-        return {"dense_slots": dense, "packed_slots": m["entries"] * m["tile"],
-                "groups": grid.groups, "stored_tiles": m["stored_tiles"],
-                "tile_sparsity": 1 - m["stored_tiles"] / grid.groups,
-                "code_bits": packed.roms["codes"].bits, "bitmap_bits": bitmap_bits, "index_bits": bitmap_bits,
-                "rom_bits": packed.rom_bits, "rate_vs_fp32": 32 * dense / packed.rom_bits,
-                "rate_vs_int8": 8 * dense / packed.rom_bits, "packing": m["packing"],
-                "slots_dense": grid.groups, "slots_stored": m["stored_tiles"]}
+        width = 2 * m["tile"]
+        for i, word in enumerate(packed.roms["weights"].words):
+            for e in range(m["array"]["cols"]):
+                entry = (int(word) >> (e * width)) & ((1 << width) - 1)
+                for lane in range(m["tile"]):
+                    if (entry >> (2 * lane)) & 3 == 0b10:
+                        raise SparsynError(f"ternary weight ROM word {i} column {e} lane {lane} holds the invalid "
+                                           "code 0b10; the ROM is corrupt, re-run 'sparsyn compress'")
+        return super().decode(packed)
 
     # ---- hardware -------------------------------------------------------------------------------
     @classmethod
@@ -354,29 +270,19 @@ class TernaryScheme(Scheme):
         return tuple(out)
 
     @classmethod
+    def coefficients(cls, packed: PackedLayer, words) -> np.ndarray:
+        t = packed.meta["tile"]
+        if 2 * t > 62:
+            return super().coefficients(packed, words)
+        c = (np.asarray([int(w) for w in words], dtype=np.int64).reshape(-1, 1) >> (2 * np.arange(t))) & 3
+        return np.where(c & 1, np.where(c & 2, -1, 1), 0).astype(np.int64)
+
+    @classmethod
     def entry_word(cls, trits) -> int:
         """T trits -> the 2T-bit PE entry (lane l at bits 2l, 2l+1)."""
         return int(sum(CODE[int(v)] << (2 * lane) for lane, v in enumerate(trits)))
 
-    @classmethod
-    def tile_program(cls, packed, layer, array: ArrayConfig) -> TileProgram:
-        m = packed.meta
-        if array.cols != m["cols"]:
-            raise SparsynError(f"layer '{layer.name}' was packed for {m['cols']} array columns (PE groups of "
-                               f"{m['cols']} output channels) but the array has {array.cols}; re-compress with "
-                               f"--opt cols={array.cols} or use an array with {m['cols']} columns")
-        grid = cls._grid(packed)
-        w = cls.decode(packed)
-        occ = np.array(packed.roms["bitmap"].words, dtype=bool).reshape(grid.sections, grid.tiles)
-        blocks = grid.blocks(w)
-        t = grid.tile
-        sections = []
-        for s in range(grid.sections):
-            slots = []
-            for j in range(grid.tiles):
-                if not occ[s, j]:
-                    continue  # pruned PE tile: no slot, no cycles
-                lane_k = tuple(j * t + lane if j * t + lane < grid.k else -1 for lane in range(t))
-                slots.append(Slot(lane_k, tuple(cls.entry_word(blocks[s, c, j]) for c in range(grid.cols))))
-            sections.append(slots)
-        return TileProgram(ArrayConfig(array.rows, array.cols, t), layer.n, layer.k, 2 * t, sections)
+
+def trit5_bits(trits: int) -> int:
+    """Bits ``trits`` ternary weights would take packed 5 per byte (3**5 = 243 <= 256)."""
+    return 8 * -(-trits // 5)

@@ -3,7 +3,7 @@
 Same flow, ROM format and PE as ``packcnn`` (:class:`.packcnn.ColumnCombineScheme`): unstructured
 magnitude pruning with masked fine-tuning, column combining into groups of at most ``alpha``
 columns, conflict pruning, fine-tuning; optional subword-level pruning. What differs is how groups
-are chosen: **each row section** (``section_height`` output channels = one array pass) gets its own
+are chosen: **each row section** (the array's C output channels, one set of passes) gets its own
 column-to-group assignment, found by **simulated annealing** (:mod:`..anneal`: state = columns in
 group slots, move = swap/move between two groups, energy = packed width + ``penalty`` x conflict-
 pruned magnitude / mean magnitude - ``fill_bonus`` x fill², Metropolis acceptance, geometric cooling
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..anneal import AnnealParams, anneal_sections
 from ..packing import Grouping, section_count, section_rows
-from .base import Option, register
+from .base import Option
 from .packcnn import COMMON_OPTIONS, ColumnCombineScheme
 
 
@@ -24,9 +24,9 @@ def _positive(what):
     return lambda v: None if v > 0 else f"{what} must be > 0"
 
 
-@register
 class TightScheme(ColumnCombineScheme):
     name = "tight"
+    hardware = "sparsyn.hw.schemes.tight"
     summary = "Tight Compression: per-section simulated-annealing column permutation (+ subwords)"
     options = {
         **COMMON_OPTIONS,
@@ -45,15 +45,16 @@ class TightScheme(ColumnCombineScheme):
 
     def __init__(self, **opts):
         super().__init__(**opts)
-        if self.opts["alpha"] > self.opts["section_height"]:
+        if self.opts["alpha"] > self.array.cols:
             from ..errors import SparsynError
-            raise SparsynError(f"option alpha={self.opts['alpha']} of scheme 'tight' exceeds section_height="
-                               f"{self.opts['section_height']}: a conflict-free group holds at most one nonzero "
-                               "column per row of its section; use alpha <= section_height")
+            raise SparsynError(f"option alpha={self.opts['alpha']} of scheme 'tight' exceeds the {self.array.cols} "
+                               f"columns of the {self.array.rows}x{self.array.cols} array (= the rows of a section): "
+                               "a conflict-free group holds at most one nonzero column per row of its section; use "
+                               f"alpha <= {self.array.cols} or an array with more columns (--array RxC)")
         self.anneal_stats: dict[str, dict] = {}
 
     def group_rows(self, n: int) -> int:
-        return min(self.opts["section_height"], n)
+        return min(self.array.cols, n)
 
     def anneal_params(self, lossless: bool = False) -> AnnealParams:
         o = self.opts
@@ -63,7 +64,7 @@ class TightScheme(ColumnCombineScheme):
     def choose_groups(self, magnitude, name, progress=True, lossless=False):
         """Per-section simulated annealing (see :mod:`..anneal`)."""
         mag = np.asarray(magnitude, dtype=np.float64)
-        n, h = mag.shape[0], self.opts["section_height"]
+        n, h = mag.shape[0], self.array.cols
         blocks = []
         for s in range(section_count(n, h)):
             blk = np.zeros((h, mag.shape[1]))

@@ -10,7 +10,8 @@ def add_parser(sub):
                                    "maxpool of a manifest and write sparsyn_<layer>.v, sparsyn_lint.vlt "
                                    "(Verilator waivers) and sparsyn-rtl.json (ports, cycle model) to DIR.")
     p.add_argument("--manifest", required=True, metavar="PATH", help="manifest.json or its folder")
-    p.add_argument("--array", default="4x4", help="systolic array size RxC (default 4x4; lanes come from the scheme)")
+    p.add_argument("--array", default=None, metavar="RxC",
+                   help="systolic array size (default: the one the manifest was packed for; another is refused)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: work/rtl)")
     p.add_argument("--lint", action="store_true", help="run 'verilator --lint-only -Wall' on every file")
     p.add_argument("--model-top", action="store_true",
@@ -23,9 +24,10 @@ def run(args) -> int:
     from sparsyn.sw.report import format_table
     from sparsyn.sw.schedule import ArrayConfig
 
-    from .generate import LISTING_NAME, generate, lint
+    from sparsyn.hw.generate import LISTING_NAME, generate
+    from sparsyn.sim.lint import lint
 
-    array = ArrayConfig.parse(args.array)
+    array = ArrayConfig.parse(args.array) if args.array else None
     out = Path(args.out) if args.out else work_dir() / "rtl"
     files = generate(args.manifest, array, out, model_top=args.model_top)
     import json
@@ -39,6 +41,7 @@ def run(args) -> int:
             lint(out / rec["file"], rec["module"])
             rows[-1]["lint"] = "clean"
     cols = ["layer", "kind", "module", "cycles", "utilization"] + (["lint"] if args.lint else [])
-    print(format_table(rows, cols, title=f"Verilog for {doc['model']} on a {array} array"))
+    a = doc["array"]
+    print(format_table(rows, cols, title=f"Verilog for {doc['model']} on a {a['rows']}x{a['cols']} array"))
     print(f"{len(files)} files in {out}")
     return 0

@@ -1,0 +1,327 @@
+"""The shared array's ROM format: a layer's memory images exactly as the LayerEngine holds them.
+
+Every scheme that runs on the shared weight-stationary array (``dense``, ``packcnn``, ``tight``,
+``ternary``) hands its schedule (a :class:`~.schedule.TileProgram`: which inputs feed which array row
+in which pass, and the PE entries) to :func:`pack_array`, which lays it out as the memories of the
+engine — nothing more, nothing less. The ROM files of the manifest are these images word for word;
+the generated design initialises its memories from them, and :func:`decode_array` rebuilds the
+golden model's integer weights and constants from the same words (through the scheme's
+``entry_coefficients``, the software model of its PE).
+
+Memories (R x C array, L lanes per PE, P = passes, S = sections of C output channels):
+
+=========== ========== ======================== ============================================
+ROM         kind       word                     depth
+=========== ========== ======================== ============================================
+weights     weights    C PE entries (entry_w)   P * R   (pass-major; row r of pass p at p*R + r)
+lanes       index      L lane descriptors       P * R   ({valid, channel, dy, dx} per lane)
+passes      table      {section, first, last,   P + 1   (read one pass ahead: the last word is
+                       channels}                         repeated once)
+bias        constants  C x int32                S
+requant     constants  {mult: 15, shift: 6}     S * C   (channels past N: mult 0, shift 1)
+=========== ========== ======================== ============================================
+
+Every memory has at least 2 words (a 1-word memory would have a zero-width address port); the pad
+words are zero and are counted like any other stored bit. Word layouts are the
+``amaranth.lib.data`` layouts below (plain data, shared with :mod:`sparsyn.hw.layouts`), so a ROM
+word, a memory word and a register in the engine carry the same named fields.
+"""
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from .errors import SparsynError
+from .qmodel import QuantLayer
+from .requant import MAX_SHIFT, MULT_BITS
+from .schedule import ArrayConfig, TileProgram
+
+#: Accumulator / bias width (the numeric contract's 32-bit accumulator).
+ACC_BITS = 32
+SHIFT_BITS = 6
+#: The kinds a ROM file can be, as the manifest lists them.
+ROM_KINDS = ("weights", "index", "table", "constants")
+#: A memory is never shallower than this (no zero-width address ports).
+MIN_DEPTH = 2
+
+
+def bits_for_range(n: int) -> int:
+    """Unsigned width that holds ``0 .. n-1`` (at least 1 bit, so no zero-width fields reach Verilog)."""
+    return max(1, (max(n, 1) - 1).bit_length())
+
+
+def lane_descriptor(channels: int, kh: int, kw: int) -> data.StructLayout:
+    """Where one lane's activation comes from: input channel and kernel offset (valid=0: constant 0)."""
+    return data.StructLayout({
+        "valid": unsigned(1),
+        "channel": unsigned(bits_for_range(channels)),
+        "dy": unsigned(bits_for_range(kh)),
+        "dx": unsigned(bits_for_range(kw)),
+    })
+
+
+def row_lanes(descriptor: data.StructLayout, lanes: int) -> data.ArrayLayout:
+    """The L lane descriptors of one array row (one lane-memory word)."""
+    return data.ArrayLayout(descriptor, lanes)
+
+
+def weight_word(entry_layout, cols: int) -> data.ArrayLayout:
+    """One weight-memory word: the C PE entries of one array row for one pass."""
+    return data.ArrayLayout(entry_layout, cols)
+
+
+def acc_vector(cols: int) -> data.ArrayLayout:
+    """One accumulator (or bias) word: C signed 32-bit values, one per array column."""
+    return data.ArrayLayout(signed(ACC_BITS), cols)
+
+
+def pass_info(sections: int, cols: int) -> data.StructLayout:
+    """One pass-table word: the pass's section, whether it is the section's first / last pass, and
+    how many real output channels (<= C) the section has."""
+    return data.StructLayout({
+        "section": unsigned(bits_for_range(sections)),
+        "first": unsigned(1),
+        "last": unsigned(1),
+        "channels": unsigned(bits_for_range(cols + 1)),
+    })
+
+
+#: Per-output-channel requantization constants (one requant-ROM word).
+RequantConst = data.StructLayout({"mult": unsigned(MULT_BITS), "shift": unsigned(SHIFT_BITS)})
+
+
+def word(layout, init) -> int:
+    """The integer ROM word of ``init`` (a mapping / sequence of field values) in ``layout``."""
+    return layout.const(init).as_value().value
+
+
+def _padded(words: list[int]) -> list[int]:
+    return list(words) + [0] * (MIN_DEPTH - len(words))
+
+
+def _layouts(meta: dict, entry_layout):
+    a = meta["array"]
+    return {"weights": weight_word(entry_layout, a["cols"]),
+            "lanes": row_lanes(lane_descriptor(meta["in_channels"], *meta["kernel"]), a["lanes"]),
+            "passes": pass_info(meta["sections"], a["cols"]),
+            "bias": acc_vector(a["cols"]),
+            "requant": RequantConst}
+
+
+#: name -> kind of every ROM of the array format.
+ARRAY_ROMS = {"weights": "weights", "lanes": "index", "passes": "table", "bias": "constants",
+              "requant": "constants"}
+
+
+def array_layouts(meta: dict, entry_layout) -> dict:
+    """The ``amaranth.lib.data`` layout of every ROM word of a packed layer (name -> layout)."""
+    return _layouts(meta, entry_layout)
+
+
+def _pass_list(program: TileProgram) -> list[dict]:
+    passes = program.passes
+    out = []
+    for i, (section, _) in enumerate(passes):
+        first = i == 0 or passes[i - 1][0] != section
+        last = i == len(passes) - 1 or passes[i + 1][0] != section
+        out.append({"section": section, "first": int(first), "last": int(last),
+                    "channels": min(program.array.cols, program.n - section * program.array.cols)})
+    return out
+
+
+def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layout, meta: dict):
+    """A scheme's schedule -> :class:`~.schemes.base.PackedLayer` whose ROMs are the engine's memories.
+
+    ``meta`` is the scheme's own metadata (whatever its ``entry_layout`` / ``entry_coefficients``
+    read); the array format adds ``array``, ``n``, ``k``, ``in_channels``, ``kernel``, ``entry_width``,
+    ``sections`` and ``passes``.
+    """
+    from .schemes.base import PackedLayer, Rom
+    arr = program.array
+    r, c, lanes = arr.rows, arr.cols, arr.lanes
+    if entry_layout.size != program.entry_width:
+        raise SparsynError(f"scheme {scheme}: entry layout is {entry_layout.size} bits but the program's entries "
+                           f"are {program.entry_width} bits; fix the scheme's entry_layout")
+    kh, kw = layer.kernel
+    cin = layer.in_shape[0]
+    if (program.n, program.k) != (layer.n, layer.k):
+        raise SparsynError(f"scheme {scheme}: program of layer {layer.name} is {program.n}x{program.k}, "
+                           f"the layer is {layer.n}x{layer.k}")
+    meta = {**meta, "array": {"rows": r, "cols": c, "lanes": lanes}, "n": layer.n, "k": layer.k,
+            "in_channels": cin, "kernel": [kh, kw], "entry_width": program.entry_width,
+            "sections": len(program.sections), "passes": len(program.passes)}
+    lay = _layouts(meta, entry_layout)
+    ew = program.entry_width
+    weights, lane_words = [], []
+    for _, slots in program.passes:
+        for slot in slots:
+            bits = 0
+            for col, entry in enumerate(slot.entries):
+                bits |= (int(entry) & ((1 << ew) - 1)) << (col * ew)
+            weights.append(bits)
+            descs = []
+            for k in slot.lane_k:
+                if k < 0:
+                    descs.append({"valid": 0, "channel": 0, "dy": 0, "dx": 0})
+                else:
+                    ch, dy, dx = layer.k_decode(int(k))
+                    descs.append({"valid": 1, "channel": ch, "dy": dy, "dx": dx})
+            lane_words.append(word(lay["lanes"], descs))
+    table = [word(lay["passes"], p) for p in _pass_list(program)]
+    table.append(table[-1])
+    sections = len(program.sections)
+    bias = np.zeros(sections * c, np.int64)
+    bias[:layer.n] = layer.bias
+    bias_words = [word(lay["bias"], [int(v) for v in bias[s * c:(s + 1) * c]]) for s in range(sections)]
+    rq_words = [word(RequantConst, {"mult": int(layer.mult[i]) if i < layer.n else 0,
+                                    "shift": int(layer.shift[i]) if i < layer.n else 1})
+                for i in range(sections * c)]
+    images = {"weights": weights, "lanes": lane_words, "passes": table, "bias": bias_words, "requant": rq_words}
+    roms = {name: Rom(lay[name].size, _padded(words), ARRAY_ROMS[name]) for name, words in images.items()}
+    return PackedLayer(scheme, meta, roms)
+
+
+def _fields(layout, words) -> list:
+    return [layout.from_bits(int(w)) for w in words]
+
+
+def check_array_roms(packed, entry_layout) -> dict:
+    """Check that every ROM of the array format is there with the kind, width and depth the engine
+    expects; returns the layouts. Raises a one-line SparsynError naming the ROM otherwise."""
+    m = packed.meta
+    try:
+        lay = _layouts(m, entry_layout)
+        r, c = m["array"]["rows"], m["array"]["cols"]
+        depths = {"weights": m["passes"] * r, "lanes": m["passes"] * r, "passes": m["passes"] + 1,
+                  "bias": m["sections"], "requant": m["sections"] * c}
+    except (KeyError, TypeError) as err:
+        raise SparsynError(f"packed layer ({packed.scheme}) lacks array-format field {err}; "
+                           "re-run 'sparsyn compress'") from None
+    if m["entry_width"] != entry_layout.size:
+        raise SparsynError(f"packed layer ({packed.scheme}) says {m['entry_width']}-bit PE entries but the "
+                           f"scheme's PE takes {entry_layout.size} bits; re-run 'sparsyn compress'")
+    for name, kind in ARRAY_ROMS.items():
+        rom = packed.roms.get(name)
+        if rom is None:
+            raise SparsynError(f"packed layer ({packed.scheme}) has no '{name}' ROM ({kind}); "
+                               "re-run 'sparsyn compress'")
+        want = max(MIN_DEPTH, depths[name])
+        if rom.kind != kind or rom.width != lay[name].size or rom.depth != want:
+            raise SparsynError(f"ROM '{name}' is {rom.kind}, {rom.width} bits x {rom.depth} words but the engine "
+                               f"expects {kind}, {lay[name].size} bits x {want} words; the ROM does not belong "
+                               "to this layer, re-run 'sparsyn compress'")
+    extra = sorted(set(packed.roms) - set(ARRAY_ROMS))
+    if extra:
+        raise SparsynError(f"packed layer ({packed.scheme}) has ROM(s) {extra} that its engine does not load; "
+                           "re-run 'sparsyn compress'")
+    return lay
+
+
+def pass_table(packed, entry_layout) -> list[dict]:
+    """The pass-table ROM decoded: one ``{section, first, last, channels}`` per pass (the spare word
+    dropped). Checks that it describes consecutive sections with their real channel counts."""
+    m = packed.meta
+    lay = check_array_roms(packed, entry_layout)
+    c, n = m["array"]["cols"], m["n"]
+    out = []
+    for i, v in enumerate(_fields(lay["passes"], packed.roms["passes"].words[:m["passes"]])):
+        out.append({"section": int(v.section), "first": int(v.first), "last": int(v.last),
+                    "channels": int(v.channels)})
+    expect = None
+    for i, p in enumerate(out):
+        prev = out[i - 1] if i else None
+        first = prev is None or prev["section"] != p["section"]
+        want_section = 0 if prev is None else prev["section"] + (1 if first else 0)
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        last = nxt is None or nxt["section"] != p["section"]
+        expect = min(c, n - p["section"] * c)
+        if (p["section"], p["first"], p["last"], p["channels"]) != (want_section, int(first), int(last), expect):
+            raise SparsynError(f"pass table word {i} ({p}) is inconsistent (sections must follow each other with "
+                               "first/last flags and their channel count); the ROM is corrupt, re-run 'sparsyn compress'")
+    if not out or out[-1]["section"] != m["sections"] - 1:
+        raise SparsynError("pass table does not cover every section; the ROM is corrupt, re-run 'sparsyn compress'")
+    return out
+
+
+def decode_array(packed, entry_layout, coefficients) -> np.ndarray:
+    """ROM images -> the exact N x K integer weights the engine computes.
+
+    ``coefficients(words) -> (len(words), L)`` int array is the scheme's PE model (the integer weight
+    each lane of an entry applies). A nonzero coefficient on a lane whose descriptor is not valid, or
+    a descriptor outside the layer, means a corrupt ROM and is refused.
+    """
+    m = packed.meta
+    lay = check_array_roms(packed, entry_layout)
+    passes = pass_table(packed, entry_layout)
+    r, c, lanes = m["array"]["rows"], m["array"]["cols"], m["array"]["lanes"]
+    n, k = m["n"], m["k"]
+    cin, (kh, kw) = m["in_channels"], m["kernel"]
+    ew = m["entry_width"]
+    rows = len(passes) * r
+    mask = (1 << ew) - 1
+    entries = [(int(w) >> (col * ew)) & mask for w in packed.roms["weights"].words[:rows] for col in range(c)]
+    coeff = np.asarray(coefficients(entries), dtype=np.int64).reshape(rows, c, lanes)
+    lane_k = np.full((rows, lanes), -1, dtype=np.int64)
+    for i, word in enumerate(packed.roms["lanes"].words[:rows]):
+        for lane, d in enumerate(lay["lanes"].from_bits(int(word))):
+            if int(d.valid):
+                ch, dy, dx = int(d.channel), int(d.dy), int(d.dx)
+                if ch >= cin or dy >= kh or dx >= kw:
+                    raise SparsynError(f"lane ROM word {i} lane {lane} points outside the layer (channel {ch}, "
+                                       f"offset {dy},{dx}); the ROM is corrupt, re-run 'sparsyn compress'")
+                lane_k[i, lane] = (ch * kh + dy) * kw + dx
+    section_of_row = np.repeat([p["section"] for p in passes], r)
+    w = np.zeros((m["sections"] * c, k), dtype=np.int64)
+    for row in range(rows):
+        for lane in range(lanes):
+            col_coeff = coeff[row, :, lane]
+            if not col_coeff.any():
+                continue
+            kk = lane_k[row, lane]
+            if kk < 0:
+                raise SparsynError(f"weight ROM word {row} has a nonzero weight on lane {lane}, which reads no input; "
+                                   "the ROM is corrupt, re-run 'sparsyn compress'")
+            w[section_of_row[row] * c:(section_of_row[row] + 1) * c, kk] += col_coeff
+    if np.any(w[n:]):
+        raise SparsynError("weight ROM holds nonzero weights for output channels past the layer's last; "
+                           "the ROM is corrupt, re-run 'sparsyn compress'")
+    return w[:n]
+
+
+def decode_constants(packed, entry_layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bias and requantization ROMs -> (bias, mult, shift) per output channel (int64 arrays of N)."""
+    m = packed.meta
+    lay = check_array_roms(packed, entry_layout)
+    n, c = m["n"], m["array"]["cols"]
+    bias = []
+    for word in packed.roms["bias"].words[:m["sections"]]:
+        bias.extend(int(v) for v in lay["bias"].from_bits(int(word)))
+    rq = _fields(RequantConst, packed.roms["requant"].words[:m["sections"] * c])
+    mult = np.array([int(v.mult) for v in rq], dtype=np.int64)
+    shift = np.array([int(v.shift) for v in rq], dtype=np.int64)
+    if np.any(shift[:n] < 1) or np.any(shift[:n] > MAX_SHIFT):
+        raise SparsynError(f"requant ROM holds a shift outside 1..{MAX_SHIFT}; the ROM is corrupt, "
+                           "re-run 'sparsyn compress'")
+    return np.array(bias[:n], dtype=np.int64), mult[:n], shift[:n]
+
+
+def rows_used(packed) -> int:
+    """Array-row loads that carry at least one valid lane (the slots actually scheduled)."""
+    m = packed.meta
+    from .schemes import get_scheme
+    lay = _layouts(m, get_scheme(packed.scheme).entry_layout(packed))
+    used = 0
+    for word in packed.roms["lanes"].words[:m["passes"] * m["array"]["rows"]]:
+        used += any(int(d.valid) for d in lay["lanes"].from_bits(int(word)))
+    return used
+
+
+def check_array(packed, array: ArrayConfig) -> None:
+    """Refuse a packed layer that was laid out for another array geometry than ``array``."""
+    a = packed.meta.get("array")
+    if a is None or (a["rows"], a["cols"]) != (array.rows, array.cols):
+        have = f"{a['rows']}x{a['cols']}" if a else "an unknown array"
+        raise SparsynError(f"the layer was packed for {have}, not {array.rows}x{array.cols}; re-run "
+                           f"'sparsyn compress --array {array.rows}x{array.cols}' (the array is part of the "
+                           "compressed artefact)")
