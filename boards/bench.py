@@ -3,6 +3,10 @@
 Every figure comes from the builds run by the sweep (nextpnr's ``--report`` and yosys' ``stat``).
 The design is the board self-test around the LayerEngine of the default model's largest conv layer
 (dense int8), so it includes the engine's control, buffers, requantizer and the self-test ROMs.
+The array is part of the compressed artefact, so every array size of the sweep gets its own manifest:
+the default model compressed for that array (:func:`sparsyn.boards.build.default_manifest`, cached in
+the work folder per array). A manifest given by the caller is packed for one array: the sweep points
+with another array are recorded as failed, with the one-line reason (re-run compress for them).
 
 ``luts`` is the placer's logic count — iCE40 ``ICESTORM_LC`` (logic cells: LUT4 and/or FF and
 carry), ECP5 ``TRELLIS_COMB`` (LUT4 slots, including carry and LUT-RAM halves) — the figure vendor
@@ -81,11 +85,20 @@ def run_fpga_bench(boards: dict | list | None = None, arrays: list[str] | None =
 
     from .build import build_core, default_manifest, make_selftest, pick_layer
     from .toolchain import check_toolchain
-    from sparsyn.sw.manifest import load_manifest
+    from sparsyn.sw.manifest import load_manifest, resolve_array
     for b in plan:
         check_toolchain(get_board(b).family)
-    model, packed, _ = load_manifest(Path(manifest) if manifest else default_manifest(log))
-    layer_name = None if layer == "all" else pick_layer(model, layer).name
+    loaded: dict[str, tuple] = {}
+
+    def manifest_for(arr: ArrayConfig):
+        """(path, model, packed, self-test layer name) of the manifest packed for ``arr`` (loaded once)."""
+        key = f"{arr.rows}x{arr.cols}"
+        if key not in loaded:
+            path = Path(manifest) if manifest else default_manifest(arr, log)
+            model, packed, doc = load_manifest(path)
+            resolve_array(doc, arr)   # a given manifest packed for another array: one-line refusal
+            loaded[key] = (path, model, packed, None if layer == "all" else pick_layer(model, layer).name)
+        return loaded[key]
 
     rows = []
     t_all = time.time()
@@ -99,7 +112,9 @@ def run_fpga_bench(boards: dict | list | None = None, arrays: list[str] | None =
             log(f"== {bname} {a} ==")
             t0 = time.time()
             try:
-                core, config = make_selftest(model, packed, arr, layer_name, log=log)
+                mpath, model, packed, layer_name = manifest_for(arr)
+                row["manifest"] = str(mpath)
+                core, config = make_selftest(mpath, model, packed, None, layer_name, log=log)
                 rep = build_core(board, core, out / f"{bname}-{a}", config=config, progress=progress,
                                  fmax_target_mhz=target, log=lambda *_: None)
             except SparsynError as err:
@@ -133,8 +148,10 @@ def run_fpga_bench(boards: dict | list | None = None, arrays: list[str] | None =
             slope = marginal_luts_per_pe(pts)
             if slope is not None:
                 marginal[f"{bname} ({mode} multipliers)"] = round(slope, 1)
-    doc = {"sweep": sweep_name, "design": f"self-test + engine ({layer_name or 'whole model'})",
-           "manifest": str(manifest) if manifest else "default digits model, dense",
+    built = sorted({r["layer"] for r in rows if r.get("layer")})
+    what = ", ".join("whole model" if name == "all" else name for name in built) or layer or "largest conv layer"
+    doc = {"sweep": sweep_name, "design": f"self-test + engine ({what})",
+           "manifest": str(manifest) if manifest else "default digits model, dense, compressed per array size",
            "rows": rows, "marginal_lut_per_pe": marginal,
            "seconds": round(time.time() - t_all, 1)}
     cols = ["board", "array", "pes", "status", "luts", "lut4", "ffs", "bram", "dsp", "dsp_mode", "lut_per_pe",

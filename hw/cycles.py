@@ -1,17 +1,22 @@
 """Analytic cycle model of the LayerEngine, exact for its FSM (see :mod:`sparsyn.hw.engine`).
 
-Per section: ``LOAD`` reads the R lane-descriptor words of its first pass (R+1 cycles: one memory
-read latency). Each pass ``STREAM``s one output pixel per cycle (Ho*Wo cycles) while its PE rows
-are loaded one per cycle just ahead of its first pixel. A pass followed by another pass of the same
-section hands over without draining: the next pass's first pixel may enter as soon as the last pixel
-has left row 0's last column, ``Ho*Wo + C - 1`` cycles after its own first pixel, and no earlier than
-the R+1 cycles the lane-descriptor preload takes nor the 4 the accumulator read-modify-write
-needs (:func:`pass_period`). The section's last pass
-drains: its last pixel, issued in cycle Ho*Wo-1, reaches the array after the activation read (2:
-registered address, block RAM), leaves it R+C cycles later (pipelined PEs) and is added into the accumulator
-buffer (registered sum) in the next cycle -> Ho*Wo + R + C + 3 cycles (:func:`last_pass_cycles`). Then ``REQUANT`` of the section's real channels, one
-value per cycle plus the pipeline (accumulator read 1 + requant unit
-:data:`~sparsyn.hw.requant.REQUANT_LATENCY`) -> channels*Ho*Wo + 1 + REQUANT_LATENCY cycles.
+Every latency here is read from the component that owns it (:class:`~.control.LayerControl`,
+:class:`~.activation.ActivationBuffer`, :class:`~.array.SystolicArray` via :func:`~.array.array_latency`,
+:class:`~.accumulator.AccumulatorBuffer`, :class:`~.requant_sequencer.RequantSequencer`), so a
+component that changes its pipeline changes the model with it.
+
+Per section: ``LOAD`` reads the R lane-descriptor words of its first pass (R + the ROM read latency
+1: :meth:`LayerControl.load_cycles`). Each pass ``STREAM``s one output pixel per cycle (Ho*Wo
+cycles) while its PE rows are loaded one per cycle just ahead of its first pixel. A pass followed
+by another pass of the same section hands over without draining: the next pass's first pixel may
+enter as soon as the last pixel has left row 0's last column, ``Ho*Wo + C - 1`` cycles after its own
+first pixel, and no earlier than the R+1 cycles the lane-descriptor preload takes nor the 4 the
+accumulator read-modify-write needs (:func:`pass_period`). The section's last pass drains: its last
+pixel, issued in cycle Ho*Wo-1, reaches the array after the activation read (2: registered address,
+block RAM), leaves it R+C cycles later (pipelined PEs) and is added into the accumulator buffer
+(registered sum) in the next cycle -> Ho*Wo + R + C + 3 cycles (:func:`last_pass_cycles`). Then
+``REQUANT`` of the section's real channels, one value per cycle plus the requant sequencer's
+pipeline (accumulator read 1 + requant unit 6) -> channels*Ho*Wo + 7 cycles (:func:`requant_cycles`).
 """
 from __future__ import annotations
 
@@ -20,44 +25,42 @@ import numpy as np
 from sparsyn.sw.qmodel import QuantLayer
 from sparsyn.sw.schedule import ArrayConfig, TileProgram
 
+from .accumulator import AccumulatorBuffer
+from .activation import ActivationBuffer
 from .array import array_latency
-from .requant import REQUANT_LATENCY
+from .control import LayerControl
+from .requant_sequencer import RequantSequencer
 
-#: Cycles of the LOAD phase beyond R (the weight memory's read latency).
-LOAD_EXTRA = 1
-#: The LayerEngine's array registers each PE's product (see :class:`sparsyn.hw.pe.ProcessingElement`).
+#: The LayerEngine builds its array with pipelined PEs (each PE's product registered, see
+#: :class:`sparsyn.hw.pe.ProcessingElement`): the array latency is R + C.
 PIPELINED_PES = True
-#: Activation-buffer read latency in front of the array (registered im2col address + block RAM read).
-ACT_READ_LATENCY = 2
-#: Accumulator read-modify-write: the array output is added to the word read for it and the
-#: registered sum is written one cycle later; the last pass ends with that write.
-ACC_WRITE_LATENCY = 2
-#: The accumulator word is read this many cycles before the array output it is added to (block RAM
-#: read, then a register in front of the adder).
-ACC_READ_AHEAD = 2
-#: Accumulator-buffer read latency in front of the requant unit.
-ACC_READ_LATENCY = 1
 
 
 def load_cycles(rows: int) -> int:
-    return rows + LOAD_EXTRA
+    """The LOAD phase of a section (:meth:`LayerControl.load_cycles`)."""
+    return LayerControl.load_cycles(rows)
 
 
 def pass_period(rows: int, cols: int, pixels: int) -> int:
     """Cycles between the first pixels of two consecutive passes of a section."""
-    # a pixel's accumulator word is written back (ACC_WRITE_LATENCY - 1 cycles after the array output)
-    # before the next pass reads it (ACC_READ_AHEAD cycles before its array output)
-    return max(pixels + cols - 1, rows + LOAD_EXTRA, ACC_READ_AHEAD + ACC_WRITE_LATENCY)
+    # the next pass's first pixel follows the last one out of row 0's last column; its lane
+    # descriptors are preloaded (LOAD's R reads) during this pass; a pixel's accumulator word is
+    # written back (write_latency - 1 cycles after the array output) before the next pass reads it
+    # (read_ahead cycles before its array output)
+    acc = AccumulatorBuffer
+    return max(pixels + cols - 1, LayerControl.load_cycles(rows), acc.read_ahead + acc.write_latency)
 
 
 def last_pass_cycles(rows: int, cols: int, pixels: int) -> int:
     """The last pass of a section: issue ``pixels`` vectors, then wait until the last accumulator
-    write (= pixels + R + C)."""
-    return pixels + ACT_READ_LATENCY + array_latency(rows, cols, PIPELINED_PES) - 1 + ACC_WRITE_LATENCY
+    write (= pixels + R + C + 3 with pipelined PEs)."""
+    return (pixels + ActivationBuffer.latency + array_latency(rows, cols, PIPELINED_PES) - 1
+            + AccumulatorBuffer.write_latency)
 
 
 def requant_cycles(channels: int, pixels: int) -> int:
-    return channels * pixels + ACC_READ_LATENCY + REQUANT_LATENCY
+    """Busy time of the requant sequencer for one section: one value per cycle plus its pipeline."""
+    return channels * pixels + RequantSequencer.latency
 
 
 def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: QuantLayer) -> dict:

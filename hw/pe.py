@@ -20,8 +20,10 @@ class ProcessingElement(wiring.Component):
     With ``pipelined=True`` the product is registered first (``prod <= product(entry, x_in)``,
     ``psum_out <= psum_in + prod``): the multiplier (a DSP block on an FPGA) sits between two
     registers and the partial-sum adder gets a cycle of its own. The partial sum then leaves 2 cycles
-    after its ``x_in`` (the array's latency grows by one, see :func:`sparsyn.hw.array.array_latency`);
-    the entry is still only used in the cycle its ``x_in`` is present.
+    after its ``x_in`` (the array's latency grows by one, see :func:`sparsyn.hw.array.array_latency`)
+    and ``psum_in`` is taken one cycle after that ``x_in`` — which is when the PE above delivers it,
+    so the array chains pipelined PEs unchanged; the entry is still only used in the cycle its
+    ``x_in`` is present.
 
     Parameters
     ----------

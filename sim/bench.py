@@ -22,7 +22,7 @@ import numpy as np
 
 from sparsyn.sw.schedule import ArrayConfig
 
-from .check import make_engine, model_inputs, run_engine
+from .check import model_inputs, run_engine
 from .tools import SIMULATORS, have_simulator
 
 #: The regression's random layers that the benchmark also considers for "largest layer":
@@ -45,7 +45,8 @@ def _default_dense(array: ArrayConfig):
 
 
 def _candidates(qmodel, packed, images: int, array: ArrayConfig):
-    """(layer, packed, inputs, modelled cycles) of every bench layer."""
+    """(layer, packed, inputs, modelled cycles) of every bench layer (planned only: no engine is built)."""
+    from sparsyn.hw.engines import plan_layer
     from sparsyn.sw.testing import pack_layer, random_input, random_quant_layer
     x, outs = model_inputs(qmodel, images)
     out = []
@@ -56,7 +57,7 @@ def _candidates(qmodel, packed, images: int, array: ArrayConfig):
         rng = np.random.default_rng(sum(map(ord, name)))
         layer = random_quant_layer(rng, kind, cin, h, w, cout, kernel=k, stride=s, padding=p, relu=relu, name=name)
         out.append((layer, pack_layer(layer, array=array), random_input(rng, layer, batch=images)))
-    return [(layer, p, xin, make_engine(layer, p).model["total"]) for layer, p, xin in out]
+    return [(layer, p, xin, plan_layer(layer, p, array).model["total"]) for layer, p, xin in out]
 
 
 def run_sim_bench(array: ArrayConfig = ArrayConfig(4, 4), out=None, quick: bool = False,

@@ -99,7 +99,7 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None
     bld = build(engine, simulator, module_name(layer.name), log=log, root=build_root)
     params = {"layer": {"name": layer.name, "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape)},
               "images": batch.reshape(batch.shape[0], -1).tolist(), "expected": expected.tolist(),
-              "timeout_cycles": 2 * model["total"] + 1000, "in_pauses": in_pauses, "out_pauses": out_pauses}
+              "timeout_cycles": 2 * max(engine.plan.cycles(np.asarray(x).reshape(-1)) for x in batch) + 1000, "in_pauses": in_pauses, "out_pauses": out_pauses}
     res = run_bench(bld, ENGINE_BENCH, params, test_dir=test_dir,
                     describe=lambda r: _mismatch_text(layer, expected, r))
     flat = batch.reshape(batch.shape[0], -1).numpy()
@@ -145,6 +145,9 @@ def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig | 
     from sparsyn.sw.manifest import check_reference, load_manifest, load_reference, resolve_array
     from sparsyn.sw.paths import work_dir
     check_simulator(simulator)
+    if images is not None and images < 1:
+        raise SparsynError(f"--images {images} is out of range; choose 1 or more (the first ones are the "
+                           "manifest's reference images)")
     model, packed, doc = load_manifest(Path(manifest_path))
     array = resolve_array(doc, array)
     check_reference(manifest_path, model, doc)

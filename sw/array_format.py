@@ -148,26 +148,45 @@ def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layou
     if (program.n, program.k) != (layer.n, layer.k):
         raise SparsynError(f"scheme {scheme}: program of layer {layer.name} is {program.n}x{program.k}, "
                            f"the layer is {layer.n}x{layer.k}")
+    # the ROM fields would silently truncate anything outside their range: refuse it instead
+    mult, shift, lbias = (np.asarray(v, dtype=np.int64) for v in (layer.mult, layer.shift, layer.bias))
+    if np.any(mult < 0) or np.any(mult >= 1 << MULT_BITS) or np.any(shift < 1) or np.any(shift > MAX_SHIFT):
+        raise SparsynError(f"layer {layer.name}: requant mult/shift outside the hardware range "
+                           f"(mult < 2**{MULT_BITS}, 1 <= shift <= {MAX_SHIFT}); re-run 'sparsyn compress'")
+    if np.any(lbias < -(1 << (ACC_BITS - 1))) or np.any(lbias >= 1 << (ACC_BITS - 1)):
+        raise SparsynError(f"layer {layer.name}: a bias does not fit the {ACC_BITS}-bit accumulator; "
+                           "reduce the bias or re-run 'sparsyn compress'")
     meta = {**meta, "array": {"rows": r, "cols": c, "lanes": lanes}, "n": layer.n, "k": layer.k,
             "in_channels": cin, "kernel": [kh, kw], "entry_width": program.entry_width,
             "sections": len(program.sections), "passes": len(program.passes)}
     lay = _layouts(meta, entry_layout)
     ew = program.entry_width
+    desc = lay["lanes"].elem_shape
+    dwidth = desc.size
+    off = {name: desc[name].offset for name in ("valid", "channel", "dy", "dx")}
+    kernel_area = kh * kw
+
+    def desc_word(k: int) -> int:
+        # the same bits as word(desc, {...}), computed directly: a layer has one descriptor per k
+        if k < 0:
+            return 0
+        ch, rest = divmod(k, kernel_area)
+        dy, dx = divmod(rest, kw)
+        return (1 << off["valid"]) | (ch << off["channel"]) | (dy << off["dy"]) | (dx << off["dx"])
+
+    emask = (1 << ew) - 1
+    lane_cache: dict[tuple, int] = {}
     weights, lane_words = [], []
     for _, slots in program.passes:
         for slot in slots:
             bits = 0
             for col, entry in enumerate(slot.entries):
-                bits |= (int(entry) & ((1 << ew) - 1)) << (col * ew)
+                bits |= (int(entry) & emask) << (col * ew)
             weights.append(bits)
-            descs = []
-            for k in slot.lane_k:
-                if k < 0:
-                    descs.append({"valid": 0, "channel": 0, "dy": 0, "dx": 0})
-                else:
-                    ch, dy, dx = layer.k_decode(int(k))
-                    descs.append({"valid": 1, "channel": ch, "dy": dy, "dx": dx})
-            lane_words.append(word(lay["lanes"], descs))
+            key = slot.lane_k
+            if key not in lane_cache:
+                lane_cache[key] = sum(desc_word(int(k)) << (lane * dwidth) for lane, k in enumerate(key))
+            lane_words.append(lane_cache[key])
     table = [word(lay["passes"], p) for p in _pass_list(program)]
     table.append(table[-1])
     sections = len(program.sections)

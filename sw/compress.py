@@ -78,11 +78,13 @@ def layer_report(model: QuantModel, packed: dict[str, PackedLayer]) -> list[dict
         st = get_scheme(p.scheme).stats(p, layer)
         dense = layer.n * layer.k
         bits = stored_bits(p)
+        # the scheme's own figures first (grouped-form statistics may use similar names), then what the
+        # chip stores, which always wins
         rows.append({"layer": layer.name, "kind": layer.kind, "scheme": p.scheme, "n": layer.n, "k": layer.k,
+                     **{k: v for k, v in st.items() if k not in ("rom_bits", "dense_slots")},
                      "nonzero": int(np.count_nonzero(layer.weight)), **bits,
                      "rate_vs_int8": 8 * dense / bits["stored_bits"], "rate_vs_fp32": 32 * dense / bits["stored_bits"],
-                     "weights_rate_vs_int8": 8 * dense / max(1, bits["weight_bits"]),
-                     **{k: v for k, v in st.items() if k not in ("rom_bits", "dense_slots")}})
+                     "weights_rate_vs_int8": 8 * dense / max(1, bits["weight_bits"])})
     return rows
 
 

@@ -12,7 +12,7 @@ from sparsyn.boards.build import build_board, build_core
 from sparsyn.boards.report import format_report, parse_nextpnr_report
 from sparsyn.boards.selftest import SelfTest
 from sparsyn.boards.synth import synthesize_component
-from sparsyn.hw.engine import LayerEngine
+from sparsyn.hw.engines import layer_engine
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import run_layer
 from sparsyn.sw.schedule import ArrayConfig
@@ -23,7 +23,7 @@ def small_core(seed=5):
     rng = np.random.default_rng(seed)
     layer = random_quant_layer(rng, "conv", 2, 4, 4, 2, kernel=3, padding=1)
     x = random_input(rng, layer)
-    engine = LayerEngine(layer, pack_layer(layer), ArrayConfig(2, 2))
+    engine = layer_engine(layer, pack_layer(layer, array=ArrayConfig(2, 2)))
     return SelfTest(engine, x.reshape(-1), run_layer(layer, x).reshape(-1))
 
 

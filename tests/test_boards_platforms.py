@@ -14,7 +14,7 @@ from sparsyn.boards.devices import DEVICES, bram_blocks_for
 from sparsyn.boards.fit import check_fit, memory_census
 from sparsyn.boards.platforms import BOARDS, get_board
 from sparsyn.boards.selftest import SelfTest
-from sparsyn.hw.engine import LayerEngine
+from sparsyn.hw.engines import layer_engine
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import run_golden
 from sparsyn.sw.manifest import load_manifest, write_manifest
@@ -32,11 +32,19 @@ def small_model(seed: int = 0) -> QuantModel:
     return QuantModel("small", (1, 8, 8), 16.0 / 127, [conv, pool, flat, fc], 10)
 
 
+def write_small_manifest(folder, model: QuantModel, array: ArrayConfig = ArrayConfig(2, 2)):
+    """``model`` packed for ``array`` as a real manifest, with the reference vectors ``sparsyn compress``
+    stores (the first digits test images and every layer's output); returns the manifest folder."""
+    from sparsyn.sw.compress import reference_vectors
+    from sparsyn.sw.data import digits
+    packed = {l.name: pack_layer(l, array=array) for l in model.compute_layers}
+    return write_manifest(folder, model, packed, "dense", {}, array,
+                          reference=reference_vectors(model, digits())).parent
+
+
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    model = small_model()
-    packed = {l.name: pack_layer(l) for l in model.compute_layers}
-    return write_manifest(tmp_path_factory.mktemp("m") / "small", model, packed, "dense", {}).parent
+    return write_small_manifest(tmp_path_factory.mktemp("m") / "small", small_model())
 
 
 # LED pins per board, from the boards' schematics as amaranth-boards spells them.
@@ -69,33 +77,37 @@ def test_every_board_top_elaborates_without_toolchain(board, manifest):
 
 
 def test_default_selftest_layer_per_family(manifest):
-    from sparsyn.boards.build import _model_engine
     ice = build_board("icebreaker", manifest=manifest, array="2x2", do_build=False, log=lambda *_: None)["config"]
     assert ice["engine"] == "LayerEngine" and ice["layer"] == "conv1"  # the largest conv layer
-    ecp = build_board("ulx3s-85f", manifest=manifest, array="2x2", do_build=False)["config"]
-    if _model_engine() is None:
-        assert ecp["engine"] == "LayerEngine" and ecp["layer"] == "conv1"
-        with pytest.raises(SparsynError, match="--layer NAME"):
-            build_board("ulx3s-85f", manifest=manifest, array="2x2", layer="all", do_build=False)
-    else:
-        assert ecp["engine"] == "ModelEngine" and ecp["layer"] == "all"
-        assert (ecp["selftest_inputs"], ecp["selftest_outputs"]) == (64, 10)
-        assert build_board("icebreaker", manifest=manifest, array="2x2", layer="all",
-                           do_build=False)["config"]["engine"] == "ModelEngine"
+    ecp = build_board("ulx3s-85f", manifest=manifest, do_build=False)["config"]   # the manifest's array
+    assert ecp["engine"] == "ModelEngine" and ecp["layer"] == "all" and ecp["array"] == "2x2"
+    assert (ecp["selftest_inputs"], ecp["selftest_outputs"]) == (64, 10)
+    assert build_board("icebreaker", manifest=manifest, array="2x2", layer="all",
+                       do_build=False)["config"]["engine"] == "ModelEngine"
+
+
+def test_array_other_than_the_manifests_is_refused(manifest):
+    with pytest.raises(SparsynError, match=r"packed for a 2x2 array, not 4x4") as err:
+        build_board("ulx3s-85f", manifest=manifest, array="4x4", do_build=False)
+    assert "\n" not in str(err.value)
 
 
 def test_selftest_vectors_are_the_golden_layer_io(manifest):
     model, packed, _ = load_manifest(manifest)
     layer = pick_layer(model, None)
-    vin, vout = selftest_vectors(model, layer)
+    vin, vout = selftest_vectors(manifest, model, layer)
     from sparsyn.sw.data import digits
     from sparsyn.sw.golden import quantize_input
     x = quantize_input(digits().test_x[:1], model.input_scale)
     outs = run_golden(model, x)
     assert np.array_equal(vin, x.reshape(-1).numpy())
     assert np.array_equal(vout, outs[0].reshape(-1).numpy())
-    fc_in, fc_out = selftest_vectors(model, model.layer("fc"))
+    fc_in, fc_out = selftest_vectors(manifest, model, model.layer("fc"))
     assert np.array_equal(fc_in, outs[2].reshape(-1).numpy()) and np.array_equal(fc_out, outs[3].reshape(-1).numpy())
+    all_in, all_out = selftest_vectors(manifest, model, None)          # the whole model
+    assert np.array_equal(all_in, vin) and np.array_equal(all_out, outs[-1].reshape(-1).numpy())
+    with pytest.raises(SparsynError, match="self-test image 99 is out of range"):
+        selftest_vectors(manifest, model, layer, image=99)
 
 
 def test_layer_option_picks_the_named_layer_and_refuses_unknown(manifest):
@@ -135,13 +147,21 @@ def test_memory_census_sees_engine_buffers_and_selftest_roms():
     rng = np.random.default_rng(1)
     layer = random_quant_layer(rng, "conv", 2, 4, 4, 3, kernel=3, padding=1)
     x = random_input(rng, layer)
-    core = SelfTest(LayerEngine(layer, pack_layer(layer), ArrayConfig(2, 2)), x.reshape(-1), np.zeros(48))
+    packed = pack_layer(layer, array=ArrayConfig(2, 2))
+    core = SelfTest(layer_engine(layer, packed), x.reshape(-1), np.zeros(48))
     mems = {m.path: m for m in memory_census(core)}
     assert (mems["input_rom"].width, mems["input_rom"].depth) == (8, 32)
     assert (mems["expected_rom"].width, mems["expected_rom"].depth) == (8, 48)
-    amem = mems["engine.amem"]
+    # the engine's memories wherever its hierarchy puts them (engine.<unit>.<memory>)
+    engine = {p.rsplit(".", 1)[-1]: m for p, m in mems.items() if p.startswith("engine.")}
+    assert len(engine) == len([p for p in mems if p.startswith("engine.")])
+    amem = engine["amem"]
     assert (amem.width, amem.depth, amem.writes) == (8, 32, 1) and amem.sync_reads >= 1
-    assert mems["engine.omem"].depth == 48
+    assert engine["omem"].depth == 48
+    # ... and the ROM memories (the census elaborated the engine, which names them)
+    assert set(core.engine.rom_memories) == set(packed.roms)
+    for name, rom in packed.roms.items():
+        assert any((m.width, m.depth) == (rom.width, rom.depth) and not m.writes for m in engine.values()), name
     fit = check_fit(DEVICES["iCE40UP5K"], list(mems.values()))
     assert fit["bram_blocks"] == sum(m["blocks"] for m in fit["memories"]) >= len(mems)
 
@@ -149,7 +169,7 @@ def test_memory_census_sees_engine_buffers_and_selftest_roms():
 def _big_layer_core():
     rng = np.random.default_rng(2)
     layer = random_quant_layer(rng, "conv", 32, 16, 16, 32, kernel=3, padding=1)
-    engine = LayerEngine(layer, pack_layer(layer), ArrayConfig(4, 4))
+    engine = layer_engine(layer, pack_layer(layer, array=ArrayConfig(4, 4)))
     return SelfTest(engine, np.zeros(32 * 16 * 16), np.zeros(32 * 16 * 16))
 
 
@@ -213,7 +233,7 @@ def _fake_tool(path, body):
 def test_failing_tool_is_one_line_quoting_its_error_and_log(monkeypatch, tmp_path, script, expected):
     monkeypatch.setenv("YOSYS", _fake_tool(tmp_path / "fake-yosys", script))
     out = tmp_path / "b"
-    core = SelfTest(LayerEngine(*_tiny_layer(), ArrayConfig(2, 2)), np.zeros(32), np.zeros(48))
+    core = SelfTest(layer_engine(*_tiny_layer()), np.zeros(32), np.zeros(48))
     with pytest.raises(SparsynError) as err:
         build_core("icebreaker", core, out, dsp="off", progress=False, log=lambda *_: None)
     msg = str(err.value)
@@ -225,7 +245,7 @@ def test_failing_tool_is_one_line_quoting_its_error_and_log(monkeypatch, tmp_pat
 def _tiny_layer():
     rng = np.random.default_rng(1)
     layer = random_quant_layer(rng, "conv", 2, 4, 4, 3, kernel=3, padding=1)
-    return layer, pack_layer(layer)
+    return layer, pack_layer(layer, array=ArrayConfig(2, 2))
 
 
 def test_placer_overflow_becomes_a_does_not_fit_message(tmp_path):

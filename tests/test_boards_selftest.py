@@ -7,8 +7,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from sparsyn.boards.selftest import SelfTest
-from sparsyn.hw.engine import LayerEngine
+from sparsyn.boards.selftest import SelfTest, check_selftest_vectors
+from sparsyn.hw.engines import layer_engine
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import run_layer
 from sparsyn.sw.schedule import ArrayConfig
@@ -79,7 +79,7 @@ def test_selftest_passes_on_golden_output_of_the_real_layer_engine():
     rng = np.random.default_rng(3)
     layer = random_quant_layer(rng, "conv", 2, 4, 4, 3, kernel=3, padding=1)
     x = random_input(rng, layer)
-    engine = LayerEngine(layer, pack_layer(layer), ArrayConfig(2, 2))
+    engine = layer_engine(layer, pack_layer(layer, array=ArrayConfig(2, 2)))
     r = run_selftest(SelfTest(engine, x.reshape(-1), run_layer(layer, x).reshape(-1)))
     assert (r["passed"], r["failed"], r["mismatches"], r["timed_out"]) == (1, 0, 0, 0)
     assert r["cycles"] == engine.model["total"]
@@ -93,7 +93,7 @@ def test_selftest_fails_and_counts_each_wrong_element(wrong):
     expected = run_layer(layer, x).reshape(-1).clone()
     for i in wrong:
         expected[i] = expected[i] + 1 if expected[i] < 127 else expected[i] - 1
-    engine = LayerEngine(layer, pack_layer(layer), ArrayConfig(2, 2))
+    engine = layer_engine(layer, pack_layer(layer, array=ArrayConfig(2, 2)))
     r = run_selftest(SelfTest(engine, x.reshape(-1), expected))
     assert (r["passed"], r["failed"], r["mismatches"], r["timed_out"]) == (0, 1, len(wrong), 0)
 
@@ -117,21 +117,22 @@ def test_selftest_times_out_on_a_hung_engine():
 
 @pytest.mark.parametrize("inp, exp, what", [([], [1], "input"), ([1], [300], "expected output")])
 def test_selftest_refuses_empty_or_out_of_range_vectors(inp, exp, what):
-    engine = NegateEngine(1)
-    engine._MustUse__silence = True  # never elaborated: the self-test refuses the vectors first
-    with pytest.raises(SparsynError, match=what):
-        SelfTest(engine, inp, exp)
+    """The vectors are checked before any component is built (no engine, no SelfTest)."""
+    with pytest.raises(SparsynError, match=what) as err:
+        check_selftest_vectors(inp, exp)
+    assert "\n" not in str(err.value)
+    check_selftest_vectors([1], [-128, 127])          # int8 vectors pass
 
 
-def test_selftest_of_the_whole_model_passes_when_a_model_engine_exists(tmp_path):
-    from sparsyn.boards.build import _model_engine, make_selftest
-    if _model_engine(log=lambda *_: None) is None:
-        pytest.skip("no ModelEngine in this build (the self-test runs one layer)")
-    from test_boards_platforms import small_model
-    model = small_model(7)
-    packed = {l.name: pack_layer(l) for l in model.compute_layers}
-    core, config = make_selftest(model, packed, ArrayConfig(2, 2), log=lambda *_: None)
-    assert config["engine"] == "ModelEngine"
+def test_selftest_of_the_whole_model_passes(tmp_path):
+    """The ModelEngine self-test of a manifest, on the reference vectors stored in it."""
+    from sparsyn.boards.build import make_selftest
+    from sparsyn.sw.manifest import load_manifest
+    from test_boards_platforms import small_model, write_small_manifest
+    path = write_small_manifest(tmp_path / "small", small_model(7), ArrayConfig(2, 2))
+    model, packed, _ = load_manifest(path)
+    core, config = make_selftest(path, model, packed, ArrayConfig(2, 2), log=lambda *_: None)
+    assert config["engine"] == "ModelEngine" and config["layer"] == "all" and config["array"] == "2x2"
     r = run_selftest(core, max_cycles=200_000)
     assert (r["passed"], r["failed"], r["mismatches"], r["timed_out"]) == (1, 0, 0, 0)
     assert r["cycles"] == config["engine_cycles"]

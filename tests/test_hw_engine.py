@@ -3,13 +3,15 @@ import numpy as np
 import pytest
 
 from sparsyn.hw.amaranth_sim import simulate_engine
-from sparsyn.hw.cycles import layer_cycles, useful_macs, utilization
-from sparsyn.hw.engine import EngineLimits, LayerEngine, layer_program
+from sparsyn.hw.cycles import program_cycles, useful_macs, utilization
+from sparsyn.hw.engines import layer_engine, plan_layer
+from sparsyn.hw.plan import EngineLimits
 from sparsyn.hw.requant import REQUANT_LATENCY
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import first_mismatch, run_layer
 from sparsyn.sw.requant import MAX_SHIFT, MULT_BITS, choose_multiplier, clamp_range
 from sparsyn.sw.schedule import ArrayConfig
+from sparsyn.sw.schemes import get_scheme
 from sparsyn.sw.testing import pack_layer, random_input, random_maxpool_layer, random_quant_layer
 
 # (kind, cin, h, w, cout, kernel, stride, padding), array RxC, extra options
@@ -39,7 +41,8 @@ def test_engine_matches_golden_and_cycle_model(name):
     args, (r, c), opts = LAYERS[name]
     rng = np.random.default_rng(len(name))
     layer = random_quant_layer(rng, *args, name=name, **opts)
-    engine = LayerEngine(layer, pack_layer(layer), ArrayConfig(r, c))
+    array = ArrayConfig(r, c)
+    engine = layer_engine(layer, pack_layer(layer, array=array))
     images = [random_input(rng, layer)[0] for _ in range(2)]
     outs, stats = simulate_engine(engine, [x.numpy().ravel() for x in images])
     for x, y in zip(images, outs):
@@ -47,7 +50,9 @@ def test_engine_matches_golden_and_cycle_model(name):
         lo, hi = clamp_range(layer.relu)
         # not a degenerate layer (tiny outputs: at least a few distinct values)
         assert len(np.unique(exp)) > min(3, exp.size // 3) and exp.min() >= lo and exp.max() <= hi
-    model = layer_cycles(engine.program, layer)
+    # the engine's model (from its pass-table ROM) is the model of the scheme's TileProgram
+    model = program_cycles(get_scheme("dense")(array=array).schedule(layer)[0], layer)
+    assert engine.model == model
     for st in stats:
         # the cycles port, the bench's own count and the analytic model agree exactly
         assert st["cycles"] == st["measured"] == model["total"], (st, model)
@@ -64,19 +69,20 @@ def test_engine_matches_golden_and_cycle_model(name):
 def test_engine_output_back_pressure_and_restart():
     rng = np.random.default_rng(7)
     layer = random_quant_layer(rng, "conv", 2, 4, 4, 3, 3, 1, 1)
-    engine = LayerEngine(layer, pack_layer(layer), ArrayConfig(2, 2))
+    engine = layer_engine(layer, pack_layer(layer, array=ArrayConfig(2, 2)))
     images = [random_input(rng, layer)[0] for _ in range(3)]
     outs, stats = simulate_engine(engine, [x.numpy().ravel() for x in images], ready_pattern=(1, 0, 0, 1, 1, 0))
     for x, y in zip(images, outs):
         check(layer, x, y)
-    assert len({s["cycles"] for s in stats}) == 1
+    assert {(s["cycles"], s["measured"]) for s in stats} == {(engine.model["total"],) * 2}
 
 
 def test_cycle_model_structure():
     rng = np.random.default_rng(3)
     layer = random_quant_layer(rng, "conv", 3, 6, 6, 9, 3, 1, 1)
-    _, program = layer_program(layer, pack_layer(layer), ArrayConfig(4, 4))
-    m = layer_cycles(program, layer)
+    program = get_scheme("dense")(array=ArrayConfig(4, 4)).schedule(layer)[0]
+    m = program_cycles(program, layer)
+    assert plan_layer(layer, pack_layer(layer, array=ArrayConfig(4, 4))).model == m
     assert m["sections"] == 3 and m["passes"] == 3 * 7              # ceil(9/4) sections x ceil(27/4) passes
     assert m["load"] == m["sections"] * (4 + 1)                     # lane descriptors per section
     # per section: 6 overlapped passes of Ho*Wo + C - 1, then the last pass drains (Ho*Wo + R + C + 3)
@@ -87,15 +93,16 @@ def test_cycle_model_structure():
 
 def test_utilization_counts_every_lane_of_a_multi_lane_pe():
     """A ternary PE has T lanes: its capacity is R*C*T operations per cycle, so utilization stays <= 1."""
-    from sparsyn.sw.schemes import get_scheme
     rng = np.random.default_rng(5)
     layer = random_quant_layer(rng, "linear", 64, 1, 1, 16)
     layer.weight = rng.integers(-1, 2, size=layer.weight.shape)
-    scheme = get_scheme("ternary")(sparsity=0.0)
-    packed = scheme.pack(layer)
-    arr, program = layer_program(layer, packed, ArrayConfig(4, 4))
+    scheme = get_scheme("ternary")(array=ArrayConfig(4, 4), sparsity=0.0)
+    program = scheme.schedule(layer)[0]
+    arr = program.array
     assert arr.lanes > 1
-    m = layer_cycles(program, layer)
+    m = program_cycles(program, layer)
+    plan = plan_layer(layer, scheme.pack(layer))
+    assert plan.array == arr and plan.model == m
     assert m["utilization"] == pytest.approx(m["useful_macs"] / (4 * 4 * arr.lanes * m["total"]))
     assert 0 < m["utilization"] <= 1
 
@@ -103,35 +110,48 @@ def test_utilization_counts_every_lane_of_a_multi_lane_pe():
 def test_engine_refuses_layer_that_does_not_fit():
     rng = np.random.default_rng(0)
     layer = random_quant_layer(rng, "conv", 4, 8, 8, 4, 3, 1, 1, name="big")
-    packed = pack_layer(layer)
+    packed = pack_layer(layer, array=ArrayConfig(4, 4))
     with pytest.raises(SparsynError, match=r"layer big does not fit the activation buffer: needs 256 .*limit 100 "
                                            r"\(156 over\)"):
-        LayerEngine(layer, packed, ArrayConfig(4, 4), EngineLimits(act_elements=100))
+        layer_engine(layer, packed, limits=EngineLimits(act_elements=100))
     with pytest.raises(SparsynError, match="accumulator buffer"):
-        LayerEngine(layer, packed, ArrayConfig(4, 4), EngineLimits(acc_words=10))
+        layer_engine(layer, packed, limits=EngineLimits(acc_words=10))
     with pytest.raises(SparsynError, match="weight memory.*larger --array"):
-        LayerEngine(layer, packed, ArrayConfig(4, 4), EngineLimits(weight_depth=8))
+        layer_engine(layer, packed, limits=EngineLimits(weight_depth=8))
     with pytest.raises(SparsynError, match="output buffer"):
-        LayerEngine(layer, packed, ArrayConfig(4, 4), EngineLimits(out_elements=255))
+        layer_engine(layer, packed, limits=EngineLimits(out_elements=255))
+    # the plan alone refuses too (nothing is constructed before it succeeds)
+    with pytest.raises(SparsynError, match="output buffer"):
+        plan_layer(layer, packed, limits=EngineLimits(out_elements=255))
 
 
 def test_engine_rejects_bad_layers():
     rng = np.random.default_rng(1)
     layer = random_quant_layer(rng, "linear", 8, 1, 1, 3, name="fc")
-    packed = pack_layer(layer)
+    array = ArrayConfig(2, 2)
+    packed = pack_layer(layer, array=array)
     bad = random_quant_layer(np.random.default_rng(1), "linear", 8, 1, 1, 3, name="fc")
     bad.mult[1] = 1 << MULT_BITS
     with pytest.raises(SparsynError, match="fc: requant mult/shift outside"):
-        LayerEngine(bad, packed, ArrayConfig(2, 2))
+        layer_engine(bad, packed)
+    with pytest.raises(SparsynError, match="fc: requant mult/shift outside"):
+        pack_layer(bad, array=array)               # the ROM cannot hold it either: refused, not truncated
     bad.mult[1], bad.shift[0] = 1, MAX_SHIFT + 1
     with pytest.raises(SparsynError, match="mult/shift"):
-        LayerEngine(bad, packed, ArrayConfig(2, 2))
+        layer_engine(bad, packed)
+    with pytest.raises(SparsynError, match="mult/shift"):
+        pack_layer(bad, array=array)
     huge = random_quant_layer(np.random.default_rng(1), "linear", 8, 1, 1, 3, name="fc")
     huge.bias[0] = 2**31 - 10
     with pytest.raises(SparsynError, match="exceeds the 32-bit accumulator"):
-        LayerEngine(huge, packed, ArrayConfig(2, 2))
-    with pytest.raises(SparsynError, match="the LayerEngine runs conv/linear"):
-        LayerEngine(random_maxpool_layer(2, 4, 4), packed, ArrayConfig(2, 2))
+        layer_engine(huge, pack_layer(huge, array=array))
+    with pytest.raises(SparsynError, match="pool is a maxpool; engines run conv/linear"):
+        layer_engine(random_maxpool_layer(2, 4, 4), packed)
+    # the array is part of the packed layer: another one is refused in one line
+    with pytest.raises(SparsynError, match=r"packed for 2x2, not 3x2") as err:
+        layer_engine(layer, packed, ArrayConfig(3, 2))
+    assert "\n" not in str(err.value)
+    assert plan_layer(layer, packed, ArrayConfig(2, 2)).array == ArrayConfig(2, 2)
 
 
 def test_random_quant_layer_helper():
@@ -152,33 +172,38 @@ def test_random_quant_layer_helper():
 
 
 def _hw_schemes():
-    from sparsyn.hw.schemes.base import _PRODUCTS
+    from sparsyn.hw.schemes import scheme_hardware
     from sparsyn.sw.schemes import scheme_names
-    import sparsyn.hw.schemes  # noqa: F401  (registers every available PE datapath)
-    return [name for name in scheme_names() if name != "dense" and name in _PRODUCTS]
+    return [name for name in scheme_names()
+            if name != "dense" and get_scheme(name).hardware and scheme_hardware(name).product is not None]
 
 
 @pytest.mark.parametrize("scheme", _hw_schemes())
 @pytest.mark.parametrize("kind", ["conv", "linear"])
 def test_engine_runs_every_scheme_unchanged(scheme, kind):
     """The same array/engine with each scheme's PE and TileProgram (L > 1): bit-exact, exact cycles."""
-    from sparsyn.sw.schemes import get_scheme
     rng = np.random.default_rng(4)
     args = ("conv", 3, 5, 5, 5, 3, 1, 1) if kind == "conv" else ("linear", 20, 1, 1, 7)
     layer = random_quant_layer(rng, *args, scheme=scheme)
-    sch = get_scheme(scheme)()
+    array = ArrayConfig(3, 4)
+    sch = get_scheme(scheme)(array=array)
     w = rng.normal(size=layer.weight.shape) * (rng.random(size=layer.weight.shape) < 0.4)
     layer.weight, _, layer.weight_bits = sch.quantize_weights(1, w)
-    packed = sch.pack(layer)
-    layer.weight = np.asarray(get_scheme(scheme).decode(packed), dtype=np.int64)   # effective weights
+    layer.weight = np.asarray(get_scheme(scheme).decode(sch.pack(layer)), dtype=np.int64)   # effective weights
     # rescale the requantization to the new weight magnitudes so outputs spread over the int8 range
     sigma = max(float(np.abs(layer.weight).sum(axis=1).mean()) * 40.0, 1.0)
     for n in range(layer.n):
         layer.mult[n], layer.shift[n] = choose_multiplier(float(rng.uniform(0.5, 2.0)) * 48.0 / sigma)
     layer.bias[:] = rng.integers(-int(sigma), int(sigma) + 1, size=layer.n)
-    engine = LayerEngine(layer, packed, ArrayConfig(3, 4))
+    packed = sch.pack(layer)         # the ROMs hold the constants too: pack the final layer
+    assert np.array_equal(get_scheme(scheme).decode(packed), layer.weight)
+    assert all(np.array_equal(a, b) for a, b in zip(get_scheme(scheme).decode_constants(packed),
+                                                   (layer.bias, layer.mult, layer.shift)))
+    engine = layer_engine(layer, packed)
+    assert engine.array.lanes > 1
     x = random_input(rng, layer)[0]
     outs, stats = simulate_engine(engine, [x.numpy().ravel()])
     exp = check(layer, x, outs[0])
     assert len(np.unique(exp)) > 3
     assert stats[0]["cycles"] == stats[0]["measured"] == engine.model["total"]
+    assert engine.model == program_cycles(sch.schedule(layer)[0], layer)

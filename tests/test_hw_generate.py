@@ -7,18 +7,23 @@ import subprocess
 import numpy as np
 import pytest
 
-from sparsyn.hw.cycles import layer_cycles
-from sparsyn.hw.engine import EngineLimits, layer_program
-from sparsyn.hw.generate import LINT_WAIVERS, LISTING_NAME, WAIVER_NAME, generate, lint, module_name
+from sparsyn.hw.cycles import program_cycles
+from sparsyn.hw.generate import LINT_WAIVERS, LISTING_NAME, WAIVER_NAME, generate, module_name
+from sparsyn.hw.plan import EngineLimits
+from sparsyn.sim.lint import lint
 from sparsyn.sim.tools import have_simulator
 from sparsyn.sw.cli import main
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.manifest import write_manifest
 from sparsyn.sw.qmodel import FlattenLayer, QuantModel
 from sparsyn.sw.schedule import ArrayConfig
+from sparsyn.sw.schemes import get_scheme
 from sparsyn.sw.testing import pack_layer, random_maxpool_layer, random_quant_layer
 
 needs_verilator = pytest.mark.skipif(bool(have_simulator("verilator")), reason=str(have_simulator("verilator")))
+
+#: The array the test manifest is packed for (part of the compressed artefact).
+ARRAY = ArrayConfig(2, 3)
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +35,14 @@ def manifest(tmp_path_factory):
     fc = random_quant_layer(rng, "linear", 27, 1, 1, 5, relu=False, name="fc")
     model = QuantModel("tiny", (1, 6, 6), 0.1, [conv, pool, flat, fc], 5)
     path = write_manifest(tmp_path_factory.mktemp("man") / "tiny", model,
-                          {layer.name: pack_layer(layer) for layer in (conv, fc)}, "dense", {})
+                          {layer.name: pack_layer(layer, array=ARRAY) for layer in (conv, fc)}, "dense", {}, ARRAY)
     return path, model
 
 
 @pytest.fixture(scope="module")
 def generated(manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("rtl")
-    files = generate(manifest[0], ArrayConfig(2, 3), out)
+    files = generate(manifest[0], None, out)          # the manifest's array
     return out, files
 
 
@@ -54,11 +59,13 @@ def test_generate_writes_one_module_per_layer(generated, manifest):
         assert sorted(p.strip() for p in header.split(",")) == sorted(p["name"] for p in rec["ports"])
         if rec["kind"] != "maxpool":
             layer = model.layer(rec["layer"])
-            _, program = layer_program(layer, pack_layer(layer), ArrayConfig(2, 3))
-            assert rec["cycles"] == json.loads(json.dumps(layer_cycles(program, layer)))
+            program = get_scheme("dense")(array=ARRAY).schedule(layer)[0]
+            assert rec["cycles"] == json.loads(json.dumps(program_cycles(program, layer)))
+            assert rec["array"] == {"rows": 2, "cols": 3, "lanes": 1}
             ports = {p["name"]: (p["dir"], p["width"]) for p in rec["ports"]}
             assert ports["act_in__payload"] == ("input", 8) and ports["act_out__valid"] == ("output", 1)
             assert ports["cycles"] == ("output", 32) and ports["start"] == ("input", 1)
+    assert doc["array"] == {"rows": 2, "cols": 3}
     vlt = (out / WAIVER_NAME).read_text()
     assert all(f"lint_off -rule {rule}" in vlt for rule in LINT_WAIVERS)
 
@@ -94,8 +101,20 @@ def test_generated_verilog_compiles_in_icarus(generated, tmp_path):
 def test_generate_refuses_layer_that_does_not_fit(manifest, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(SparsynError, match="layer conv1 does not fit the activation buffer"):
-        generate(manifest[0], ArrayConfig(2, 2), out, EngineLimits(act_elements=20))
+        generate(manifest[0], None, out, EngineLimits(act_elements=20))
     assert not out.exists()                       # nothing half-written
+
+
+def test_generate_refuses_another_array(manifest, tmp_path):
+    """The array is part of the compressed artefact: the manifest's is used, another one is refused."""
+    out = tmp_path / "never"
+    with pytest.raises(SparsynError, match=r"packed for a 2x3 array, not 3x2.*--array 3x2") as err:
+        generate(manifest[0], ArrayConfig(3, 2), out)
+    assert "\n" not in str(err.value)
+    assert not out.exists()
+    files = generate(manifest[0], ArrayConfig(2, 3), tmp_path / "same")     # the same array is accepted
+    assert json.loads((tmp_path / "same" / LISTING_NAME).read_text())["array"] == {"rows": 2, "cols": 3}
+    assert len(files) == 5
 
 
 def test_generate_missing_manifest(tmp_path):
@@ -106,11 +125,19 @@ def test_generate_missing_manifest(tmp_path):
 @needs_verilator
 def test_cli_generate(manifest, tmp_path, capsys):
     out = tmp_path / "rtl"
-    assert main(["generate", "--manifest", str(manifest[0]), "--array", "3x2", "--out", str(out), "--lint"]) == 0
+    assert main(["generate", "--manifest", str(manifest[0]), "--out", str(out), "--lint"]) == 0
     text = capsys.readouterr().out
-    assert "sparsyn_conv1" in text and "clean" in text and "3x2" in text
+    assert "sparsyn_conv1" in text and "clean" in text and "2x3" in text
     doc = json.loads((out / LISTING_NAME).read_text())
-    assert doc["array"] == {"rows": 3, "cols": 2}
+    assert doc["array"] == {"rows": 2, "cols": 3}
+
+
+def test_cli_generate_refuses_another_array(manifest, tmp_path, capsys):
+    out = tmp_path / "rtl"
+    assert main(["generate", "--manifest", str(manifest[0]), "--array", "3x2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sparsyn: error:") and "2x3" in err and "3x2" in err and "\n" not in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("array", ["4", "4x", "0x4", "axb"])
@@ -131,7 +158,7 @@ def test_module_names_are_identifiers():
 
 @needs_verilator
 def test_generate_model_top(manifest, tmp_path):
-    files = generate(manifest[0], ArrayConfig(2, 2), tmp_path, model_top=True)
+    files = generate(manifest[0], None, tmp_path, model_top=True)
     top = tmp_path / "sparsyn_model_tiny.v"
     assert top in files
     doc = json.loads((tmp_path / LISTING_NAME).read_text())

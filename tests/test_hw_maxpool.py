@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sparsyn.hw.maxpool import MaxPoolUnit, maxpool_cycles
+from sparsyn.hw.maxpool import MaxPoolUnit, check_maxpool, maxpool_cycles
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import run_layer
 from sparsyn.sw.qmodel import MaxPoolLayer
@@ -11,6 +11,7 @@ from sparsyn.sw.testing import random_input, random_maxpool_layer
 
 
 def run_pool(layer, images, ready_pattern=(1,)):
+    check_maxpool(layer)
     unit = MaxPoolUnit(layer)
     n_out = int(np.prod(layer.out_shape))
     outs, spans = [], []
@@ -69,6 +70,10 @@ def test_maxpool_back_pressure():
 
 
 def test_maxpool_rejects_oversized_input():
+    """The check runs before a unit is constructed (a MaxPoolUnit itself cannot fail)."""
     layer = MaxPoolLayer("big", (64, 64, 64), (64, 32, 32), 2, 2, 0)
     with pytest.raises(SparsynError, match="big.*exceeds the buffer"):
-        MaxPoolUnit(layer)
+        check_maxpool(layer)
+    with pytest.raises(SparsynError, match="padding 2 exceeds half the kernel 3"):
+        check_maxpool(MaxPoolLayer("pad", (1, 6, 6), (1, 8, 8), 3, 1, 2))
+    check_maxpool(random_maxpool_layer(3, 6, 6, 2))       # a layer that fits passes silently

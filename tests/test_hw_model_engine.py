@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sparsyn.hw.amaranth_sim import simulate_engine
-from sparsyn.hw.model_engine import ModelEngine
+from sparsyn.hw.model_engine import ModelEngine, plan_model
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import first_mismatch, run_golden
 from sparsyn.sw.qmodel import FlattenLayer, QuantModel
@@ -11,7 +11,7 @@ from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.testing import pack_layer, random_input, random_maxpool_layer, random_quant_layer
 
 
-def tiny_model(rng, second_pool=False):
+def tiny_model(rng, second_pool=False, array=ArrayConfig(2, 3)):
     conv = random_quant_layer(rng, "conv", 1, 6, 6, 3, 3, 1, 1, name="conv1")
     pool = random_maxpool_layer(3, 6, 6, 2, name="pool1")
     layers = [conv, pool]
@@ -21,14 +21,15 @@ def tiny_model(rng, second_pool=False):
     layers += [conv2, FlattenLayer("flat", (4, 3, 3), (36, 1, 1)),
                random_quant_layer(rng, "linear", 36, 1, 1, 5, relu=False, name="fc")]
     model = QuantModel("tiny", (1, 6, 6), 0.1, layers, 5)
-    return model, {layer.name: pack_layer(layer) for layer in model.compute_layers}
+    return model, {layer.name: pack_layer(layer, array=array) for layer in model.compute_layers}
 
 
 @pytest.mark.parametrize("second_pool", [False, True])
 def test_model_engine_matches_golden(second_pool):
     rng = np.random.default_rng(11)
     model, packed = tiny_model(rng, second_pool)
-    engine = ModelEngine(model, packed, ArrayConfig(2, 3))
+    plan = plan_model(model, packed, ArrayConfig(2, 3))
+    engine = ModelEngine(plan)
     x = random_input(rng, model.layers[0], batch=2)
     outs, stats = simulate_engine(engine, [x[i].numpy().ravel() for i in range(2)])
     gold = run_golden(model, x)[-1].numpy()
@@ -36,8 +37,8 @@ def test_model_engine_matches_golden(second_pool):
     mm = first_mismatch([model.layers[-1].name], [gold], [got])
     assert mm is None, str(mm)
     assert len(np.unique(gold)) > 3
-    for st in stats:
-        assert st["cycles"] == st["measured"] == engine.cycle_model["total"]
+    for i, st in enumerate(stats):
+        assert st["cycles"] == st["measured"] == engine.cycle_model["total"] == plan.cycles(x[i].numpy().ravel())
     cm = engine.cycle_model
     assert cm["useful_macs"] == sum(int(np.count_nonzero(l.weight)) * l.pixels for l in model.compute_layers)
     assert cm["utilization"] == pytest.approx(cm["useful_macs"] / (2 * 3 * cm["total"]))
@@ -48,12 +49,16 @@ def test_model_engine_rejects_bad_models():
     model, packed = tiny_model(rng)
     starts_with_pool = QuantModel("p", (3, 6, 6), 0.1, [random_maxpool_layer(3, 6, 6, 2)] + model.layers[2:], 5)
     with pytest.raises(SparsynError, match="needs a conv/linear first layer"):
-        ModelEngine(starts_with_pool, packed, ArrayConfig(2, 2))
+        plan_model(starts_with_pool, packed)
     broken = QuantModel("b", (1, 6, 6), 0.1, [model.layers[0]] + model.layers[2:], 5)
     with pytest.raises(SparsynError, match="layer conv2 takes 27 inputs but the previous layer gives 108"):
-        ModelEngine(broken, packed, ArrayConfig(2, 2))
+        plan_model(broken, packed)
     with pytest.raises(SparsynError, match="no packed weights"):
-        ModelEngine(model, {}, ArrayConfig(2, 2))
+        plan_model(model, {})
+    # the layers were packed for 2x3: another array is refused in one line
+    with pytest.raises(SparsynError, match="packed for 2x3, not 2x2"):
+        plan_model(model, packed, ArrayConfig(2, 2))
+    assert len(plan_model(model, packed, ArrayConfig(2, 3)).segments) == 3
 
 
 def test_default_digits_model_end_to_end():
@@ -68,7 +73,7 @@ def test_default_digits_model_end_to_end():
     data = digits()
     model = quantize_model(default_model(progress=False), data)
     packed = pack_model(model, get_scheme("dense")())
-    engine = ModelEngine(model, packed, ArrayConfig(4, 4))
+    engine = ModelEngine(plan_model(model, packed, ArrayConfig(4, 4)))
     x = quantize_input(data.test_x[:1], model.input_scale)
     outs, stats = simulate_engine(engine, [x[0].numpy().ravel()])
     gold = run_golden(model, x)[-1].numpy().reshape(1, -1)

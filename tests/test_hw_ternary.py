@@ -5,8 +5,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from sparsyn.hw.amaranth_sim import check_pe_cases, simulate_engine
-from sparsyn.hw.cycles import layer_cycles
-from sparsyn.hw.engine import LayerEngine
+from sparsyn.hw.cycles import program_cycles
+from sparsyn.hw.engines import layer_engine
 from sparsyn.hw.pe import ProcessingElement
 from sparsyn.hw.schemes import make_product
 from sparsyn.hw.schemes.ternary import TernaryProduct, product_width
@@ -58,7 +58,7 @@ def test_pe_accumulates_ternary_tiles():
     assert check_pe_cases(pe, vectors) == len(cases)
 
 
-# (kind, cin, h, w, cout, kernel, stride, padding), tile, cols, array rows
+# (kind, cin, h, w, cout, kernel, stride, padding), tile, array cols, array rows
 ENGINE_CASES = {
     "conv_padded_tile": (("conv", 3, 5, 5, 6, 3, 1, 1), 4, 4, 2),
     "linear_two_sections": (("linear", 24, 1, 1, 7, 1, 1, 0), 8, 4, 2),
@@ -71,30 +71,36 @@ def test_engine_skips_pruned_tiles_bit_exact(name):
     geom, tile, cols, rows = ENGINE_CASES[name]
     rng = np.random.default_rng(len(name))
     layer = random_ternary_layer(rng, *geom, tile=tile, cols=cols, occupancy=0.5, name=name)
-    scheme = TernaryScheme(tile=tile, cols=cols)
-    packed = scheme.pack(layer)
     array = ArrayConfig(rows, cols)
-    engine = LayerEngine(layer, packed, array)
+    scheme = TernaryScheme(array=array, tile=tile)
+    packed = scheme.pack(layer)
+    engine = layer_engine(layer, packed)
+    program = scheme.schedule(layer)[0]
     images = [random_input(rng, layer)[0] for _ in range(2)]
     outs, stats = simulate_engine(engine, [x.numpy().ravel() for x in images])
     for x, y in zip(images, outs):
         exp = run_layer(layer, x[None])[0].numpy()
         mm = first_mismatch([name], [exp[None]], [np.asarray(y).reshape(exp.shape)[None]])
         assert mm is None, str(mm)
-    model = layer_cycles(engine.program, layer)
+    model = program_cycles(program, layer)
+    assert engine.model == model
     assert all(s["measured"] == s["cycles"] == model["total"] for s in stats)
     # the schedule holds one slot per stored tile: fewer passes than the fully occupied layer
-    stored = packed.meta["stored_tiles"]
-    assert engine.program.slot_count == stored
+    stored = packed.meta["stats"]["stored_tiles"]
+    assert program.slot_count == stored
+    # ... and so does the weight ROM: one word per array row of those passes (none for a pruned tile)
+    assert packed.meta["passes"] == len(program.passes)
+    assert packed.roms["weights"].depth == max(2, len(program.passes) * rows)
     full = layer.weight.copy()
     full[full == 0] = 1
     layer_full = random_ternary_layer(np.random.default_rng(0), *geom, tile=tile, cols=cols, name=name)
     layer_full.weight = full
-    prog_full = TernaryScheme.tile_program(scheme.pack(layer_full), layer_full, array)
-    assert prog_full.slot_count == packed.meta["sections"] * packed.meta["tiles"] > stored
-    expected_passes = sum(-(-len(sec) // rows) or 1 for sec in engine.program.sections)
-    assert len(engine.program.passes) == expected_passes < len(prog_full.passes)
-    assert model["total"] < layer_cycles(prog_full, layer_full)["total"]
+    prog_full = scheme.schedule(layer_full)[0]
+    groups = packed.meta["stats"]["groups"]
+    assert prog_full.slot_count == packed.meta["sections"] * -(-layer.k // tile) == groups > stored
+    expected_passes = sum(-(-len(sec) // rows) or 1 for sec in program.sections)
+    assert len(program.passes) == expected_passes < len(prog_full.passes)
+    assert model["total"] < program_cycles(prog_full, layer_full)["total"]
 
 
 def test_no_multiplier_in_the_ternary_pe():

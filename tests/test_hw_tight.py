@@ -9,6 +9,7 @@ from sparsyn.hw.pe import ProcessingElement
 from sparsyn.hw.schemes import make_product
 from sparsyn.hw.schemes.tight import MuxProduct, SubwordProduct
 from sparsyn.sw.packing import decode_fields, encode_fields, entry_layout
+from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import get_scheme
 from sparsyn.sw.testing import random_quant_layer
 
@@ -18,7 +19,9 @@ def packed_for(scheme, alpha, subword, seed=0):
     layer = random_quant_layer(rng, "linear", 24, 1, 1, 8, density=0.3)
     if subword:
         layer.weight = np.clip(layer.weight, -119, 119)
-    return get_scheme(scheme)(alpha=alpha, section_height=4 if alpha <= 4 else 8, subword=subword,
+    # a section is the array's columns: 4, or 8 for alpha = 8 (a tight group spans one section's rows)
+    array = ArrayConfig(4, 4 if alpha <= 4 else 8)
+    return get_scheme(scheme)(array=array, alpha=alpha, subword=subword,
                               **({"anneal_steps": 20} if scheme == "tight" else {})).pack(layer)
 
 

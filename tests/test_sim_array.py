@@ -16,8 +16,7 @@ SHAPES = [(8, 8, 5), (7, 13, 6), (1, 5, 3), (10, 3, 4)]
 
 def array_params(rng, array, n, k, pixels):
     layer = random_quant_layer(rng, "linear", k, 1, 1, n)
-    packed = pack_layer(layer, "dense")
-    program = get_scheme("dense").tile_program(packed, layer, array)
+    program = get_scheme("dense")(array=array).schedule(layer)[0]
     x = rng.integers(-128, 128, size=(k, pixels))
     x[0, 0], x[-1, -1] = -128, 127
     passes = [[s, [[list(slot.lane_k), list(slot.entries)] for slot in slots]] for s, slots in program.passes]
@@ -29,7 +28,7 @@ def array_params(rng, array, n, k, pixels):
 def array4x4():
     rng = np.random.default_rng(0)
     layer = random_quant_layer(rng, "linear", 4, 1, 1, 4)
-    return SystolicArray(ArrayConfig(4, 4), pack_layer(layer, "dense"))
+    return SystolicArray(ArrayConfig(4, 4), pack_layer(layer, "dense", array=ArrayConfig(4, 4)))
 
 
 def test_array_random_matrices(simulator, array4x4, tmp_path):
@@ -47,7 +46,7 @@ def test_array_non_square(tmp_path):
     """A 3x5 array (rows != cols, neither divides the matrix) in Icarus."""
     rng = np.random.default_rng(1)
     layer = random_quant_layer(rng, "linear", 4, 1, 1, 4)
-    arr = SystolicArray(ArrayConfig(3, 5), pack_layer(layer, "dense"))
+    arr = SystolicArray(ArrayConfig(3, 5), pack_layer(layer, "dense", array=ArrayConfig(3, 5)))
     bld = build(arr, "icarus", "array3x5")
     res = run_bench(bld, "sparsyn.sim.benches.bench_array", array_params(rng, ArrayConfig(3, 5), 11, 7, 4),
                     test_dir=tmp_path)
@@ -65,7 +64,7 @@ def test_verilator_build_split_into_several_cpp_files(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "VERILATOR_ARGS", [*runner.VERILATOR_ARGS, "--output-split", "50"])
     rng = np.random.default_rng(3)
     layer = random_quant_layer(rng, "linear", 4, 1, 1, 4)
-    arr = SystolicArray(ArrayConfig(2, 2), pack_layer(layer, "dense"))
+    arr = SystolicArray(ArrayConfig(2, 2), pack_layer(layer, "dense", array=ArrayConfig(2, 2)))
     bld = build(arr, "verilator", "array2x2split", root=tmp_path / "builds")
     assert len(list(bld.build_dir.glob("Vtop___024root__*.cpp"))) > 1, "the build was not split"
     res = run_bench(bld, "sparsyn.sim.benches.bench_array", array_params(rng, ArrayConfig(2, 2), 3, 5, 4),

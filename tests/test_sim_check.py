@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from sparsyn.sim.check import CYCLE_TOLERANCE, format_table, rtl_check
+from sparsyn.sim.check import format_table, rtl_check
 from sparsyn.sw.errors import SparsynError
 
 
@@ -18,7 +18,7 @@ def sparsyn(*args):
 def dense_manifest(tmp_path_factory):
     from sparsyn.sw.compress import compress
     out = tmp_path_factory.mktemp("digits-dense")
-    report = compress("default", "dense", {}, out, progress=False, log=lambda *a, **k: None)
+    report = compress("default", "dense", {}, out, progress=False, log=lambda *a, **k: None, array="4x4")
     return report["manifest"]
 
 
@@ -26,8 +26,10 @@ def test_rtl_check_every_layer_bit_exact(simulator, dense_manifest, tmp_path):
     rows = rtl_check(dense_manifest, simulator=simulator, images=2, out_dir=tmp_path, progress=False)
     assert [r["layer"] for r in rows] == ["conv1", "conv2", "fc"]
     for r in rows:
-        assert r["bit_exact"] and r["mismatch"] is None, r
-        assert abs(r["cycles_measured"] - r["cycles_model"]) <= CYCLE_TOLERANCE * r["cycles_model"]
+        assert r["bit_exact"] and r["reference_exact"] and r["mismatch"] is None, r
+        # exact, for every image: no tolerance
+        assert r["cycles_exact"] and r["cycles_measured"] == r["cycles_model"], r
+        assert r["cycles_all"] == r["cycles_model_all"] and len(r["cycles_all"]) == 2, r
         assert 0 < r["utilization"] <= 1 and r["scheme"] == "dense"
     table = format_table(rows)
     assert "cycles_measured" in table and "conv2" in table and "NO" not in table
@@ -48,6 +50,7 @@ def test_cli_sim_prints_table_and_json(dense_manifest, tmp_path):
     (["--simulator", "modelsim"], "unknown simulator 'modelsim'"),
     (["--array", "4by4"], "is not of the form RxC"),
     (["--images", "0"], "--images 0 is out of range"),
+    (["--array", "2x2"], "the manifest was packed for a 4x4 array, not 2x2"),
 ])
 def test_cli_sim_bad_options(dense_manifest, args, text):
     r = sparsyn("sim", "--manifest", str(dense_manifest), "--simulator", "icarus", *args)
@@ -80,5 +83,6 @@ def test_sim_bench_measures_both_simulators_and_the_cycle_model(tmp_path):
     assert vl["build_s"] > 0 and ic["build_s"] > 0
     assert doc["ratios"]["verilator_speedup_run"] == pytest.approx(ic["run_s"] / vl["run_s"])
     assert [r["layer"] for r in doc["cycle_model"]["layers"]] == ["conv1", "conv2", "fc"]
-    assert all(r["within_5%"] and r["bit_exact"] for r in doc["cycle_model"]["layers"])
+    assert all(r["cycles_exact"] and r["bit_exact"] for r in doc["cycle_model"]["layers"])
+    assert all(r["cycles_measured"] == r["cycles_model"] for r in doc["cycle_model"]["layers"])
     assert json.loads((tmp_path / "bench.json").read_text())["images"] == doc["images"]

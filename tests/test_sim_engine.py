@@ -1,11 +1,11 @@
 """LayerEngine regression: every layer of the default digits model and random layers, in Icarus and
-Verilator, bit-exact against the golden model, measured cycles against the analytic model."""
+Verilator, bit-exact against the golden model, measured cycles equal to the exact cycle model."""
 import copy
 
 import numpy as np
 import pytest
 
-from sparsyn.sim.check import CYCLE_TOLERANCE, model_inputs, run_engine
+from sparsyn.sim.check import CycleMismatch, model_inputs, run_engine
 from sparsyn.sim.runner import BenchFailure
 from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.testing import pack_layer, random_input, random_quant_layer
@@ -27,9 +27,10 @@ RANDOM_LAYERS = [
 def check_row(row):
     assert row["bit_exact"] and row["outputs_checked"] > 0
     assert len(set(row["cycles_all"])) == 1, f"cycle count varies between images: {row['cycles_all']}"
-    err = abs(row["cycles_measured"] - row["cycles_model"]) / row["cycles_model"]
-    assert err <= CYCLE_TOLERANCE, (f"{row['layer']}: measured {row['cycles_measured']} cycles, "
-                                    f"model {row['cycles_model']} ({100 * err:.1f} % apart)")
+    # no tolerance: every image's measured cycles equal the model's (run_engine raises otherwise)
+    assert row["cycles_exact"] and row["cycles_all"] == row["cycles_model_all"], row
+    assert row["cycles_measured"] == row["cycles_model"], (f"{row['layer']}: measured {row['cycles_measured']} "
+                                                           f"cycles, model {row['cycles_model']}")
     assert 0 < row["utilization"] <= 1
 
 
@@ -40,7 +41,7 @@ def default_dense():
     from sparsyn.sw.data import digits
     from sparsyn.sw.model_zoo import default_model
     from sparsyn.sw.schemes import get_scheme
-    qmodel, packed, _report = compress_model(default_model(progress=False), get_scheme("dense")(), digits(),
+    qmodel, packed, _report = compress_model(default_model(progress=False), get_scheme("dense")(array=ARRAY), digits(),
                                              progress=False, log=lambda *a, **k: None)
     x, outs = model_inputs(qmodel, images=2)
     return qmodel, packed, x, outs
@@ -64,7 +65,7 @@ def test_engine_random_layer(simulator, case, tmp_path):
     rng = np.random.default_rng(sum(map(ord, name)))
     layer = random_quant_layer(rng, kind, cin, h, w, cout, kernel=k, stride=s, padding=p, relu=relu, name=name)
     x = random_input(rng, layer, batch=2)
-    row = run_engine(layer, pack_layer(layer), ARRAY, simulator, x, test_dir=tmp_path)
+    row = run_engine(layer, pack_layer(layer, array=ARRAY), ARRAY, simulator, x, test_dir=tmp_path)
     check_row(row)
 
 
@@ -73,7 +74,7 @@ def test_engine_back_pressure(tmp_path):
     rng = np.random.default_rng(3)
     layer = random_quant_layer(rng, "conv", 3, 5, 5, 6, kernel=3, stride=1, padding=1, name="bp")
     x = random_input(rng, layer, batch=2)
-    row = run_engine(layer, pack_layer(layer), ARRAY, "icarus", x, test_dir=tmp_path,
+    row = run_engine(layer, pack_layer(layer, array=ARRAY), ARRAY, "icarus", x, test_dir=tmp_path,
                      in_pauses=[1, 0, 1, 1, 0], out_pauses=[0, 1, 1, 0, 1])
     check_row(row)
 
@@ -84,7 +85,7 @@ def test_engine_mismatch_names_layer_position_and_waveform(tmp_path):
     from sparsyn.sim.check import make_engine
     rng = np.random.default_rng(4)
     layer = random_quant_layer(rng, "conv", 2, 5, 5, 3, kernel=3, stride=1, padding=0, relu=False, name="bad")
-    packed = pack_layer(layer)
+    packed = pack_layer(layer, array=ARRAY)
     engine = make_engine(layer, packed, ARRAY)     # hardware built from the true layer
     wrong = copy.deepcopy(layer)
     wrong.bias[2] += 1 << int(wrong.shift[2])      # golden model now differs on channel 2
@@ -101,4 +102,27 @@ def test_unknown_simulator_is_one_line_error():
     rng = np.random.default_rng(0)
     layer = random_quant_layer(rng, "linear", 4, 1, 1, 2)
     with pytest.raises(SparsynError, match="unknown simulator 'modelsim'"):
-        run_engine(layer, pack_layer(layer), ARRAY, "modelsim", random_input(rng, layer))
+        run_engine(layer, pack_layer(layer, array=ARRAY), ARRAY, "modelsim", random_input(rng, layer))
+
+
+def test_cycle_model_off_by_one_is_a_failure(tmp_path):
+    """There is no tolerance: a cycle model one cycle off the RTL fails the run (bit-exact or not)."""
+    from sparsyn.sim.check import make_engine
+    rng = np.random.default_rng(5)
+    layer = random_quant_layer(rng, "conv", 2, 4, 4, 3, kernel=3, stride=1, padding=1, name="offby1")
+    packed = pack_layer(layer, array=ARRAY)
+    x = random_input(rng, layer, batch=2)
+    engine = make_engine(layer, packed, ARRAY)
+    check_row(run_engine(layer, packed, ARRAY, "icarus", x, test_dir=tmp_path / "exact", engine=engine))
+    engine.plan.model["total"] += 1            # the same hardware, a model that is one cycle off
+    with pytest.raises(CycleMismatch, match=r"layer offby1: image 0 took \d+ cycles in RTL but the cycle model "
+                                            r"says \d+ \(-1\); the model must be exact"):
+        run_engine(layer, packed, ARRAY, "icarus", x, test_dir=tmp_path / "off", engine=engine)
+
+
+def test_array_other_than_the_packed_one_is_refused():
+    from sparsyn.sw.errors import SparsynError
+    rng = np.random.default_rng(0)
+    layer = random_quant_layer(rng, "linear", 4, 1, 1, 2)
+    with pytest.raises(SparsynError, match="packed for 4x4, not 2x2"):
+        run_engine(layer, pack_layer(layer, array=ARRAY), ArrayConfig(2, 2), "icarus", random_input(rng, layer))

@@ -18,7 +18,8 @@ def pe_vectors(rng, packed, layer, lanes, count, model=None):
     PE model's coefficients (the scheme's ``entry_coefficients``; ``model`` = the PackedLayer they are
     computed from, default ``packed``)."""
     scheme = get_scheme(packed.scheme)
-    program = scheme.tile_program(packed, layer, ArrayConfig(2, 2, lanes))
+    program = scheme(array=packed.array).schedule(layer)[0]
+    assert program.array.lanes == lanes
     entries = sorted({e for sec in program.sections for slot in sec for e in slot.entries})
     extremes = [-128, 127, 0, -1]
     vectors = []
@@ -37,7 +38,7 @@ def pe_vectors(rng, packed, layer, lanes, count, model=None):
 def dense_case(rng):
     layer = random_quant_layer(rng, "linear", 64, 1, 1, 8)
     layer.weight[0, :4] = [-128, 127, 0, -1]
-    return layer, pack_layer(layer, "dense")
+    return layer, pack_layer(layer, "dense", array=ArrayConfig(2, 2))
 
 
 @pytest.fixture(scope="module")

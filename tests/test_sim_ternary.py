@@ -20,6 +20,7 @@ ARRAY = ArrayConfig(4, 4)
 def check_row(row, layer, images):
     assert row["bit_exact"] and row["outputs_checked"] == images * layer.n * layer.pixels
     assert set(row["cycles_all"]) == {row["cycles_model"]}, (row["cycles_all"], row["cycles_model"])
+    assert row["cycles_exact"] and row["cycles_all"] == row["cycles_model_all"]
     # measured utilization counts all T lanes of each PE, so it agrees with the model and stays <= 1
     assert row["utilization"] == pytest.approx(row["utilization_model"]) and 0 < row["utilization"] <= 1
 
@@ -46,10 +47,10 @@ def test_pe_random_ternary_tiles(simulator, tmp_path):
 def test_engine_random_ternary_layer_random_occupancy(simulator, tmp_path):
     rng = np.random.default_rng(21)
     # K = 5*3*3 = 45 is not a multiple of T = 8: the last tile is padded with zero lanes
-    layer = random_ternary_layer(rng, "conv", 5, 6, 6, 7, 3, 1, 1, tile=8, cols=4, occupancy=0.4,
+    layer = random_ternary_layer(rng, "conv", 5, 6, 6, 7, 3, 1, 1, tile=8, cols=ARRAY.cols, occupancy=0.4,
                                  name="tern_rand_conv")
-    packed = TernaryScheme(tile=8, cols=4).pack(layer)
-    assert 0 < packed.meta["stored_tiles"] < packed.meta["sections"] * packed.meta["tiles"]
+    packed = TernaryScheme(array=ARRAY, tile=8).pack(layer)
+    assert 0 < packed.meta["stats"]["stored_tiles"] < packed.meta["stats"]["groups"] == packed.meta["sections"] * 6
     row = run_engine(layer, packed, ARRAY, simulator, random_input(rng, layer, 2), test_dir=tmp_path)
     check_row(row, layer, 2)
 
@@ -61,7 +62,7 @@ def default_ternary():
     from sparsyn.sw.compress import compress_model
     from sparsyn.sw.data import digits
     from sparsyn.sw.model_zoo import default_model
-    scheme = TernaryScheme(sparsity=0.5, penalty_epochs=4, finetune_epochs=4)
+    scheme = TernaryScheme(array=ARRAY, sparsity=0.5, penalty_epochs=4, finetune_epochs=4)
     scheme.progress = False
     qmodel, packed, _ = compress_model(default_model(progress=False), scheme, digits(), progress=False,
                                        log=lambda *a, **k: None)

@@ -1,5 +1,6 @@
 """sw/bench_tight.py table functions on tiny matrices: rates recomputed independently from the packed
-layers' ROMs, the 1/density bound, the goal verdicts and the JSON report (no timing asserted)."""
+layers' ROMs (grouped form and the chip's memory images for the array), the 1/density bound, the goal
+verdicts and the JSON report (no timing asserted)."""
 import json
 
 import numpy as np
@@ -8,14 +9,19 @@ import pytest
 from sparsyn.sw import bench_tight as bt
 from sparsyn.sw.packing import decode_packed
 from sparsyn.sw.schedule import ArrayConfig
+from sparsyn.sw.schemes import get_scheme
 from sparsyn.sw.subword import subword_count
 
 
 def test_config_for_alpha_per_density():
     cfg = {d: bt.config_for(d, 4) for d in (0.5, 0.25, 0.1, 0.05)}
-    assert cfg[0.5] == {"alpha": 2, "section_height": 4}
-    assert all(cfg[d] == {"alpha": 4, "section_height": 4} for d in (0.25, 0.1, 0.05))
-    assert bt.config_for(0.05, 16)["alpha"] <= 16          # never above the section height
+    assert cfg[0.5] == {"alpha": 2}                         # scheme options only: the array is given apart
+    assert all(cfg[d] == {"alpha": 4} for d in (0.25, 0.1, 0.05))
+    assert bt.config_for(0.05, 16)["alpha"] <= 16          # never above the array's columns (section height)
+    assert bt.config_for(0.05, 2)["alpha"] == 2
+    for d in (0.5, 0.05):                                   # every setting is a valid scheme for the array
+        for scheme, opts, _, _ in bt.scheme_settings(d, 4, (0.0, 0.05)):
+            get_scheme(scheme)(array=ArrayConfig(4, 4), **opts)
     assert [bt.packcnn_alpha(d) for d in (0.5, 0.25, 0.1, 0.05)] == [2, 4, 16, 16]
 
 
@@ -38,15 +44,15 @@ def test_rate_rows_match_packed_layers(subword):
     rng = np.random.default_rng(1)
     mats = {"tiny": rng.standard_normal((16, 60))}
     keep = {}
-    rows = bt.rate_rows(mats, (0.5, 0.25), 4, gammas=(0.0, 0.5), subword_points={("tiny", 0.25)} if subword else (),
-                        keep=keep, log=lambda *_: None)
+    rows = bt.rate_rows(mats, (0.5, 0.25), ArrayConfig(4, 4), gammas=(0.0, 0.5),
+                        subword_points={("tiny", 0.25)} if subword else (), keep=keep, log=lambda *_: None)
     labels = {r["scheme"] for r in rows}
     assert {"tight", "tight lossless", "packcnn g=0", "packcnn g=0.5"} <= labels
     if subword:
         assert "tight+sub" in labels
     assert len(keep) == len(rows)
     for r in rows:
-        packed, w_packed = keep[(r["matrix"], r["density"], r["scheme"])]
+        packed, w_packed, chip = keep[(r["matrix"], r["density"], r["scheme"])]
         w_int = bt.pruned_int_matrix(mats["tiny"], r["density"], subword=r["subword"])
         n, k = w_int.shape
         assert np.array_equal(decode_packed(packed), w_packed)
@@ -56,7 +62,18 @@ def test_rate_rows_match_packed_layers(subword):
         assert r["matrix_rate"] == pytest.approx(n * k / slots)
         bits = (len(packed.roms["entries"].words) * packed.roms["entries"].width
                 + len(packed.roms["lanes"].words) * packed.roms["lanes"].width)
-        assert r["bit_rate"] == pytest.approx(8 * n * k / bits)
+        assert r["grouped_bits"] == bits and r["grouped_bit_rate"] == pytest.approx(8 * n * k / bits)
+        # what the chip stores for the matrix as one layer on the 4x4 array: its memory images
+        assert chip.meta["array"] == {"rows": 4, "cols": 4, "lanes": r["alpha"]} and r["h"] == 4
+        assert np.array_equal(get_scheme(chip.scheme).decode(chip), w_packed)
+        weight = chip.roms["weights"].bits
+        index = chip.roms["lanes"].bits
+        other = chip.roms["passes"].bits + chip.roms["bias"].bits + chip.roms["requant"].bits
+        assert (r["weight_bits"], r["index_bits"], r["other_bits"], r["stored_bits"]) == \
+            (weight, index, other, weight + index + other) and r["stored_bits"] == chip.rom_bits
+        assert r["rate_vs_int8"] == pytest.approx(8 * n * k / chip.rom_bits)
+        assert r["weights_rate_vs_int8"] == pytest.approx(8 * n * k / weight)
+        assert r["rate_vs_int8"] < r["weights_rate_vs_int8"] and "chip_note" not in r
         nnz = np.count_nonzero(w_int)
         assert r["bound"] == pytest.approx(n * k / nnz)
         assert r["of_bound"] == pytest.approx(r["matrix_rate"] / r["bound"])
@@ -72,6 +89,20 @@ def test_rate_rows_match_packed_layers(subword):
             assert r["alpha"] == bt.packcnn_alpha(r["density"])
         else:
             assert r["alpha"] == bt.config_for(r["density"], 4)["alpha"]
+
+
+def test_rate_row_says_why_chip_figures_are_missing():
+    rng = np.random.default_rng(2)
+    w = bt.pruned_int_matrix(rng.standard_normal((3, 40)), 0.25)
+    keep = {}
+    # a PackCNN group of 4 columns needs 4 rows: no PE for it on a 3-row matrix, the grouped form still counts
+    r = bt.rate_row("m", 0.25, w, "packcnn", {"alpha": 4, "gamma": 0.5}, False, "p", keep, ArrayConfig(4, 4))
+    assert "cannot be packed" in r["chip_note"] and "stored_bits" not in r and r["matrix_rate"] > 0
+    assert keep[("m", 0.25, "p")][2] is None
+    r = bt.rate_row("m", 0.25, w, "tight", {"alpha": 2}, True, "t", keep, ArrayConfig(4, 4), chip_max_weights=100)
+    assert "not built" in r["chip_note"] and "stored_bits" not in r
+    r = bt.rate_row("m", 0.25, w, "tight", {"alpha": 2}, True, "t", keep, ArrayConfig(4, 4))
+    assert r["stored_bits"] == keep[("m", 0.25, "t")][2].rom_bits
 
 
 def _row(matrix, d, scheme, rate, bound, pruned=0.0, gamma=None):

@@ -1,14 +1,16 @@
 """The ternary scheme in software: ternarizer, PE-tile groups from the array config, WPC, pruning,
-ROM pack/decode, the tile program, the training flow and its refusals."""
+ROM pack/decode (the array's memory images, every stored bit counted; trit5 only as a storage figure),
+the schedule for the array given as ``array=``, the training flow and its refusals."""
 import numpy as np
 import pytest
 import torch
 
+from sparsyn.sw.array_format import check_array, rows_used
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.group_prune import GroupGrid, group_penalty, prune_groups, tile_sparsity, wpc_threshold
 from sparsyn.sw.schedule import ArrayConfig, effective_weights
 from sparsyn.sw.schemes import PackedLayer, Rom, get_scheme
-from sparsyn.sw.schemes.ternary import TernaryScheme
+from sparsyn.sw.schemes.ternary import TernaryScheme, trit5_bits
 from sparsyn.sw.ternarize import random_ternary_layer, ternarize, ternarize_torch
 
 
@@ -132,38 +134,57 @@ LAYERS = [("conv", 3, 5, 5, 6, 3, 1, 1, 4, 4), ("linear", 64, 1, 1, 10, 1, 1, 0,
           ("conv", 8, 4, 4, 16, 3, 1, 1, 8, 4), ("linear", 13, 1, 1, 5, 1, 1, 0, 5, 1)]
 
 
-@pytest.mark.parametrize("packing", ["2bit", "trit5"])
 @pytest.mark.parametrize("geometry", LAYERS, ids=lambda g: f"{g[0]}{g[1]}x{g[4]}_T{g[8]}_C{g[9]}")
-def test_pack_decode_round_trip_and_tile_program(geometry, packing):
+def test_pack_decode_round_trip_and_schedule(geometry):
     kind, cin, h, w, cout, kern, stride, pad, tile, cols = geometry
     rng = np.random.default_rng(cin * cout)
     layer = random_ternary_layer(rng, kind, cin, h, w, cout, kern, stride, pad, tile=tile, cols=cols,
                                  occupancy=0.5)
-    scheme = TernaryScheme(tile=tile, cols=cols, packing=packing)
+    rows = 3
+    scheme = TernaryScheme(array=ArrayConfig(rows, cols), tile=tile)    # the array's columns = a group's rows
     packed = scheme.pack(layer)
+    assert packed.meta["array"] == {"rows": rows, "cols": cols, "lanes": tile}
     assert np.array_equal(TernaryScheme.decode(packed), layer.weight)
     grid = GroupGrid(layer.n, layer.k, cols, tile)
     occ = grid.occupancy(layer.weight)
     assert 0 < occ.sum() < occ.size
     st = TernaryScheme.stats(packed, layer)
-    assert st["stored_tiles"] == occ.sum() and st["bitmap_bits"] == grid.groups
-    assert st["rom_bits"] == st["code_bits"] + st["bitmap_bits"] == packed.rom_bits
-    rows = sum(min(cols, layer.n - s * cols) * occ[s].sum() for s in range(grid.sections))
-    if packing == "2bit":
-        assert st["code_bits"] == rows * 2 * tile
-    else:
-        assert st["code_bits"] == 8 * -(-rows * tile // 5)
-    assert st["rate_vs_int8"] == pytest.approx(8 * layer.n * layer.k / packed.rom_bits)
+    assert st["stored_tiles"] == occ.sum() and st["groups"] == grid.groups
+    # every stored bit: the weight memory holds one word of C 2T-bit entries per array row of each pass
+    # (stored tiles only, R per pass); the lane memory is the index; pass table and constants the rest
+    passes = sum(max(1, -(-int(n) // rows)) for n in occ.sum(axis=1))
+    assert packed.meta["passes"] == passes
+    wrom = packed.roms["weights"]
+    assert (wrom.width, wrom.depth) == (cols * 2 * tile, max(2, passes * rows))
+    kinds = packed.bits_by_kind()
+    assert kinds["weights"] == wrom.bits and kinds["index"] == packed.roms["lanes"].bits > 0
+    assert kinds["table"] == packed.roms["passes"].bits and kinds["constants"] > 0
+    assert st["rom_bits"] == packed.rom_bits == sum(kinds.values())
+    # the compress report: rates from every stored bit, the weight memory alone as a second figure
+    from sparsyn.sw.compress import layer_report
+    from sparsyn.sw.qmodel import QuantModel
+    row = layer_report(QuantModel("t", layer.in_shape, 1.0, [layer], layer.n), {layer.name: packed})[0]
+    assert (row["weight_bits"], row["stored_bits"]) == (kinds["weights"], packed.rom_bits)
+    assert row["rate_vs_int8"] == pytest.approx(8 * layer.n * layer.k / packed.rom_bits)
+    assert row["weights_rate_vs_int8"] == pytest.approx(8 * layer.n * layer.k / kinds["weights"])
+    # trit5 (5 trits per byte) survives as a storage figure of the stored tiles' trits; the chip holds 2 bits
+    trits = int(occ.sum()) * cols * tile
+    assert st["trit5_bits"] == row["trit5_bits"] == trit5_bits(trits) == 8 * -(-trits // 5) < kinds["weights"]
     # the schedule: one slot per stored tile; it computes exactly the decoded matrix
-    prog = TernaryScheme.tile_program(packed, layer, ArrayConfig(3, cols))
-    assert prog.array.lanes == tile and prog.entry_width == 2 * tile
-    assert prog.slot_count == occ.sum()
+    prog, meta = scheme.schedule(layer)
+    assert prog.array == ArrayConfig(rows, cols, tile) and prog.entry_width == 2 * tile
+    assert prog.slot_count == occ.sum() == rows_used(packed)
     assert [len(s) for s in prog.sections] == occ.sum(axis=1).tolist()
+    assert meta["stats"] == packed.meta["stats"]
     coeffs = lambda e: TernaryScheme.entry_coefficients(packed, e)  # noqa: E731
     assert np.array_equal(effective_weights(prog, coeffs), TernaryScheme.decode(packed))
     if grid.padded:
         last = [s for sec in prog.sections for s in sec if s.lane_k[-1] == -1]
         assert last, "the padded tile's missing lanes must read the zero input"
+
+
+def test_trit5_bits():
+    assert [trit5_bits(t) for t in (0, 1, 5, 6, 10, 11)] == [0, 8, 8, 16, 16, 24]
 
 
 def test_entry_layout_and_coefficients_agree():
@@ -182,12 +203,17 @@ def test_entry_layout_and_coefficients_agree():
     assert TernaryScheme.entry_coefficients(packed, 0b10) == (0,) * 5
 
 
-def test_tile_program_refuses_other_array_columns():
+def test_packed_layer_refuses_another_array():
     rng = np.random.default_rng(0)
     layer = random_ternary_layer(rng, "linear", 16, 1, 1, 8, tile=8, cols=4)
-    packed = TernaryScheme(tile=8, cols=4).pack(layer)
-    with pytest.raises(SparsynError, match="cols=2"):
-        TernaryScheme.tile_program(packed, layer, ArrayConfig(4, 2))
+    packed = TernaryScheme(tile=8).pack(layer)                         # default array: 4x4
+    assert packed.array == ArrayConfig(4, 4, 8)
+    with pytest.raises(SparsynError, match="packed for 4x4, not 4x2; re-run 'sparsyn compress --array 4x2'"):
+        check_array(packed, ArrayConfig(4, 2))
+    narrow = TernaryScheme(array=ArrayConfig(4, 2), tile=8).pack(layer)  # groups of 2 channels x 8 inputs
+    check_array(narrow, ArrayConfig(4, 2))
+    assert narrow.meta["sections"] == 4 and TernaryScheme.stats(narrow, layer)["groups"] == GroupGrid(8, 16, 2, 8).groups
+    assert np.array_equal(TernaryScheme.decode(narrow), layer.weight)
 
 
 def test_pack_refuses_bad_layers():
@@ -204,28 +230,35 @@ def test_pack_refuses_bad_layers():
         TernaryScheme(tile=4).pack(layer)
 
 
+def _with(packed, **roms):
+    return PackedLayer("ternary", packed.meta, {k: v for k, v in {**packed.roms, **roms}.items() if v is not None})
+
+
 def test_decode_refuses_corrupt_roms():
     rng = np.random.default_rng(5)
     layer = random_ternary_layer(rng, "linear", 16, 1, 1, 8, tile=8, cols=4, occupancy=0.9)
     packed = TernaryScheme().pack(layer)
-    bad = PackedLayer("ternary", packed.meta, {"bitmap": packed.roms["bitmap"],
-                                               "codes": Rom(16, [0b10] + packed.roms["codes"].words[1:])})
-    with pytest.raises(SparsynError, match="0b10"):
-        TernaryScheme.decode(bad)
-    short = PackedLayer("ternary", packed.meta, {"bitmap": Rom(1, packed.roms["bitmap"].words[:-1]),
-                                                 "codes": packed.roms["codes"]})
-    with pytest.raises(SparsynError, match="bitmap"):
-        TernaryScheme.decode(short)
-    p5 = TernaryScheme(packing="trit5").pack(layer)
-    p5.roms["codes"].words[0] = 250
-    with pytest.raises(SparsynError, match="243"):
-        TernaryScheme.decode(p5)
+    w = packed.roms["weights"]
+    with pytest.raises(SparsynError, match="0b10"):              # the invalid 2-bit code
+        TernaryScheme.decode(_with(packed, weights=Rom(w.width, [(w.words[0] & ~3) | 0b10] + w.words[1:])))
+    lanes = packed.roms["lanes"]
+    with pytest.raises(SparsynError, match="ROM 'lanes' is index.*expects index"):   # too short
+        TernaryScheme.decode(_with(packed, lanes=Rom(lanes.width, lanes.words[:-1], "index")))
+    with pytest.raises(SparsynError, match="ROM 'lanes' is constants.*expects index"):
+        TernaryScheme.decode(_with(packed, lanes=Rom(lanes.width, lanes.words, "constants")))
+    with pytest.raises(SparsynError, match="no 'requant' ROM"):
+        TernaryScheme.decode_constants(_with(packed, requant=None))
+    with pytest.raises(SparsynError, match=r"\['bitmap'\] that its engine does not load"):
+        TernaryScheme.decode(_with(packed, bitmap=Rom(1, [1, 0], "index")))
 
 
 @pytest.mark.parametrize("opts,match", [
     ({"sparsity": 1.0}, r"\[0, 1\)"), ({"sparsity": -0.2}, r"\[0, 1\)"), ({"delta": 0}, "delta"),
-    ({"delta": -0.05}, "delta"), ({"tile": 0}, "tile"), ({"packing": "4bit"}, "packing"),
-    ({"wpc": "maybe"}, "wpc"), ({"wpc_mode": "median"}, "wpc_mode"), ({"cols": 0}, "cols"),
+    ({"delta": -0.05}, "delta"), ({"tile": 0}, "tile"),
+    ({"wpc": "maybe"}, "wpc"), ({"wpc_mode": "median"}, "wpc_mode"),
+    # gone: the array's columns replace ``cols``, and trit5 is only a storage figure (not a packing)
+    ({"cols": 4}, "has no option 'cols'"), ({"packing": "trit5"}, "has no option 'packing'"),
+    ({"array": "4x0"}, "zero dimension"),
     ({"tile": "eight"}, "tile"), ({"bogus": 1}, "no option"),
 ])
 def test_bad_options_are_one_line_errors(opts, match):
@@ -341,3 +374,37 @@ def test_compress_pipeline_folds_alpha_into_requant(tiny_trained):
         assert np.allclose(layer.mult * 2.0 ** -layer.shift.astype(float), real, rtol=1e-4)
     assert report["golden_equals_int8_reference"]
     assert report["rate_vs_fp32"] > 4
+    assert report["weight_bits"] + report["index_bits"] + report["other_bits"] == report["stored_bits"] == \
+        sum(p.rom_bits for p in packed.values())
+
+
+def test_bench_tables_on_a_tiny_model(tiny_trained):
+    """sparsyn bench --scheme ternary's compression and cycle tables on the tiny model: stored bits from
+    the compress report (trit5 only as a labelled storage figure), cycles planned through the engine
+    factory and measured in Amaranth's simulation, equal to the exact model."""
+    from sparsyn.sw import bench_ternary as bench
+    from sparsyn.sw.compress import compress_model
+    model, data = tiny_trained
+    quiet = {"progress": False, "log": lambda *a: None}
+    q, p, r = compress_model(model, TernaryScheme(sparsity=0.5, lam=0.05, penalty_epochs=1, finetune_epochs=1),
+                             data, **quiet)
+    dq, dp, _ = compress_model(model, get_scheme("dense")(), data, **quiet)
+    rows = {row["layer"]: row for row in bench.compression_rows({0.5: (q, p, r)})}
+    assert set(rows) == {"conv2", "fc", "MODEL (conv1 int8)"}
+    for name in ("conv2", "fc"):
+        row, kinds = rows[name], p[name].bits_by_kind()
+        assert (row["weight_bits"], row["index_bits"], row["stored_bits"]) == \
+            (kinds["weights"], kinds["index"], p[name].rom_bits)
+        assert row["trit5_bits"] == p[name].meta["stats"]["trit5_bits"] < row["weight_bits"]
+        assert row["trit5_stored_bits"] == row["stored_bits"] - row["weight_bits"] + row["trit5_bits"]
+    total = rows["MODEL (conv1 int8)"]
+    assert total["stored_bits"] == r["stored_bits"] and total["rate_vs_fp32"] == r["rate_vs_fp32"]
+    assert "NOT" in bench.COMPRESSION_TITLE and "trit5" in bench.COMPRESSION_TITLE
+    cyc = {row["layer"]: row for row in bench.cycle_table(q, p, dq, dp, ArrayConfig(4, 4), measure=True)}
+    assert [cyc[n]["scheme"] for n in ("conv1", "conv2", "fc")] == ["dense", "ternary", "ternary"]
+    for row in cyc.values():
+        assert row["cycles_exact"] and row["bit_exact"] and row["cycles_rtl"] == row["cycles_model"]
+        assert row["array"] == "4x4" and row["slots"] > 0
+    assert cyc["conv2"]["lanes"] == 8 and cyc["conv2"]["dense_int8_cycles"] > cyc["conv2"]["cycles_rtl"]
+    with pytest.raises(SparsynError, match="packed for 4x4, not 2x2"):
+        bench.cycle_table(q, p, dq, dp, ArrayConfig(2, 2), measure=False)

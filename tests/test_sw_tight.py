@@ -1,10 +1,11 @@
 """tight: simulated-annealing grouping (sw/anneal.py), subwords (sw/subword.py), pruning (sw/prune.py),
-lossless packing, effective weights, bad inputs."""
+lossless packing for the array given as ``array=``, effective weights, bad inputs (alpha vs the array)."""
 import numpy as np
 import pytest
 import torch
 
 from sparsyn.sw.anneal import AnnealParams, anneal_sections
+from sparsyn.sw.array_format import pass_table, rows_used
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.packing import Grouping, conflict_prune, greedy_combine, virtual_matrix, weight_matrix
 from sparsyn.sw.prune import iterative_prune, magnitude_mask
@@ -59,17 +60,25 @@ def test_tight_pack_roundtrip_and_program(subword):
     layer = random_quant_layer(rng, "linear", 50, 1, 1, 13, density=0.25)
     if subword:
         layer.weight = prune_subwords(np.clip(layer.weight, -119, 119), 2)
-    s = TIGHT(alpha=4, section_height=4, subword=subword, anneal_steps=60)
+    s = TIGHT(array=ArrayConfig(2, 4), alpha=4, subword=subword, anneal_steps=60)
     packed = s.pack(layer)
     assert packed.meta["grouping"] == "per-section" and packed.meta["sections"] == 4
+    assert packed.meta["array"] == {"rows": 2, "cols": 4, "lanes": 4}
     assert np.array_equal(TIGHT.decode(packed), layer.weight)
-    prog = TIGHT.tile_program(packed, layer, ArrayConfig(2, 4))
-    assert [len(x) for x in prog.sections] == packed.meta["widths"]
+    prog, meta = s.schedule(layer)
+    widths = [len(x) for x in prog.sections]
+    assert sum(widths) == meta["stats"]["groups"] == rows_used(packed)
+    # the pass table ROM: each section's groups, R=2 at a time
+    table = pass_table(packed, TIGHT.entry_layout(packed))
+    assert [sum(1 for p in table if p["section"] == sec) for sec in range(4)] == [-(-w // 2) for w in widths]
+    assert [p["channels"] for p in table if p["first"]] == [4, 4, 4, 1]
     assert all(len(slot.lane_k) == 4 and len(slot.entries) == 4 for sec in prog.sections for slot in sec)
     assert np.array_equal(effective_weights(prog, lambda e: TIGHT.entry_coefficients(packed, e)), layer.weight)
     if subword:
         # one packed entry per nonzero subword; a weight column can sit in two groups
-        assert sum(1 for w in packed.roms["entries"].words if w) == subword_count(layer.weight)
+        ew = packed.meta["entry_width"]
+        entries = [(w >> (c * ew)) & ((1 << ew) - 1) for w in packed.roms["weights"].words for c in range(4)]
+        assert sum(1 for e in entries if e) == subword_count(layer.weight)
 
 
 def test_subword_digits():
@@ -105,21 +114,35 @@ def test_magnitude_mask_and_iterative_prune():
 
 
 @pytest.mark.parametrize("opts,needle", [
-    ({"alpha": 1}, "alpha"), ({"alpha": 8, "section_height": 4}, "exceeds section_height"),
+    ({"alpha": 1}, "alpha"), ({"alpha": 8}, "alpha=8 of scheme 'tight' exceeds the 4 columns of the 4x4 array"),
+    ({"alpha": 8, "array": ArrayConfig(8, 4)}, "exceeds the 4 columns"), ({"alpha": 4, "array": "4x2"}, "exceeds the 2"),
+    ({"section_height": 4}, "has no option 'section_height'"), ({"array": "0x4"}, "zero dimension"),
     ({"density": 0}, r"density.*\(0, 1\]"), ({"density": 2}, "density"),
     ({"anneal_steps": 0}, "annealing budget"), ({"cooling": 1.0}, "cooling"), ({"t0": 0}, "t0"),
     ({"penalty": -1}, "penalty"), ({"subword_threshold": 9}, "subword_threshold"), ({"beta": 1}, "no option"),
 ])
 def test_bad_options(opts, needle):
-    with pytest.raises(SparsynError, match=needle):
+    with pytest.raises(SparsynError, match=needle) as err:
         TIGHT(**opts)
+    assert "\n" not in str(err.value)
+
+
+def test_alpha_up_to_the_array_columns():
+    """A tight group may be as wide as the array's columns (the rows of its section), not wider."""
+    rng = np.random.default_rng(5)
+    layer = random_quant_layer(rng, "linear", 40, 1, 1, 16, density=0.15)
+    for array in (ArrayConfig(2, 8), "3x8"):
+        s = TIGHT(array=array, alpha=8, anneal_steps=30)
+        packed = s.pack(layer)
+        assert packed.array.cols == 8 and packed.array.lanes == 8
+        assert np.array_equal(TIGHT.decode(packed), layer.weight)
 
 
 def test_layer_too_small_for_alpha():
     rng = np.random.default_rng(4)
     layer = random_quant_layer(rng, "linear", 16, 1, 1, 2, density=0.5, name="two")
     with pytest.raises(SparsynError, match="two cannot be packed: alpha=4 exceeds the 2 rows"):
-        TIGHT(alpha=4, section_height=4).pack(layer)
+        TIGHT(array=ArrayConfig(4, 4), alpha=4).pack(layer)
 
 
 def test_prepare_on_tiny_model_records_groupings():

