@@ -12,7 +12,7 @@ from .data import Dataset, digits
 from .errors import SparsynError
 from .golden import logits, quantize_input, run_golden, run_int8_reference, first_mismatch
 from .importer import import_model, load_model_file
-from .manifest import REFERENCE_IMAGES, write_manifest
+from .manifest import REFERENCE_IMAGES, check_out_dir, write_manifest
 from .model_zoo import default_model
 from .qmodel import QuantModel
 from .quantize import quantize_model
@@ -146,6 +146,8 @@ def compress(model="default", scheme: str = "dense", options: dict | None = None
     """Compress a model for an array (``"RxC"`` or :class:`ArrayConfig`, default 4x4) and write manifest +
     ROMs + reference vectors + report.json into ``out``; returns the report."""
     scheme_obj = get_scheme(scheme)(array=array, **(options or {}))  # validate the scheme and options first
+    if out is not None:
+        check_out_dir(out)                     # before any work: never replace what sparsyn did not write
     module, name = load_model(model)
     if out is None:
         from .paths import work_dir

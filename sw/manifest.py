@@ -80,6 +80,18 @@ def _is_sparsyn_output(folder: Path) -> bool:
         return False
 
 
+def check_out_dir(out_dir) -> Path:
+    """Refuse (one line) an output folder sparsyn may not replace: an existing file, or a non-empty folder
+    that is not a previous sparsyn output. Called before any work, and again when writing."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SparsynError(f"--out {out_dir} is an existing file; choose a folder name")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_sparsyn_output(out_dir):
+        raise SparsynError(f"--out {out_dir} is a non-empty folder that sparsyn did not write (no sparsyn "
+                           "manifest in it); choose a new or empty folder")
+    return out_dir
+
+
 def _reference_bytes(reference: dict) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v, dtype=np.int64) for k, v in reference.items()})
@@ -94,12 +106,7 @@ def write_manifest(out_dir: Path, model: QuantModel, packed: dict[str, PackedLay
     An existing ``out_dir`` is only replaced when it is a previous sparsyn output (it holds a sparsyn
     manifest) or empty; any other folder is refused, so nothing sparsyn did not write is deleted.
     """
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SparsynError(f"--out {out_dir} is an existing file; choose a folder name")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_sparsyn_output(out_dir):
-        raise SparsynError(f"--out {out_dir} is a non-empty folder that sparsyn did not write (no sparsyn "
-                           "manifest in it); choose a new or empty folder")
+    out_dir = check_out_dir(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
