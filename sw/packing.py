@@ -223,59 +223,79 @@ def repair(v, grouping: Grouping, magnitude=None) -> Grouping:
     return Grouping(grouping.height, grouping.alpha, grouping.subword, out, shared=False)
 
 
-def greedy_combine(support: np.ndarray, alpha: int, gamma: float, progress=None) -> list[tuple[int, ...]]:
-    """PackCNN column combining over all rows of ``support`` (rows x Kv bool).
+def _row_bits(support: np.ndarray) -> np.ndarray:
+    """rows x C bool -> C x W uint64 bitsets of the rows each column occupies."""
+    rows, cols = support.shape
+    words = max(1, -(-rows // 64))
+    padded = np.zeros((words * 64, cols), dtype=bool)
+    padded[:rows] = support
+    packed = np.packbits(padded.reshape(words, 64, cols), axis=1, bitorder="little")   # words x 8 x C
+    return np.ascontiguousarray(packed.transpose(2, 0, 1)).view(np.uint64).reshape(cols, words)
 
-    Start with one group per nonzero column; a pair of groups is feasible when the merged group has
-    at most ``alpha`` columns and at most ``floor(gamma * rows)`` rows with two or more nonzeros
-    (conflicts, pruned later). Among feasible pairs the one whose union covers the most rows (the
-    fewest rows where both are zero) merges first; ties prefer fewer conflicts, then lower index.
-    **[ours]** Merges happen in rounds of *mutually best* pairs (each group merges with the feasible
-    partner it scores best, when that partner also picks it) — the sequential greedy choice is always
-    among them, and a round is two matrix products, so a 512 x 4608 matrix groups in seconds.
-    Stops when no pair is feasible.
+
+def column_combine(support: np.ndarray, alpha: int, gamma: float, window: int = 0,
+                   progress=None) -> list[tuple[int, ...]]:
+    """PackCNN column combining exactly as the original code groups columns (sequential best-fit).
+
+    ``support`` is rows x Kv bool (nonzeros). Start with one group per nonzero column, in column order.
+    Take the **first** group (in list order) that has a feasible partner and merge it with the partner
+    that leaves the **fewest rows where both are zero** (ties: the lowest list index); the merged group
+    keeps the first group's place, so one group is filled at a time. A pair is feasible when the merged
+    group has at most ``alpha`` columns and the weights conflict pruning would remove from it,
+    ``sum_rows max(0, u + v - 1)`` (u, v: nonzeros of each group in the row), are at most
+    ``floor(gamma * rows)`` — gamma caps pruned weights, not conflicting rows. Stops when no pair is
+    feasible. ``window`` > 0 combines columns only within consecutive windows of that many columns
+    (the original's default is 256; 0: the whole matrix, our default).
+
+    Implementation: a group passed over never becomes feasible again (merges only grow groups), so a
+    pointer walks the list once; per merge the candidate figures of the current group against all
+    others come from popcounts of row bitsets: with S the current group's occupied rows, a candidate
+    with nonzeros b and occupied rows T, pruned = (nnz_S - |S|) + (nnz_b - |T|) + |S & T| and
+    rows-both-zero = rows - |S| - |T| + |S & T|.
     """
     sup = np.asarray(support, dtype=bool)
-    rows = sup.shape[0]
+    rows, kv = sup.shape
+    if window and window > 0:
+        out = []
+        for start in range(0, kv, window):
+            part = column_combine(sup[:, start:start + window], alpha, gamma, 0, progress)
+            out.extend(tuple(start + c for c in g) for g in part)
+        return out
     limit = math.floor(gamma * rows + 1e-9)
     cols = np.nonzero(sup.any(axis=0))[0]
     members = [[int(c)] for c in cols]
-    cnt = sup[:, cols].astype(np.float32)           # rows x G: members nonzero per row
-    while len(members) > 1:
-        occ = (cnt >= 1).astype(np.float32)
-        cf = (cnt >= 2).astype(np.float32)
-        o = occ.T @ occ
-        oc, nc = occ.sum(0), cf.sum(0)
-        cfo = cf.T @ occ
-        conf = o + nc[:, None] + nc[None, :] - cfo - cfo.T
-        size = np.array([len(m) for m in members])
-        feas = (size[:, None] + size[None, :] <= alpha) & (conf <= limit + 0.5)
-        np.fill_diagonal(feas, False)
-        if not feas.any():
-            break
-        union = oc[:, None] + oc[None, :] - o
-        score = np.where(feas, union * (rows + 1) - conf, -np.inf)
-        best = np.argmax(score, axis=1)
-        has = np.isfinite(score[np.arange(len(best)), best])
-        idx = np.arange(len(best))
-        mutual = has & (best[best] == idx) & (idx < best)
-        pairs = np.nonzero(mutual)[0]
-        if not len(pairs):  # cannot happen (the global best pair is mutual); guard against float ties
-            i, j = np.unravel_index(np.argmax(score), score.shape)
-            pairs, best = np.array([min(i, j)]), best.copy()
-            best[min(i, j)] = max(i, j)
-        drop = set()
-        for i in pairs:
-            j = int(best[i])
-            members[i] = members[i] + members[j]
-            cnt[:, i] += cnt[:, j]
-            drop.add(j)
-        keep = [g for g in range(len(members)) if g not in drop]
-        members = [members[g] for g in keep]
-        cnt = cnt[:, keep]
+    g = len(members)
+    if g < 2:
+        return [tuple(m) for m in members]
+    bits = _row_bits(sup[:, cols])                       # G x W
+    nnz = sup[:, cols].sum(axis=0).astype(np.int64)      # nonzeros of each group
+    occ = np.bitwise_count(bits).sum(axis=1).astype(np.int64)   # rows each group occupies
+    size = np.ones(g, dtype=np.int64)
+    alive = np.ones(g, dtype=bool)
+    cur = 0
+    while cur < g:
+        if not alive[cur] or size[cur] >= alpha:
+            cur += 1
+            continue
+        inter = np.bitwise_count(bits & bits[cur]).sum(axis=1).astype(np.int64)
+        pruned = (nnz[cur] - occ[cur]) + (nnz - occ) + inter
+        feasible = alive & (size + size[cur] <= alpha) & (pruned <= limit)
+        feasible[cur] = False
+        if not feasible.any():
+            cur += 1
+            continue
+        both_zero = rows - occ[cur] - occ + inter
+        cand = np.nonzero(feasible)[0]
+        other = int(cand[np.argmin(both_zero[cand])])   # argmin: the lowest index among ties
+        members[cur].extend(members[other])
+        bits[cur] |= bits[other]
+        nnz[cur] += nnz[other]
+        occ[cur] = int(np.bitwise_count(bits[cur]).sum())
+        size[cur] += size[other]
+        alive[other] = False
         if progress is not None:
-            progress(len(members))
-    return [tuple(sorted(m)) for m in members]
+            progress(int(alive.sum()))
+    return [tuple(sorted(members[i])) for i in np.nonzero(alive)[0]]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 from sparsyn.sw.anneal import AnnealParams, anneal_sections
 from sparsyn.sw.array_format import pass_table, rows_used
 from sparsyn.sw.errors import SparsynError
-from sparsyn.sw.packing import Grouping, conflict_prune, greedy_combine, virtual_matrix, weight_matrix
+from sparsyn.sw.packing import Grouping, conflict_prune, column_combine, virtual_matrix, weight_matrix
 from sparsyn.sw.prune import iterative_prune, magnitude_mask
 from sparsyn.sw.schedule import ArrayConfig, effective_weights
 from sparsyn.sw.schemes import get_scheme
@@ -48,7 +48,7 @@ def test_anneal_beats_first_fit_and_packcnn_greedy():
     assert st["final_energy"] < st["initial_energy"]
     _, info = conflict_prune(w, Grouping(h, alpha, False, groups))
     tight_slots = sum(len(g) for g in groups) * h
-    greedy = greedy_combine(w != 0, alpha, 0.0)
+    greedy = column_combine(w != 0, alpha, 0.0)
     packcnn_slots = len(greedy) * n
     assert tight_slots < packcnn_slots / 1.5, (tight_slots, packcnn_slots)
     assert info["pruned"] < 0.05 * np.count_nonzero(w)

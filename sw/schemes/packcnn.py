@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import SparsynError
 from ..packing import (Grouping, conflict_prune, decode_packed, entry_coefficients, entry_layout,
-                       greedy_combine, is_lossless, pack_matrix, packed_stats, repair, tile_program,
+                       column_combine, is_lossless, pack_matrix, packed_stats, repair, tile_program,
                        virtual_magnitude, virtual_matrix, weight_matrix)
 from ..prune import check_density, compute_layers, iterative_prune, masks_from_model
 from ..qmodel import QuantLayer
@@ -197,8 +197,8 @@ class PackCNNScheme(ColumnCombineScheme):
         return n
 
     def choose_groups(self, magnitude, name, progress=True, lossless=False):
-        """Greedy pair merging over all rows (one grouping for every section); see greedy_combine."""
+        """The original's sequential best-fit over all rows (one grouping for every section); see column_combine."""
         gamma = 0.0 if lossless else self.opts["gamma"]
-        groups = greedy_combine(np.asarray(magnitude) > 0, self.opts["alpha"], gamma)
+        groups = column_combine(np.asarray(magnitude) > 0, self.opts["alpha"], gamma)
         return Grouping(self.array.cols, self.opts["alpha"], bool(self.opts["subword"]), [groups],
                         shared=True)
