@@ -13,6 +13,8 @@ SCHEME_BENCHES = {
     "packcnn": ("sparsyn.sw.bench_tight", "run_tight_bench"),
     "ternary": ("sparsyn.sw.bench_ternary", "run_ternary_bench"),
 }
+#: The scheme benchmarks that run on worker processes (``--jobs``).
+JOBS_BENCHES = {"tight", "packcnn"}
 
 
 def add_parser(sub):
@@ -26,6 +28,9 @@ def add_parser(sub):
     p.add_argument("--array", default=None, metavar="RxC",
                    help="with --scheme: the array the models are packed for (default 4x4); the FPGA sweep "
                         "compresses for each of its own array sizes")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="with --scheme tight/packcnn: worker processes for its independent pieces (default 2, "
+                        "fewer on a machine with fewer CPUs)")
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     p.set_defaults(func=run)
 
@@ -44,12 +49,21 @@ def run(args) -> int:
     if args.array is not None and not args.scheme:
         raise SparsynError("--array applies to the per-scheme benchmarks (--scheme NAME); the FPGA sweep "
                            "(--fpga) runs its own array sizes")
+    if args.jobs is not None and not args.scheme:
+        raise SparsynError("--jobs applies to the per-scheme benchmarks (--scheme tight / packcnn)")
     if args.scheme:
         module, func = SCHEME_BENCHES[args.scheme]
         kw = {}
         if args.array is not None:
             from .schedule import ArrayConfig
             kw["array"] = ArrayConfig.parse(args.array)
+        if args.jobs is not None:
+            if args.scheme not in JOBS_BENCHES:
+                raise SparsynError(f"--jobs applies to the benchmarks of {', '.join(sorted(JOBS_BENCHES))}, "
+                                   f"not --scheme {args.scheme}")
+            if args.jobs < 1:
+                raise SparsynError(f"--jobs must be at least 1, got {args.jobs}")
+            kw["jobs"] = args.jobs
         doc = _call(module, func, quick=args.quick, **kw)
     elif args.fpga:
         doc = _call("sparsyn.boards.bench", "run_fpga_bench", quick=args.quick)

@@ -115,6 +115,8 @@ def compress_model(module: torch.nn.Module, scheme: Scheme, data: Dataset | None
         raise SparsynError(f"model {name} produces {outputs} outputs but the dataset has {data.classes} classes; "
                            "give the model a final layer with one output per class")
     float_acc = accuracy(module, data.test_x, data.test_y)
+    if not progress and hasattr(scheme, "progress"):
+        scheme.progress = False           # --quiet: no training / annealing bars either
     work = copy.deepcopy(module)
     work = scheme.prepare(work, data, log) or work
     prepared_acc = accuracy(work, data.test_x, data.test_y)
@@ -129,6 +131,9 @@ def compress_model(module: torch.nn.Module, scheme: Scheme, data: Dataset | None
               "golden_equals_int8_reference": True,
               "nonzero": sum(r["nonzero"] for r in layers), **model_bits(layers),
               "layers": layers, "seconds": round(time.time() - t0, 2)}
+    history = getattr(scheme, "history", None)
+    if history:
+        report["history"] = history       # per-step accuracy of the scheme's pruning / training
     return model, packed, report
 
 

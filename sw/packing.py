@@ -243,7 +243,9 @@ def column_combine(support: np.ndarray, alpha: int, gamma: float, window: int = 
     keeps the first group's place, so one group is filled at a time. A pair is feasible when the merged
     group has at most ``alpha`` columns and the weights conflict pruning would remove from it,
     ``sum_rows max(0, u + v - 1)`` (u, v: nonzeros of each group in the row), are at most
-    ``floor(gamma * rows)`` — gamma caps pruned weights, not conflicting rows. Stops when no pair is
+    ``floor(gamma * rows)`` — gamma caps pruned weights, not conflicting rows (the original writes
+    ``int(gamma * rows)``; ours adds 1e-9 before flooring so that e.g. 0.29 * 100 gives 29, not the
+    float product's 28 — the two agree whenever gamma * rows is not a whole number). Stops when no pair is
     feasible. ``window`` > 0 combines columns only within consecutive windows of that many columns
     (the original's default is 256; 0: the whole matrix, our default).
 

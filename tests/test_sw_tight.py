@@ -37,9 +37,10 @@ def test_anneal_groups_valid_and_conflict_free_when_penalty_high():
     assert st["final_width"] <= st["initial_width"]
 
 
-def test_anneal_beats_first_fit_and_packcnn_greedy():
+def test_anneal_beats_first_fit_and_packcnn_combining():
     """On a random sparse matrix SA lowers the energy of its first-fit start, and its per-section
-    packing beats PackCNN's greedy (same alpha, no conflicts allowed in either)."""
+    packing beats PackCNN's column combining (the original's sequential best-fit over all rows; same
+    alpha, no conflicts allowed in either)."""
     rng = np.random.default_rng(1)
     n, k, h, alpha = 64, 300, 8, 8
     w = sparse(rng, n, k, 0.3)
@@ -48,8 +49,8 @@ def test_anneal_beats_first_fit_and_packcnn_greedy():
     assert st["final_energy"] < st["initial_energy"]
     _, info = conflict_prune(w, Grouping(h, alpha, False, groups))
     tight_slots = sum(len(g) for g in groups) * h
-    greedy = column_combine(w != 0, alpha, 0.0)
-    packcnn_slots = len(greedy) * n
+    combined = column_combine(w != 0, alpha, 0.0)
+    packcnn_slots = len(combined) * n
     assert tight_slots < packcnn_slots / 1.5, (tight_slots, packcnn_slots)
     assert info["pruned"] < 0.05 * np.count_nonzero(w)
 

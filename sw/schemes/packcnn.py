@@ -1,12 +1,46 @@
 """``packcnn``: PackCNN column combining (Kung, McDanel, Zhang, ASPLOS'19) — the baseline of Tight Compression.
 
-Flow (``prepare``): unstructured magnitude pruning to ``density`` with masked fine-tuning
-(:mod:`..prune`), then **greedy column combining** over all N rows of each layer (groups of at most
-``alpha`` columns, at most ``gamma * N`` conflicting rows per group, :func:`..packing.greedy_combine`),
-conflict pruning (largest magnitude per row and group survives) and a final masked fine-tune.
+Flow (``prepare``), the original's joint optimisation (BradMcDanel/column-combine: ``train.py``,
+``util.prune``, ``packing.pack_model``; see ``../shared/papers.md`` section 1), :func:`..prune.joint_prune`:
+``prune_steps`` steps (original: 10); at each step, for every compressed layer,
+
+1. **magnitude pruning** to the step's point of the **cubic schedule** :func:`..prune.cubic_schedule`
+   (pruned fraction ``(1 - (1 - i/steps)**3) * (1 - density)``); the mask is rebuilt from the
+   magnitudes, including the values conflict-pruned weights had (kept aside), so those can return;
+2. **column combining** on the surviving support, over all N rows, within ``window``-column windows
+   if set (:func:`..packing.column_combine`: the original's sequential best-fit; a merge is allowed
+   when the group has at most ``alpha`` columns and loses at most ``floor(gamma * N)`` weights to
+   conflict pruning);
+3. **conflict pruning**: in each (row, group) only the largest magnitude survives (masked);
+4. **retraining** ``finetune_epochs`` epochs with the mask; test accuracy -> ``history["steps"]``.
+
+Options, with what the original does:
+
+* ``alpha`` — group size (PE input mux width) of every compressed layer, >= 1; ``layer_alpha`` —
+  per-layer overrides ``NAME=ALPHA,...``. The original sets alpha per layer (its ``groups``);
+  alpha = 1 leaves a layer uncombined (one column per group; with ``density=auto`` also unpruned).
+* ``gamma`` — cap on the weights one merged group may lose to conflict pruning, as a fraction of the
+  layer's rows N. The original's ``pack_model`` (``overlap_pct``) is called with ``--gamma``, whose
+  code default is 1.75 (0.5 in an earlier version; the paper's gamma plots centre on 0.5 and its ASIC
+  comparison uses alpha = 8, gamma = 0.5). Our default is 0.5, the paper's setting: 1.75 lets a group
+  lose more weights than it has rows, and on the digits CNN (N = 16 and 10 rows) it cost about 3 points
+  of accuracy for about 13 % fewer packed slots; gamma = 0 combines losslessly.
+* ``window`` — combine columns only within consecutive windows of that many columns (the
+  original's ``section_size``, 256 in its shipped ``pack_model``); 0 (default) = the whole matrix.
+* ``density`` — final fraction of each layer's weights kept by magnitude pruning (before conflict
+  pruning). ``auto`` (default) = ``1 - 0.8 * (1 - 1/alpha)`` per layer: the original's final prune
+  rate ``0.8 * (1 - 1/alpha)`` (0.4 kept at alpha = 4, 0.3 at 8, all at 1); a number applies to every
+  compressed layer.
+* ``prune_steps`` (10, as the original) and ``finetune_epochs`` (retraining per step with our masked
+  Adam fine-tune, :func:`..train.train`; the original trains with SGD about epochs/20 epochs between
+  steps and the second half of its epochs after the last one).
+* Layers: every compute layer but the first (``dense_first``); the original combines its ``Conv2d``
+  layers (the first at alpha = 1, so unpruned) and leaves the final ``Linear`` dense.
+
 One grouping serves every row section (``shared``), as in the paper. The shared machinery — ROM
 format, PE entry, decode, schedule, statistics — is :class:`ColumnCombineScheme`, which ``tight``
-reuses; the two schemes differ only in :meth:`ColumnCombineScheme.choose_groups`.
+reuses with its own grouping (:meth:`ColumnCombineScheme.choose_groups`) and flow (prune first, then
+combine once: :meth:`ColumnCombineScheme.prepare`).
 
 PE entry: ``{weight: signed(8), sel: ceil(log2 alpha)}`` (subword option: ``{sub: signed(4),
 shift: 1, sel}``); the PE multiplies the ``sel``-th of the group's ``alpha`` broadcast inputs.
@@ -19,7 +53,7 @@ from ..errors import SparsynError
 from ..packing import (Grouping, conflict_prune, decode_packed, entry_coefficients, entry_layout,
                        column_combine, is_lossless, pack_matrix, packed_stats, repair, tile_program,
                        virtual_magnitude, virtual_matrix, weight_matrix)
-from ..prune import check_density, compute_layers, iterative_prune, masks_from_model
+from ..prune import check_density, compute_layers, iterative_prune, joint_prune, masks_from_model
 from ..qmodel import QuantLayer
 from ..subword import quantize_subword
 from .base import Option, PackedLayer, Scheme, parse_bool, quantize_int8_per_channel
@@ -46,7 +80,9 @@ COMMON_OPTIONS = {
 
 
 class ColumnCombineScheme(Scheme):
-    """Shared base of ``packcnn`` and ``tight``: subclasses implement :meth:`choose_groups`."""
+    """Shared base of ``packcnn`` and ``tight``: subclasses implement :meth:`choose_groups`; the flow
+    here (:meth:`prepare`: prune first, then combine once) is ``tight``'s, ``packcnn`` overrides it with
+    the original's joint schedule and gives each layer its own alpha (:meth:`alpha_of`)."""
 
     def __init__(self, **opts):
         super().__init__(**opts)
@@ -67,13 +103,22 @@ class ColumnCombineScheme(Scheme):
         """Rows one group spans (a group can use at most this many of its alpha lanes without conflicts)."""
         raise NotImplementedError
 
+    def alpha_of(self, name: str) -> int:
+        """Group size (PE mux width) of layer ``name`` (``alpha``; ``packcnn`` adds per-layer overrides)."""
+        return self.opts["alpha"]
+
+    def alpha_advice(self, name: str, rows: int) -> str:
+        """How to fix an alpha above a layer's group rows (one clause of :meth:`check_layer`'s error)."""
+        return f"use --opt alpha={max(2, rows)}"
+
     def check_layer(self, name: str, n: int) -> None:
         rows = self.group_rows(n)
-        if self.opts["alpha"] > rows:
+        alpha = self.alpha_of(name)
+        if alpha > rows:
             raise SparsynError(
-                f"layer {name} cannot be packed: alpha={self.opts['alpha']} exceeds the {rows} rows a {self.name} "
+                f"layer {name} cannot be packed: alpha={alpha} exceeds the {rows} rows a {self.name} "
                 f"group spans, and a conflict-free group holds at most one nonzero column per row; "
-                f"use --opt alpha={max(2, rows)} or an array with more columns (--array RxC)")
+                f"{self.alpha_advice(name, rows)} or an array with more columns (--array RxC)")
 
     # ---- software compression ---------------------------------------------------------------------
     def applies_to(self, index: int, layer_kind: str, n_layers: int) -> bool:
@@ -90,9 +135,9 @@ class ColumnCombineScheme(Scheme):
             return v, virtual_magnitude(v, True)
         return w_float, np.abs(w_float)
 
-    def prepare(self, model, data, log=print):
+    def compressed_layers(self, model, data) -> list[tuple[int, str, object]]:
+        """(compute-layer index, name, module) of the layers this scheme compresses (checked to fit)."""
         import torch
-        from ..train import accuracy, train
         layers = compute_layers(model, data.input_shape)
         chosen = []
         for i, (name, mod) in enumerate(layers):
@@ -100,6 +145,25 @@ class ColumnCombineScheme(Scheme):
             if self.applies_to(i, kind, len(layers)):
                 self.check_layer(name, mod.weight.shape[0])
                 chosen.append((i, name, mod))
+        return chosen
+
+    def combine_layer(self, name: str, w: np.ndarray, progress: bool = True) -> tuple[Grouping, np.ndarray, dict]:
+        """Group the float N x K matrix ``w`` (zeros = pruned) and conflict-prune it: returns the grouping,
+        the bool N x K matrix of weights that survive (with subwords: weights with a surviving subword)
+        and ``{"pruned": conflict-pruned virtual entries, "nonzero_before": nonzero virtual entries}``."""
+        v, mag = self._virtual(w)
+        grouping = self.choose_groups(mag, name, progress=progress)
+        pruned_v, info = conflict_prune(v, grouping, mag)
+        keep = (weight_matrix(pruned_v, True) if self.opts["subword"] else pruned_v) != 0
+        return grouping, keep, {"pruned": info["pruned"], "nonzero_before": int(np.count_nonzero(v))}
+
+    def prepare(self, model, data, log=print):
+        """Prune first, then combine once: :func:`..prune.iterative_prune` to ``density`` (geometric
+        schedule, masked fine-tuning), then per layer :meth:`combine_layer`, and one masked fine-tune.
+        (``packcnn`` overrides this with the original's joint schedule.)"""
+        import torch
+        from ..train import accuracy, train
+        chosen = self.compressed_layers(model, data)
         names = [n for _, n, _ in chosen]
         log(f"{self.name}: magnitude pruning {', '.join(names)} to density {self.opts['density']}")
         self.history["prune"] = iterative_prune(model, data, names, self.opts["density"], self.opts["prune_steps"],
@@ -107,24 +171,17 @@ class ColumnCombineScheme(Scheme):
         self.history["layers"] = {}
         for i, name, mod in chosen:
             w = mod.weight.data.reshape(mod.weight.shape[0], -1).double().numpy()
-            v, mag = self._virtual(w)
-            grouping = self.choose_groups(mag, name, progress=self.progress)
-            pruned_v, info = conflict_prune(v, grouping, mag)
-            if self.opts["subword"]:
-                keep = weight_matrix(pruned_v, True) != 0
-                w_new = np.where(keep, w, 0.0)
-            else:
-                w_new = pruned_v
+            grouping, keep, info = self.combine_layer(name, w, progress=self.progress)
             with torch.no_grad():
-                mod.weight.copy_(torch.as_tensor(w_new, dtype=mod.weight.dtype).reshape(mod.weight.shape))
+                mod.weight.copy_(torch.as_tensor(np.where(keep, w, 0.0), dtype=mod.weight.dtype)
+                                 .reshape(mod.weight.shape))
             self.groupings[name] = grouping
             self.layer_names[i] = name
-            nnz = int(np.count_nonzero(v))
-            self.history["layers"][name] = {"groups": sum(grouping.widths) if not grouping.shared
-                                            else grouping.widths[0], "conflict_pruned": info["pruned"],
-                                            "nonzero_before": nnz}
-            log(f"  {name}: {sum(grouping.widths) if not grouping.shared else grouping.widths[0]} groups, "
-                f"conflict pruning removed {info['pruned']} of {nnz} nonzero {'subwords' if self.opts['subword'] else 'weights'}")
+            groups = sum(grouping.widths) if not grouping.shared else grouping.widths[0]
+            self.history["layers"][name] = {"groups": groups, "conflict_pruned": info["pruned"],
+                                            "nonzero_before": info["nonzero_before"]}
+            log(f"  {name}: {groups} groups, conflict pruning removed {info['pruned']} of {info['nonzero_before']} "
+                f"nonzero {'subwords' if self.opts['subword'] else 'weights'}")
         acc = accuracy(model, data.test_x, data.test_y)
         if self.opts["finetune_epochs"]:
             acc = train(model, data, epochs=self.opts["finetune_epochs"], lr=1e-3, masks=masks_from_model(model, names),
@@ -185,20 +242,142 @@ class ColumnCombineScheme(Scheme):
         return entry_coefficients(packed, entry)
 
 
+def parse_layer_alpha(value) -> dict[str, int]:
+    """``"conv2=8,fc=1"`` (or a dict) -> ``{"conv2": 8, "fc": 1}``; malformed text is refused in one line."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        text = str(value).strip()
+        items = []
+        for part in (text.split(",") if text else []):
+            name, sep, alpha = part.partition("=")
+            if not sep or not name.strip() or not alpha.strip():
+                raise SparsynError(f"option layer_alpha={text!r} of scheme 'packcnn': {part.strip()!r} is not "
+                                   "NAME=ALPHA; give comma-separated layer=alpha pairs, e.g. layer_alpha=conv2=8,fc=1")
+            items.append((name.strip(), alpha.strip()))
+    out = {}
+    for name, alpha in items:
+        if name in out:
+            raise SparsynError(f"option layer_alpha of scheme 'packcnn' names layer {name!r} twice; "
+                               "give each layer once")
+        try:
+            out[str(name)] = int(alpha)
+        except (TypeError, ValueError):
+            raise SparsynError(f"option layer_alpha of scheme 'packcnn': alpha {alpha!r} of layer {name!r} is not an "
+                               "integer; e.g. layer_alpha=conv2=8,fc=1") from None
+    return out
+
+
+parse_layer_alpha.__name__ = "NAME=ALPHA,..."
+
+
+def parse_density(value):
+    """``auto`` or a number."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    return float(value)
+
+
+parse_density.__name__ = "number or 'auto'"
+
+
+#: The original's final prune rate is ``FINAL_PRUNE_RATE * (1 - 1/alpha)`` (``train.py``, ``util.prune``).
+FINAL_PRUNE_RATE = 0.8
+
+
+def auto_density(alpha: int) -> float:
+    """``density=auto``: the kept fraction after the original's final prune rate, ``1 - 0.8 * (1 - 1/alpha)``."""
+    return 1.0 - FINAL_PRUNE_RATE * (1.0 - 1.0 / alpha)
+
+
 class PackCNNScheme(ColumnCombineScheme):
     name = "packcnn"
     hardware = "sparsyn.hw.schemes.tight"
-    summary = "PackCNN greedy column combining (alpha inputs per PE mux), conflict pruning"
-    options = {**COMMON_OPTIONS,
-               "gamma": Option(0.25, "max fraction of a group's rows with conflicts (pruned), in [0, 1]", float,
-                               lambda v: None if 0 <= v <= 1 else "gamma must be in [0, 1]")}
+    summary = "PackCNN column combining (original sequential best-fit, joint prune/combine/retrain schedule)"
+    options = {
+        **COMMON_OPTIONS,
+        "alpha": Option(4, "group size of every compressed layer: columns combined per packed column (the PE's "
+                           "alpha:1 input mux), >= 1; 1 = not combined (one column per group); the original sets "
+                           "alpha per layer (see layer_alpha)", int, _at_least(1, "alpha (columns per group)")),
+        "layer_alpha": Option({}, "per-layer alpha overriding alpha, NAME=ALPHA pairs separated by commas (e.g. "
+                                  "conv2=8,fc=1); alpha 1 leaves that layer uncombined (and, with density=auto, "
+                                  "unpruned), as in the original", parse_layer_alpha,
+                              lambda v: next((f"alpha {a} of layer {n!r} must be at least 1" for n, a in v.items()
+                                              if a < 1), None)),
+        "gamma": Option(0.5, "cap on the weights conflict pruning may remove from one merged group, as a fraction "
+                             "of the layer's rows N (sum over rows of max(0, nonzeros - 1) <= floor(gamma*N)), >= 0; "
+                             "0 = lossless combining; the original's code default is 1.75, its paper plots 0.5",
+                        float, lambda v: None if 0 <= v < float("inf") else "gamma must be a number >= 0, e.g. 0.5"),
+        "window": Option(0, "combine columns only within consecutive windows of this many columns (the original's "
+                            "section_size, 256 there); 0 = the whole matrix", int,
+                         lambda v: None if v >= 0 else "window must be 0 (off) or a positive number of columns"),
+        "density": Option("auto", "final fraction of each compressed layer's weights kept by magnitude pruning "
+                                  "(before conflict pruning): auto = 1 - 0.8*(1 - 1/alpha) of the layer's alpha, the "
+                                  "original's final prune rate 0.8*(1 - 1/alpha); or a number in (0, 1] for every "
+                                  "layer",
+                          parse_density, lambda v: None if v == "auto" else check_density(v)),
+        "prune_steps": Option(10, "steps of the joint schedule (the original: 10): magnitude pruning on the cubic "
+                                  "schedule, re-combining, conflict pruning and retraining at every step", int,
+                              _at_least(1, "prune_steps")),
+        "finetune_epochs": Option(8, "retraining epochs with the mask after each step", int,
+                                  _at_least(0, "finetune_epochs")),
+        "seed": Option(0, "random seed of the retraining (batch order)", int),
+    }
 
     def group_rows(self, n: int) -> int:
         return n
 
+    def alpha_of(self, name: str) -> int:
+        return self.opts["layer_alpha"].get(name, self.opts["alpha"])
+
+    def alpha_advice(self, name: str, rows: int) -> str:
+        return f"use --opt layer_alpha={name}={rows}"
+
+    def density_of(self, name: str) -> float:
+        """Final kept fraction of layer ``name`` (``density``, or ``auto`` from its alpha)."""
+        d = self.opts["density"]
+        return auto_density(self.alpha_of(name)) if d == "auto" else d
+
     def choose_groups(self, magnitude, name, progress=True, lossless=False):
-        """The original's sequential best-fit over all rows (one grouping for every section); see column_combine."""
+        """The original's sequential best-fit over all rows (one grouping for every section), within
+        ``window``-column windows if set; see :func:`..packing.column_combine`."""
         gamma = 0.0 if lossless else self.opts["gamma"]
-        groups = column_combine(np.asarray(magnitude) > 0, self.opts["alpha"], gamma)
-        return Grouping(self.array.cols, self.opts["alpha"], bool(self.opts["subword"]), [groups],
-                        shared=True)
+        alpha = self.alpha_of(name)
+        groups = column_combine(np.asarray(magnitude) > 0, alpha, gamma, self.opts["window"])
+        return Grouping(self.array.cols, alpha, bool(self.opts["subword"]), [groups], shared=True)
+
+    def prepare(self, model, data, log=print):
+        """The joint schedule (module docstring): :func:`..prune.joint_prune` with :meth:`combine_layer`
+        at every step; the last step's groupings are kept for packing. ``history["steps"]``: one record
+        per step (schedule point, per layer: density, groups, conflict-pruned, returned; accuracy)."""
+        chosen = self.compressed_layers(model, data)
+        known = [n for n, _ in compute_layers(model, data.input_shape)]
+        names = [n for _, n, _ in chosen]
+        for name in self.opts["layer_alpha"]:
+            if name not in known:
+                raise SparsynError(f"option layer_alpha names layer {name!r}, which is not a compute layer of the "
+                                   f"model; its compute layers are {', '.join(known)}")
+            if name not in names:
+                raise SparsynError(f"option layer_alpha names layer {name!r}, which {self.name} keeps dense int8 "
+                                   "(the first compute layer, dense_first=1); set dense_first=0 to compress it")
+        self.layer_names = {i: name for i, name, _ in chosen}
+        final = {name: 1.0 - self.density_of(name) for name in names}
+        log(f"{self.name}: joint pruning + column combining of " + ", ".join(
+            f"{n} (alpha {self.alpha_of(n)}, density {self.density_of(n):.3f})" for n in names)
+            + f" in {self.opts['prune_steps']} steps, gamma {self.opts['gamma']}"
+            + (f", windows of {self.opts['window']} columns" if self.opts["window"] else ""))
+
+        def combine(name, w):
+            grouping, keep, info = self.combine_layer(name, w, progress=False)
+            self.groupings[name] = grouping
+            return keep, {"alpha": grouping.alpha, "groups": grouping.widths[0]}
+
+        steps = joint_prune(model, data, final, self.opts["prune_steps"], self.opts["finetune_epochs"], combine,
+                            log=log, progress=self.progress, desc=f"{self.name} step", seed=self.opts["seed"])
+        last = steps[-1]
+        self.history = {"steps": steps, "accuracy": [r["accuracy"] for r in steps],
+                        "final_accuracy": last["accuracy"],
+                        "layers": {n: {k: last["layers"][n][k] for k in ("alpha", "groups", "density", "nonzero",
+                                                                          "conflict_pruned", "returned")}
+                                   for n in names}}
+        return model
