@@ -14,6 +14,7 @@ COMMANDS = [
     "sparsyn.sw.cmd_generate",
     "sparsyn.sim.cmd_sim",
     "sparsyn.boards.cmd_build",
+    "sparsyn.sw.cmd_sweep",
     "sparsyn.sw.cmd_bench",
     "sparsyn.sw.cmd_schemes",
 ]
