@@ -50,13 +50,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SparsynError
-from ..packing import (Grouping, conflict_prune, decode_packed, entry_coefficients, entry_layout,
+from ..packing import (Grouping, conflict_prune, entry_coefficients, entry_layout,
                        column_combine, is_lossless, pack_matrix, packed_stats, repair, tile_program,
                        virtual_magnitude, virtual_matrix, weight_matrix)
 from ..prune import check_density, compute_layers, iterative_prune, joint_prune, masks_from_model
 from ..qmodel import QuantLayer
 from ..subword import quantize_subword
-from .base import Option, PackedLayer, Scheme, parse_bool, quantize_int8_per_channel
+from .base import Option, Scheme, parse_bool, quantize_int8_per_channel
 
 
 def _at_least(lo, what):
