@@ -42,10 +42,16 @@ class EngineLimits:
 
 
 class EnginePlan(Protocol):
-    """What every engine's plan offers its users (benches, generators, board tops)."""
+    """What every engine's plan offers its users (benches, generators, board tops).
+
+    ``array`` describes the engine's compute resources for utilization figures (the shared array's
+    R x C x L; an engine of P PEs with M multipliers each can say ``ArrayConfig(P, 1, M)``); ``model``
+    holds at least ``total`` (cycles without data, e.g. the worst case), ``useful_macs`` and
+    ``utilization``; ``cycles(x)`` is exact for input ``x`` (flat CHW ints)."""
     layer: QuantLayer
     packed: PackedLayer
     engine: type
+    array: ArrayConfig
     model: dict
 
     @property

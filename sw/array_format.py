@@ -337,10 +337,13 @@ def rows_used(packed) -> int:
 
 
 def check_array(packed, array: ArrayConfig) -> None:
-    """Refuse a packed layer that was laid out for another array geometry than ``array``."""
+    """Refuse a packed layer that was laid out for another array geometry than ``array`` (a layer whose
+    engine has no shared array, i.e. no ``array`` in its meta, is not compared)."""
     a = packed.meta.get("array")
-    if a is None or (a["rows"], a["cols"]) != (array.rows, array.cols):
-        have = f"{a['rows']}x{a['cols']}" if a else "an unknown array"
+    if a is None:
+        return          # a scheme with its own engine and no shared array: nothing to compare
+    if (a["rows"], a["cols"]) != (array.rows, array.cols):
+        have = f"{a['rows']}x{a['cols']}"
         raise SparsynError(f"the layer was packed for {have}, not {array.rows}x{array.cols}; re-run "
                            f"'sparsyn compress --array {array.rows}x{array.cols}' (the array is part of the "
                            "compressed artefact)")
