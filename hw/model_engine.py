@@ -110,11 +110,6 @@ class Segment:
     engine: object
     pools: list = field(default_factory=list)
 
-    @property
-    def out_elements(self) -> int:
-        shape = self.pools[-1].layer.out_shape if self.pools else self.engine.layer.out_shape
-        return shape[0] * shape[1] * shape[2]
-
 
 class ModelEngine(wiring.Component):
     """The whole network with the LayerEngine interface (act_in, start, busy, done, cycles, act_out).
@@ -141,7 +136,7 @@ class ModelEngine(wiring.Component):
 
     @property
     def out_elements(self) -> int:
-        return self.segments[-1].out_elements
+        return self.plan.segments[-1].out_elements
 
     def elaborate(self, platform):
         m = Module()

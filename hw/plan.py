@@ -15,15 +15,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sparsyn.sw.array_format import array_layouts, pass_table
+from sparsyn.sw.array_format import array_layouts, check_constants, pass_table
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import QuantLayer
-from sparsyn.sw.requant import MAX_SHIFT
 from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import PackedLayer, get_scheme
 
 from . import cycles as cyc
-from .layouts import ACC_BITS, MULT_BITS
+from .layouts import ACC_BITS
 
 
 @dataclass(frozen=True)
@@ -88,10 +87,7 @@ def check_fits(layer: QuantLayer, array: ArrayConfig, passes: int, limits: Engin
     if worst >= 1 << (ACC_BITS - 1):
         raise SparsynError(f"layer {layer.name}: worst-case accumulator {worst} exceeds the {ACC_BITS}-bit "
                            "accumulator; reduce weight magnitudes or split the layer")
-    if np.any(layer.mult < 0) or np.any(layer.mult >= 1 << MULT_BITS) or np.any(layer.shift < 1) \
-            or np.any(layer.shift > MAX_SHIFT):
-        raise SparsynError(f"layer {layer.name}: requant mult/shift outside the hardware range "
-                           f"(mult < 2**{MULT_BITS}, 1 <= shift <= {MAX_SHIFT}); re-run 'sparsyn compress'")
+    check_constants(layer)
 
 
 @dataclass

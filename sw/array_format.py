@@ -130,6 +130,17 @@ def _pass_list(program: TileProgram) -> list[dict]:
     return out
 
 
+def check_constants(layer: QuantLayer) -> None:
+    """Refuse (one line) requantization constants or a bias outside what the constants ROMs hold."""
+    mult, shift, bias = (np.asarray(v, dtype=np.int64) for v in (layer.mult, layer.shift, layer.bias))
+    if np.any(mult < 0) or np.any(mult >= 1 << MULT_BITS) or np.any(shift < 1) or np.any(shift > MAX_SHIFT):
+        raise SparsynError(f"layer {layer.name}: requant mult/shift outside the hardware range "
+                           f"(mult < 2**{MULT_BITS}, 1 <= shift <= {MAX_SHIFT}); re-run 'sparsyn compress'")
+    if np.any(bias < -(1 << (ACC_BITS - 1))) or np.any(bias >= 1 << (ACC_BITS - 1)):
+        raise SparsynError(f"layer {layer.name}: a bias does not fit the {ACC_BITS}-bit accumulator; "
+                           "reduce the bias or re-run 'sparsyn compress'")
+
+
 def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layout, meta: dict):
     """A scheme's schedule -> :class:`~.schemes.base.PackedLayer` whose ROMs are the engine's memories.
 
@@ -148,14 +159,7 @@ def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layou
     if (program.n, program.k) != (layer.n, layer.k):
         raise SparsynError(f"scheme {scheme}: program of layer {layer.name} is {program.n}x{program.k}, "
                            f"the layer is {layer.n}x{layer.k}")
-    # the ROM fields would silently truncate anything outside their range: refuse it instead
-    mult, shift, lbias = (np.asarray(v, dtype=np.int64) for v in (layer.mult, layer.shift, layer.bias))
-    if np.any(mult < 0) or np.any(mult >= 1 << MULT_BITS) or np.any(shift < 1) or np.any(shift > MAX_SHIFT):
-        raise SparsynError(f"layer {layer.name}: requant mult/shift outside the hardware range "
-                           f"(mult < 2**{MULT_BITS}, 1 <= shift <= {MAX_SHIFT}); re-run 'sparsyn compress'")
-    if np.any(lbias < -(1 << (ACC_BITS - 1))) or np.any(lbias >= 1 << (ACC_BITS - 1)):
-        raise SparsynError(f"layer {layer.name}: a bias does not fit the {ACC_BITS}-bit accumulator; "
-                           "reduce the bias or re-run 'sparsyn compress'")
+    check_constants(layer)   # the ROM fields would silently truncate anything outside their range
     meta = {**meta, "array": {"rows": r, "cols": c, "lanes": lanes}, "n": layer.n, "k": layer.k,
             "in_channels": cin, "kernel": [kh, kw], "entry_width": program.entry_width,
             "sections": len(program.sections), "passes": len(program.passes)}
