@@ -52,6 +52,8 @@ class ActivationBuffer(wiring.Component):
         The lane descriptors of each array row.
     restart, issue : In(1)
         Back to pixel 0 / read the current pixel and step to the next (both at the next clock edge).
+    pixel : Out(1)
+        = ``issue``: every step is an output pixel (the feeders' common interface, see :mod:`.feeders`).
     x : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(8), L), R), always_ready=True))
         The activations of each row and lane, ``latency`` cycles after their ``issue``.
     """
@@ -69,6 +71,7 @@ class ActivationBuffer(wiring.Component):
             "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
             "restart": In(1),
             "issue": In(1),
+            "pixel": Out(1),
             "x": Out(stream.Signature(data.ArrayLayout(act_vector(self.lanes_per_row), self.rows),
                                       always_ready=True)),
         })
@@ -97,7 +100,7 @@ class ActivationBuffer(wiring.Component):
 
         # ---- read side: pixel scan -> lane addresses (registered) -> block RAM -> x ----------------
         m.submodules.scan = scan = PixelScanner(layer)
-        m.d.comb += [scan.step.eq(self.issue), scan.restart.eq(self.restart)]
+        m.d.comb += [scan.step.eq(self.issue), scan.restart.eq(self.restart), self.pixel.eq(self.issue)]
         valid = self.issue
         for d in range(self.latency):
             reg = Signal(name=f"x_valid_{d}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +30,8 @@ class LayerControl(wiring.Component):
                          -> hand the section to the requant side (``job``) and toggle the bank
                --> FINISH (wait for the last requant) --> IDLE with done=1
 
-    A pass STREAMs its Ho*Wo pixels on ``issue`` in its first Ho*Wo cycles. Its PE entries are loaded
+    A pass STREAMs its steps on ``issue`` in its first ``plan.steps`` cycles (Ho*Wo pixels, or the
+    window feeder's column steps). Its PE entries are loaded
     while it streams: row r in its phase r (``load``/``entries`` are registered, so the array takes
     them one cycle later, in step with the activation read), just before its first pixel reaches row r
     and after the previous pass's last pixel left it. Lane descriptors are needed from the pass's
@@ -73,7 +74,9 @@ class LayerControl(wiring.Component):
     publish : Out(1)
         Done: the output buffer may be read.
     rom_memories : dict
-        ``{"weights", "lanes", "passes": Memory}``, initialised from the layer's ROMs.
+        ``{"weights", "lanes", "passes"[, "ids"]: Memory}``, initialised from the layer's ROMs; with
+        split entries (``index_bits`` > 0) the ``ids`` memory is read at the weights' address and each PE
+        entry is ``{ids word's C-th field, weights word's C-th field}`` (index in the low bits).
     """
 
     #: Read latency of the weight, lane-descriptor and pass-table ROMs.
@@ -88,7 +91,10 @@ class LayerControl(wiring.Component):
         self.plan = plan
         self.pass_period, self.last_pass = operator.index(pass_period), operator.index(last_pass)
         roms = plan.packed.roms
-        self.rom_memories = {name: rom_memory(roms[name]) for name in ("weights", "lanes", "passes")}
+        #: The PE entries' split-off index bits (e.g. pattern ids) are in the ``ids`` ROM, read with the weights.
+        self.index_bits = plan.packed.meta.get("index_bits", 0)
+        names = ("weights", "lanes", "passes") + (("ids",) if self.index_bits else ())
+        self.rom_memories = {name: rom_memory(roms[name]) for name in names}
         R, C = plan.array.rows, plan.array.cols
         pass_layout = plan.layouts["passes"]
         super().__init__({
@@ -112,8 +118,8 @@ class LayerControl(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan = self.plan
-        R = plan.array.rows
-        P = plan.layer.pixels
+        R, C = plan.array.rows, plan.array.cols
+        P = plan.steps          # issue steps per pass (the feeder's; = Ho*Wo unless a window scan)
         passes = len(plan.passes)
         period, last_len, load_len = self.pass_period, self.last_pass, self.load_cycles(R)
 
@@ -150,7 +156,16 @@ class LayerControl(wiring.Component):
         # registered activation address: the array sees the FSM's phases one cycle later
         load = Signal(R)
         m.d.comb += [w_rd.addr.eq(waddr), l_rd.addr.eq(laddr)]
-        m.d.sync += [self.load.eq(load), self.entries.eq(w_rd.data)]
+        if self.index_bits:
+            m.submodules.imem = imem = self.rom_memories["ids"]
+            i_rd = imem.read_port()
+            m.d.comb += i_rd.addr.eq(waddr)
+            ib, wb = self.index_bits, plan.entry_layout.size - self.index_bits
+            m.d.sync += [self.entries.as_value()[c * (ib + wb):(c + 1) * (ib + wb)].eq(
+                Cat(i_rd.data[c * ib:(c + 1) * ib], w_rd.data[c * wb:(c + 1) * wb])) for c in range(C)]
+        else:
+            m.d.sync += self.entries.eq(w_rd.data)
+        m.d.sync += self.load.eq(load)
         with m.If(w_read):
             m.d.sync += waddr.eq(waddr + 1)
         with m.If(l_read):

@@ -51,10 +51,10 @@ def pass_period(rows: int, cols: int, pixels: int) -> int:
     return max(pixels + cols - 1, LayerControl.load_cycles(rows), acc.read_ahead + acc.write_latency)
 
 
-def last_pass_cycles(rows: int, cols: int, pixels: int) -> int:
-    """The last pass of a section: issue ``pixels`` vectors, then wait until the last accumulator
-    write (= pixels + R + C + 3 with pipelined PEs)."""
-    return (pixels + ActivationBuffer.latency + array_latency(rows, cols, PIPELINED_PES) - 1
+def last_pass_cycles(rows: int, cols: int, pixels: int, feed_latency: int = ActivationBuffer.latency) -> int:
+    """The last pass of a section: issue ``pixels`` vectors (the feeder's steps; the last one always
+    emits), then wait until the last accumulator write (= pixels + R + C + 3 with pipelined PEs)."""
+    return (pixels + feed_latency + array_latency(rows, cols, PIPELINED_PES) - 1
             + AccumulatorBuffer.write_latency)
 
 
@@ -63,8 +63,12 @@ def requant_cycles(channels: int, pixels: int) -> int:
     return channels * pixels + RequantSequencer.latency
 
 
-def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: QuantLayer) -> dict:
+def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: QuantLayer, steps: int | None = None,
+                 feed_latency: int = ActivationBuffer.latency) -> dict:
     """Cycles of one image through the LayerEngine.
+
+    ``steps``: issue steps of one pass (the activation feeder's, :func:`sparsyn.hw.feeders.feed_steps`;
+    default Ho*Wo, one per output pixel); ``feed_latency``: the feeder's ``issue`` -> ``x`` latency.
 
     ``sections``: (passes, real output channels) of each section, in order (from the pass table,
     see :class:`sparsyn.hw.plan.LayerPlan`); ``array``: R x C with the PE lanes L.
@@ -80,14 +84,16 @@ def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: Qua
     channels = [ch for _, ch in sections]
     passes = sum(per_section)
     pixels = layer.pixels
+    steps = pixels if steps is None else steps
+    period, last = pass_period(r, c, steps), last_pass_cycles(r, c, steps, feed_latency)
     load = len(per_section) * load_cycles(r)
-    stream = sum((n - 1) * pass_period(r, c, pixels) + last_pass_cycles(r, c, pixels) for n in per_section)
+    stream = sum((n - 1) * period + last for n in per_section)
     requant = sum(requant_cycles(n, pixels) for n in channels)
     # cycle-exact replay of the FSM: t = cycles elapsed; the requant process is busy in cycles
     # [launch+1, rq_free) and the compute FSM may only launch a section while it is idle
     t, rq_free = 0, 0
     for n_pass, ch in zip(per_section, channels):
-        t += load_cycles(r) + (n_pass - 1) * pass_period(r, c, pixels) + last_pass_cycles(r, c, pixels)
+        t += load_cycles(r) + (n_pass - 1) * period + last
         launch = t - 1 if rq_free <= t - 1 else max(t, rq_free)   # in the last STREAM cycle, or WAIT_REQUANT
         t = launch + 1
         rq_free = launch + 1 + requant_cycles(ch, pixels)
@@ -95,16 +101,17 @@ def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: Qua
     macs = useful_macs(layer)
     return {"total": total, "load": load, "stream": stream, "requant": requant,
             "requant_exposed": total - load - stream,
-            "passes": passes, "sections": len(per_section), "pixels": pixels,
+            "passes": passes, "sections": len(per_section), "pixels": pixels, "steps": steps,
             "array_latency": array_latency(r, c, PIPELINED_PES), "useful_macs": macs,
             "utilization": utilization(macs, r, c, total, array.lanes)}
 
 
-def program_cycles(program: TileProgram, layer: QuantLayer) -> dict:
+def program_cycles(program: TileProgram, layer: QuantLayer, feed: str = "lanes") -> dict:
     """:func:`layer_cycles` of a TileProgram before it is packed (what-if figures in benchmarks)."""
+    from .feeders import feed_steps, feeder_class
     r, c = program.array.rows, program.array.cols
     sections = [(max(1, -(-len(slots) // r)), min(c, program.n - s * c)) for s, slots in enumerate(program.sections)]
-    return layer_cycles(sections, program.array, layer)
+    return layer_cycles(sections, program.array, layer, feed_steps(feed, layer), feeder_class(feed).latency)
 
 
 def useful_macs(layer: QuantLayer) -> int:

@@ -2,7 +2,8 @@
 
 A composition of small components, one module per concern, each owning its latency::
 
-    act_in -> ActivationBuffer (activation.py: C_in*H*W int8, im2col reads; latency 2)
+    act_in -> activation feeder (feeders.py, by the ROMs' row feed: ActivationBuffer im2col reads,
+              KernelWindowFeeder kh x kw windows, ChannelGroupFeeder channel groups; latency 2)
            -> SystolicArray (array.py: R x C PEs; latency R + C with pipelined PEs)
            -> AccumulatorBuffer (accumulator.py: 1-2 banks of Ho*Wo words of C x int32, read-modify-write,
               bias on a section's first pass; reads 2 ahead, writes 2 after)
@@ -40,9 +41,9 @@ from sparsyn.sw.schemes import PackedLayer
 
 from . import cycles as cyc
 from .accumulator import AccumulatorBuffer
-from .activation import ActivationBuffer
 from .array import SystolicArray
 from .control import LayerControl
+from .feeders import feeder_class
 from .layouts import ACT_BITS
 from .output_buffer import OutputBuffer
 from .plan import EngineLimits, LayerPlan, plan_array_layer
@@ -83,6 +84,8 @@ class LayerEngine(wiring.Component):
         :func:`sparsyn.hw.cycles.layer_cycles` of the layer (``plan.model``).
     rom_memories : dict[str, Memory]
         ROM name -> the memory initialised from exactly that ROM's words (filled in by elaboration).
+    rom_tables : dict[str, list[int]]
+        The remaining ROMs (scheme tables, e.g. a pattern table), which the PEs decode as constants.
     act_in : In(stream.Signature(signed(8)))
         Input tensor in CHW order, one element per handshake, accepted while not busy; the write
         pointer resets on ``start`` and after the last element.
@@ -102,6 +105,10 @@ class LayerEngine(wiring.Component):
         self.model = plan.model
         #: name -> the Memory initialised from that ROM (filled in by elaboration)
         self.rom_memories: dict[str, Memory] = {}
+        #: name -> words of the scheme tables the PEs decode as constants (a pattern table: read by every PE
+        #: in every cycle, so built as each PE's LUT decoder rather than a block RAM), word for word the ROM's
+        self.rom_tables: dict[str, list[int]] = {name: list(plan.packed.roms[name].words)
+                                                 for name in plan.packed.meta.get("tables", {})}
         super().__init__(engine_signature())
 
     @classmethod
@@ -122,16 +129,16 @@ class LayerEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan = self.plan
-        R, C, P = plan.array.rows, plan.array.cols, plan.layer.pixels
+        R, C, S = plan.array.rows, plan.array.cols, plan.steps
 
         m.submodules.array = arr = SystolicArray(
             plan.array, lambda position: make_product(plan.packed, position), pipelined=cyc.PIPELINED_PES)
-        m.submodules.act = act = ActivationBuffer(plan)
+        m.submodules.act = act = feeder_class(plan.feed)(plan)
         m.submodules.acc = acc = AccumulatorBuffer(plan, lead=act.latency + arr.latency)
         m.submodules.requant = rq = RequantSequencer(plan)
         m.submodules.output = out = OutputBuffer(plan)
-        m.submodules.control = ctl = LayerControl(plan, pass_period=cyc.pass_period(R, C, P),
-                                                  last_pass=cyc.last_pass_cycles(R, C, P))
+        m.submodules.control = ctl = LayerControl(plan, pass_period=cyc.pass_period(R, C, S),
+                                                  last_pass=cyc.last_pass_cycles(R, C, S, act.latency))
         for part in (ctl, acc, rq):
             self.rom_memories.update(part.rom_memories)
 
@@ -146,7 +153,7 @@ class LayerEngine(wiring.Component):
                      act.issue.eq(ctl.issue), act.lanes.eq(ctl.lanes)]
         m.d.comb += [arr.load.eq(ctl.load), arr.entries.eq(ctl.entries),
                      arr.x.eq(act.x.payload), arr.x_valid.eq(act.x.valid)]
-        m.d.comb += [acc.issue.eq(ctl.issue), acc.first.eq(ctl.info.first), acc.section.eq(ctl.info.section),
+        m.d.comb += [acc.issue.eq(act.pixel), acc.first.eq(ctl.info.first), acc.section.eq(ctl.info.section),
                      acc.bank.eq(ctl.bank), acc.clear.eq(ctl.clear),
                      acc.y.payload.eq(arr.y), acc.y.valid.eq(arr.y_valid)]
 

@@ -112,6 +112,14 @@ class LayerPlan:
     limits: EngineLimits
     model: dict = field(default_factory=dict)
     engine: type | None = None
+    #: The row feed of the ROM format (``lanes`` / ``window`` / ``channels``, see :mod:`.feeders`).
+    feed: str = "lanes"
+
+    @property
+    def steps(self) -> int:
+        """Issue steps of one pass (:func:`sparsyn.hw.feeders.feed_steps`)."""
+        from .feeders import feed_steps
+        return feed_steps(self.feed, self.layer)
 
     @property
     def images(self) -> dict[str, list[int]]:
@@ -168,6 +176,12 @@ def plan_array_layer(layer: QuantLayer, packed: PackedLayer, limits: EngineLimit
         raise SparsynError(f"layer {layer.name}: packed for {a['lanes']} lanes but the {packed.scheme} PE takes "
                            f"{scheme.lanes(packed)}; re-run 'sparsyn compress'")
     check_fits(layer, array, len(passes), limits)
-    plan = LayerPlan(layer, packed, array, entry_layout, array_layouts(m, entry_layout), passes, limits)
-    plan.model = cyc.layer_cycles(list(zip(plan.section_passes, plan.section_channels)), array, layer)
+    from .feeders import FEEDERS
+    feed = m.get("feed", "lanes")
+    if feed not in FEEDERS:
+        raise SparsynError(f"layer {layer.name}: its ROMs use the row feed {feed!r}, which this engine has no "
+                           f"feeder for ({', '.join(FEEDERS)}); re-run 'sparsyn compress'")
+    plan = LayerPlan(layer, packed, array, entry_layout, array_layouts(m, entry_layout), passes, limits, feed=feed)
+    plan.model = cyc.layer_cycles(list(zip(plan.section_passes, plan.section_channels)), array, layer,
+                                  plan.steps, FEEDERS[feed].latency)
     return plan

@@ -21,6 +21,24 @@ bias        constants  C x int32                S
 requant     constants  {mult: 15, shift: 6}     S * C   (channels past N: mult 0, shift 1)
 =========== ========== ======================== ============================================
 
+**Row feeds** (``meta["feed"]``): how an array row's L lanes find their inputs, i.e. what a ``lanes``
+word holds:
+
+* ``lanes`` (default) — L lane descriptors ``{valid, channel, dy, dx}``: any L inputs of the receptive
+  field (the im2col activation buffer reads each lane separately);
+* ``window`` — one row descriptor ``{valid, channel}``: the L = kh*kw lanes are that channel's kernel
+  window at the current output pixel, lane ``dy*kw + dx`` (the window feeder shifts it along the row);
+* ``channels`` — one row descriptor ``{valid, group}`` (1x1 kernels): lane ``l`` is input channel
+  ``group*L + l`` at the output pixel (invalid past the last channel).
+
+**Split entries** (``meta["index_bits"]`` = b > 0): the low b bits of every PE entry are index (e.g. a
+pattern id) and live in their own ROM ``ids`` (kind index, C x b bits per word, same addresses as
+``weights``); ``weights`` then holds only the upper ``entry_w - b`` bits of each entry. The control
+reads both and hands the PE the whole entry.
+
+**Scheme tables** (``meta["tables"]``: name -> kind): further ROMs a scheme's PE reads (e.g. a pattern
+table); the scheme packs and checks them, this module only requires that they are present.
+
 Every memory has at least 2 words (a 1-word memory would have a zero-width address port); the pad
 words are zero and are counted like any other stored bit. Word layouts are the
 ``amaranth.lib.data`` layouts below (plain data, shared with :mod:`sparsyn.hw.layouts`), so a ROM
@@ -100,18 +118,113 @@ def _padded(words: list[int]) -> list[int]:
     return list(words) + [0] * (MIN_DEPTH - len(words))
 
 
+#: The row feeds (see the module docstring).
+FEEDS = ("lanes", "window", "channels")
+
+
+def window_descriptor(channels: int) -> data.StructLayout:
+    """``window`` feed: the input channel whose kernel window a row reads (valid=0: constant 0)."""
+    return data.StructLayout({"valid": unsigned(1), "channel": unsigned(bits_for_range(channels))})
+
+
+def group_descriptor(channels: int, lanes: int) -> data.StructLayout:
+    """``channels`` feed: the group of L consecutive input channels a row reads (valid=0: constant 0)."""
+    return data.StructLayout({"valid": unsigned(1), "group": unsigned(bits_for_range(-(-channels // lanes)))})
+
+
+def row_descriptor(meta: dict):
+    """The layout of one ``lanes``-ROM word of a packed layer, by its feed."""
+    a, feed = meta["array"], meta.get("feed", "lanes")
+    if feed == "window":
+        return window_descriptor(meta["in_channels"])
+    if feed == "channels":
+        return group_descriptor(meta["in_channels"], a["lanes"])
+    return row_lanes(lane_descriptor(meta["in_channels"], *meta["kernel"]), a["lanes"])
+
+
 def _layouts(meta: dict, entry_layout):
     a = meta["array"]
-    return {"weights": weight_word(entry_layout, a["cols"]),
-            "lanes": row_lanes(lane_descriptor(meta["in_channels"], *meta["kernel"]), a["lanes"]),
-            "passes": pass_info(meta["sections"], a["cols"]),
-            "bias": acc_vector(a["cols"]),
-            "requant": RequantConst}
+    ib = meta.get("index_bits", 0)
+    out = {"weights": (weight_word(entry_layout, a["cols"]) if not ib
+                       else data.ArrayLayout(unsigned(entry_layout.size - ib), a["cols"])),
+           "lanes": row_descriptor(meta),
+           "passes": pass_info(meta["sections"], a["cols"]),
+           "bias": acc_vector(a["cols"]),
+           "requant": RequantConst}
+    if ib:
+        out["ids"] = data.ArrayLayout(unsigned(ib), a["cols"])
+    return out
 
 
 #: name -> kind of every ROM of the array format.
 ARRAY_ROMS = {"weights": "weights", "lanes": "index", "passes": "table", "bias": "constants",
               "requant": "constants"}
+#: The ROM of the split-off index bits of the PE entries (``meta["index_bits"]`` > 0).
+IDS_ROM = ("ids", "index")
+
+
+def rom_kinds(meta: dict) -> dict:
+    """name -> kind of every ROM a packed layer of the array format has (incl. ``ids`` and scheme tables)."""
+    out = dict(ARRAY_ROMS)
+    if meta.get("index_bits", 0):
+        out[IDS_ROM[0]] = IDS_ROM[1]
+    out.update(meta.get("tables", {}))
+    return out
+
+
+def slot_descriptor(meta: dict, lane_k) -> dict | None:
+    """The row descriptor fields of a slot for the ``window``/``channels`` feeds (None: a zero slot);
+    refuses lanes that are not a whole window / channel group."""
+    feed, lanes = meta["feed"], meta["array"]["lanes"]
+    lane_k = [int(k) for k in lane_k]
+    if all(k < 0 for k in lane_k):
+        return None
+    if feed == "window":
+        c = lane_k[0] // lanes
+        want = [c * lanes + i for i in range(lanes)]
+        if lane_k != want:
+            raise SparsynError(f"a slot of a 'window' feed must read one channel's whole kernel window, got inputs "
+                               f"{lane_k}; fix the scheme's schedule")
+        return {"valid": 1, "channel": c}
+    g = lane_k[0] // lanes
+    want = [g * lanes + i if g * lanes + i < meta["k"] else -1 for i in range(lanes)]
+    if lane_k != want:
+        raise SparsynError(f"a slot of a 'channels' feed must read L consecutive input channels, got inputs "
+                           f"{lane_k}; fix the scheme's schedule")
+    return {"valid": 1, "group": g}
+
+
+def descriptor_inputs(meta: dict, desc) -> list[int]:
+    """The K index of each lane (-1: constant 0) that a decoded ``lanes``-ROM word describes."""
+    feed, lanes = meta.get("feed", "lanes"), meta["array"]["lanes"]
+    cin, (kh, kw) = meta["in_channels"], meta["kernel"]
+    if feed == "window":
+        if not int(desc.valid):
+            return [-1] * lanes
+        c = int(desc.channel)
+        if c >= cin:
+            raise SparsynError(f"a window descriptor points at channel {c} of {cin}; the ROM is corrupt, "
+                               "re-run 'sparsyn compress'")
+        return [c * lanes + i for i in range(lanes)]
+    if feed == "channels":
+        if not int(desc.valid):
+            return [-1] * lanes
+        g = int(desc.group)
+        if g * lanes >= cin:
+            raise SparsynError(f"a channel-group descriptor points at group {g} past channel {cin}; the ROM is "
+                               "corrupt, re-run 'sparsyn compress'")
+        return [g * lanes + i if g * lanes + i < cin else -1 for i in range(lanes)]
+    out = []
+    for d in desc:
+        if not int(d.valid):
+            out.append(-1)
+            continue
+        ch, dy, dx = int(d.channel), int(d.dy), int(d.dx)
+        if ch >= cin or dy >= kh or dx >= kw:
+            raise SparsynError(f"a lane descriptor points outside the layer (channel {ch}, offset {dy},{dx}); "
+                               "the ROM is corrupt, re-run 'sparsyn compress'")
+        out.append((ch * kh + dy) * kw + dx)
+    return out
 
 
 def array_layouts(meta: dict, entry_layout) -> dict:
@@ -163,33 +276,58 @@ def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layou
     meta = {**meta, "array": {"rows": r, "cols": c, "lanes": lanes}, "n": layer.n, "k": layer.k,
             "in_channels": cin, "kernel": [kh, kw], "entry_width": program.entry_width,
             "sections": len(program.sections), "passes": len(program.passes)}
+    feed = meta.setdefault("feed", "lanes")
+    if feed not in FEEDS:
+        raise SparsynError(f"scheme {scheme}: unknown row feed {feed!r}; one of {', '.join(FEEDS)}")
+    if feed == "window" and lanes != kh * kw:
+        raise SparsynError(f"scheme {scheme}: a 'window' feed needs L = kh*kw = {kh * kw} lanes, got {lanes}")
+    if feed == "channels" and (kh, kw) != (1, 1):
+        raise SparsynError(f"scheme {scheme}: a 'channels' feed needs a 1x1 kernel, layer {layer.name} has {kh}x{kw}")
+    ib = int(meta.get("index_bits", 0))
+    if not 0 <= ib < program.entry_width:
+        raise SparsynError(f"scheme {scheme}: index_bits={ib} must be below the {program.entry_width}-bit entry")
     lay = _layouts(meta, entry_layout)
     ew = program.entry_width
-    desc = lay["lanes"].elem_shape
-    dwidth = desc.size
-    off = {name: desc[name].offset for name in ("valid", "channel", "dy", "dx")}
-    kernel_area = kh * kw
-
-    def desc_word(k: int) -> int:
-        # the same bits as word(desc, {...}), computed directly: a layer has one descriptor per k
-        if k < 0:
-            return 0
-        ch, rest = divmod(k, kernel_area)
-        dy, dx = divmod(rest, kw)
-        return (1 << off["valid"]) | (ch << off["channel"]) | (dy << off["dy"]) | (dx << off["dx"])
-
     emask = (1 << ew) - 1
     lane_cache: dict[tuple, int] = {}
-    weights, lane_words = [], []
+    if feed == "lanes":
+        desc = lay["lanes"].elem_shape
+        dwidth = desc.size
+        off = {name: desc[name].offset for name in ("valid", "channel", "dy", "dx")}
+        kernel_area = kh * kw
+
+        def desc_word(k: int) -> int:
+            # the same bits as word(desc, {...}), computed directly: a layer has one descriptor per k
+            if k < 0:
+                return 0
+            ch, rest = divmod(k, kernel_area)
+            dy, dx = divmod(rest, kw)
+            return (1 << off["valid"]) | (ch << off["channel"]) | (dy << off["dy"]) | (dx << off["dx"])
+
+        def row_word(key) -> int:
+            return sum(desc_word(int(k)) << (lane * dwidth) for lane, k in enumerate(key))
+    else:
+        def row_word(key) -> int:
+            fields = slot_descriptor(meta, key)
+            return 0 if fields is None else word(lay["lanes"], fields)
+
+    weights, lane_words, id_words = [], [], []
+    wmask, iw = (1 << (ew - ib)) - 1, ew - ib
     for _, slots in program.passes:
         for slot in slots:
-            bits = 0
+            bits = ids = 0
             for col, entry in enumerate(slot.entries):
-                bits |= (int(entry) & emask) << (col * ew)
+                e = int(entry) & emask
+                if ib:
+                    ids |= (e & ((1 << ib) - 1)) << (col * ib)
+                    bits |= ((e >> ib) & wmask) << (col * iw)
+                else:
+                    bits |= e << (col * ew)
             weights.append(bits)
+            id_words.append(ids)
             key = slot.lane_k
             if key not in lane_cache:
-                lane_cache[key] = sum(desc_word(int(k)) << (lane * dwidth) for lane, k in enumerate(key))
+                lane_cache[key] = row_word(key)
             lane_words.append(lane_cache[key])
     table = [word(lay["passes"], p) for p in _pass_list(program)]
     table.append(table[-1])
@@ -201,8 +339,28 @@ def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layou
                                     "shift": int(layer.shift[i]) if i < layer.n else 1})
                 for i in range(sections * c)]
     images = {"weights": weights, "lanes": lane_words, "passes": table, "bias": bias_words, "requant": rq_words}
-    roms = {name: Rom(lay[name].size, _padded(words), ARRAY_ROMS[name]) for name, words in images.items()}
+    if ib:
+        images[IDS_ROM[0]] = id_words
+    kinds = rom_kinds(meta)
+    roms = {name: Rom(lay[name].size, _padded(words), kinds[name]) for name, words in images.items()}
     return PackedLayer(scheme, meta, roms)
+
+
+def entry_words(packed, rows: int) -> list[int]:
+    """The first ``rows`` rows' PE entries (C per row, column-major within a row), reassembled from the
+    ``weights`` ROM and, for split entries, the ``ids`` ROM."""
+    m = packed.meta
+    c, ew = m["array"]["cols"], m["entry_width"]
+    ib = m.get("index_bits", 0)
+    wrom = packed.roms["weights"].words[:rows]
+    if not ib:
+        mask = (1 << ew) - 1
+        return [(int(w) >> (col * ew)) & mask for w in wrom for col in range(c)]
+    iw = ew - ib
+    irom = packed.roms[IDS_ROM[0]].words[:rows]
+    wmask, imask = (1 << iw) - 1, (1 << ib) - 1
+    return [((((int(w) >> (col * iw)) & wmask) << ib) | ((int(i) >> (col * ib)) & imask))
+            for w, i in zip(wrom, irom) for col in range(c)]
 
 
 def _fields(layout, words) -> list:
@@ -217,24 +375,29 @@ def check_array_roms(packed, entry_layout) -> dict:
         lay = _layouts(m, entry_layout)
         r, c = m["array"]["rows"], m["array"]["cols"]
         depths = {"weights": m["passes"] * r, "lanes": m["passes"] * r, "passes": m["passes"] + 1,
-                  "bias": m["sections"], "requant": m["sections"] * c}
+                  "bias": m["sections"], "requant": m["sections"] * c, IDS_ROM[0]: m["passes"] * r}
+        kinds = rom_kinds(m)
     except (KeyError, TypeError) as err:
         raise SparsynError(f"packed layer ({packed.scheme}) lacks array-format field {err}; "
                            "re-run 'sparsyn compress'") from None
     if m["entry_width"] != entry_layout.size:
         raise SparsynError(f"packed layer ({packed.scheme}) says {m['entry_width']}-bit PE entries but the "
                            f"scheme's PE takes {entry_layout.size} bits; re-run 'sparsyn compress'")
-    for name, kind in ARRAY_ROMS.items():
+    for name, kind in kinds.items():
         rom = packed.roms.get(name)
         if rom is None:
             raise SparsynError(f"packed layer ({packed.scheme}) has no '{name}' ROM ({kind}); "
                                "re-run 'sparsyn compress'")
+        if name not in lay:       # a scheme table: the scheme checks its width and depth
+            if rom.kind != kind:
+                raise SparsynError(f"ROM '{name}' is {rom.kind}, the scheme expects {kind}; re-run 'sparsyn compress'")
+            continue
         want = max(MIN_DEPTH, depths[name])
         if rom.kind != kind or rom.width != lay[name].size or rom.depth != want:
             raise SparsynError(f"ROM '{name}' is {rom.kind}, {rom.width} bits x {rom.depth} words but the engine "
                                f"expects {kind}, {lay[name].size} bits x {want} words; the ROM does not belong "
                                "to this layer, re-run 'sparsyn compress'")
-    extra = sorted(set(packed.roms) - set(ARRAY_ROMS))
+    extra = sorted(set(packed.roms) - set(kinds))
     if extra:
         raise SparsynError(f"packed layer ({packed.scheme}) has ROM(s) {extra} that its engine does not load; "
                            "re-run 'sparsyn compress'")
@@ -279,21 +442,15 @@ def decode_array(packed, entry_layout, coefficients) -> np.ndarray:
     passes = pass_table(packed, entry_layout)
     r, c, lanes = m["array"]["rows"], m["array"]["cols"], m["array"]["lanes"]
     n, k = m["n"], m["k"]
-    cin, (kh, kw) = m["in_channels"], m["kernel"]
-    ew = m["entry_width"]
     rows = len(passes) * r
-    mask = (1 << ew) - 1
-    entries = [(int(w) >> (col * ew)) & mask for w in packed.roms["weights"].words[:rows] for col in range(c)]
+    entries = entry_words(packed, rows)
     coeff = np.asarray(coefficients(entries), dtype=np.int64).reshape(rows, c, lanes)
     lane_k = np.full((rows, lanes), -1, dtype=np.int64)
-    for i, word in enumerate(packed.roms["lanes"].words[:rows]):
-        for lane, d in enumerate(lay["lanes"].from_bits(int(word))):
-            if int(d.valid):
-                ch, dy, dx = int(d.channel), int(d.dy), int(d.dx)
-                if ch >= cin or dy >= kh or dx >= kw:
-                    raise SparsynError(f"lane ROM word {i} lane {lane} points outside the layer (channel {ch}, "
-                                       f"offset {dy},{dx}); the ROM is corrupt, re-run 'sparsyn compress'")
-                lane_k[i, lane] = (ch * kh + dy) * kw + dx
+    for i, word_ in enumerate(packed.roms["lanes"].words[:rows]):
+        try:
+            lane_k[i] = descriptor_inputs(m, lay["lanes"].from_bits(int(word_)))
+        except SparsynError as err:
+            raise SparsynError(f"lane ROM word {i}: {err}") from None
     section_of_row = np.repeat([p["section"] for p in passes], r)
     w = np.zeros((m["sections"] * c, k), dtype=np.int64)
     for row in range(rows):
@@ -335,8 +492,8 @@ def rows_used(packed) -> int:
     from .schemes import get_scheme
     lay = _layouts(m, get_scheme(packed.scheme).entry_layout(packed))
     used = 0
-    for word in packed.roms["lanes"].words[:m["passes"] * m["array"]["rows"]]:
-        used += any(int(d.valid) for d in lay["lanes"].from_bits(int(word)))
+    for word_ in packed.roms["lanes"].words[:m["passes"] * m["array"]["rows"]]:
+        used += any(k >= 0 for k in descriptor_inputs(m, lay["lanes"].from_bits(int(word_))))
     return used
 
 

@@ -103,3 +103,38 @@ def pack_layer(layer: QuantLayer, scheme: str = "dense", array=None, **options):
     the PackedLayer (memory images) the hardware generators take."""
     from .schemes import get_scheme
     return get_scheme(scheme)(array=array, **options).pack(layer)
+
+
+def random_pattern_layer(rng: np.random.Generator, kind: str, cin: int, h: int, w: int, cout: int, kernel=3,
+                         stride: int = 1, padding: int = 0, *, n: int = 4, patterns: int = 8, m: int = 4,
+                         zero_fraction: float = 0.0, name: str | None = None):
+    """A random integer layer pruned to a random pattern set: ``(layer, table, ids)``.
+
+    Kernels (kh*kw > 1) or, for 1x1 / Linear, groups of ``m`` consecutive inputs keep ``n`` weights at
+    the positions of one of ``patterns`` distinct random patterns (every pattern is used when there are
+    enough groups); a fraction ``zero_fraction`` of the groups is all zero. Kept weights are nonzero
+    int8 values including both extremes."""
+    from itertools import combinations
+    layer = random_quant_layer(rng, kind, cin, h, w, cout, kernel, stride, padding, name=name)
+    kh, kw = layer.kernel
+    g = kh * kw if kh * kw > 1 else m
+    all_sets = list(combinations(range(g), n))
+    pick = rng.choice(len(all_sets), size=patterns, replace=False)
+    table = np.zeros((patterns, g), dtype=bool)
+    for i, j in enumerate(pick):
+        table[i, list(all_sets[j])] = True
+    j_groups = -(-layer.k // g)
+    total = cout * j_groups
+    ids = rng.integers(0, patterns, size=total)
+    ids[:min(patterns, total)] = np.arange(min(patterns, total))
+    ids = rng.permutation(ids)
+    zero = rng.random(total) < zero_fraction
+    mask = table[ids] & ~zero[:, None]
+    vals = rng.integers(1, 128, size=mask.shape) * rng.choice([-1, 1], size=mask.shape)
+    wpad = np.where(mask, vals, 0).reshape(cout, j_groups * g)
+    if wpad.size:
+        nz = np.flatnonzero(wpad)
+        if len(nz) >= 2:
+            wpad.flat[nz[0]], wpad.flat[nz[-1]] = -128, 127
+    layer.weight = wpad[:, :layer.k].astype(np.int64)
+    return layer, table, np.where(zero, -1, ids).reshape(cout, j_groups)

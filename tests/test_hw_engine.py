@@ -12,7 +12,8 @@ from sparsyn.sw.golden import first_mismatch, run_layer
 from sparsyn.sw.requant import MAX_SHIFT, MULT_BITS, choose_multiplier, clamp_range
 from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import get_scheme
-from sparsyn.sw.testing import pack_layer, random_input, random_maxpool_layer, random_quant_layer
+from sparsyn.sw.testing import (pack_layer, random_input, random_maxpool_layer, random_pattern_layer,
+                                random_quant_layer)
 
 # (kind, cin, h, w, cout, kernel, stride, padding), array RxC, extra options
 LAYERS = {
@@ -187,8 +188,12 @@ def test_engine_runs_every_scheme_unchanged(scheme, kind):
     layer = random_quant_layer(rng, *args, scheme=scheme)
     array = ArrayConfig(3, 4)
     sch = get_scheme(scheme)(array=array)
-    w = rng.normal(size=layer.weight.shape) * (rng.random(size=layer.weight.shape) < 0.4)
-    layer.weight, _, layer.weight_bits = sch.quantize_weights(1, w)
+    if scheme == "pattern":          # weights that keep one of the layer's patterns per kernel / channel group
+        n, p = (4, 5) if kind == "conv" else (2, 6)   # the scheme's defaults: n=4 of 3x3, 2:4 vectors
+        layer.weight = random_pattern_layer(rng, *args, n=n, patterns=p)[0].weight
+    else:
+        w = rng.normal(size=layer.weight.shape) * (rng.random(size=layer.weight.shape) < 0.4)
+        layer.weight, _, layer.weight_bits = sch.quantize_weights(1, w)
     layer.weight = np.asarray(get_scheme(scheme).decode(sch.pack(layer)), dtype=np.int64)   # effective weights
     # rescale the requantization to the new weight magnitudes so outputs spread over the int8 range
     sigma = max(float(np.abs(layer.weight).sum(axis=1).mean()) * 40.0, 1.0)
@@ -206,4 +211,4 @@ def test_engine_runs_every_scheme_unchanged(scheme, kind):
     exp = check(layer, x, outs[0])
     assert len(np.unique(exp)) > 3
     assert stats[0]["cycles"] == stats[0]["measured"] == engine.model["total"]
-    assert engine.model == program_cycles(sch.schedule(layer)[0], layer)
+    assert engine.model == program_cycles(sch.schedule(layer)[0], layer, packed.meta.get("feed", "lanes"))

@@ -23,7 +23,7 @@ from sparsyn.sw.manifest import (check_reference, load_manifest, load_reference,
                                  seal_of)
 from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import REGISTRY, Rom, get_scheme
-from sparsyn.sw.testing import pack_layer, random_quant_layer
+from sparsyn.sw.testing import pack_layer, random_pattern_layer, random_quant_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,10 @@ def scheme_layer(scheme: str, array: ArrayConfig, seed: int = 0):
     if scheme in ("packcnn", "tight"):
         layer = random_quant_layer(rng, "conv", 3, 5, 5, 6, 3, 1, 1, density=0.3, name=f"{scheme}_l")
         return layer, pack_layer(layer, scheme, array=array, alpha=2)
+    if scheme == "pattern":
+        layer, _, _ = random_pattern_layer(rng, "conv", 3, 5, 5, 6, 3, 1, 1, n=4, patterns=5, zero_fraction=0.2,
+                                           name=f"{scheme}_l")
+        return layer, pack_layer(layer, scheme, array=array, patterns=5)
     layer = random_quant_layer(rng, "conv", 3, 5, 5, 6, 3, 1, 1, name=f"{scheme}_l")
     return layer, pack_layer(layer, scheme, array=array)
 
@@ -51,13 +55,17 @@ def test_design_memories_hold_exactly_the_rom_files(scheme):
     assert np.array_equal(get_scheme(scheme).decode(packed), layer.weight)
     engine = layer_engine(layer, packed)
     Fragment.get(engine, None)
-    mems = engine.rom_memories
-    assert set(mems) == set(packed.roms)
+    mems, tables = engine.rom_memories, engine.rom_tables
+    assert set(mems) | set(tables) == set(packed.roms) and not set(mems) & set(tables)
+    assert bool(tables) == (scheme == "pattern")     # only the pattern PEs decode a table ROM as constants
     for name, mem in mems.items():
         rom = packed.roms[name]
         assert (mem.shape.width, mem.depth) == (rom.width, rom.depth), name
         assert [int(v) for v in mem.init] == rom.words, name
-    design_bits = sum(mem.shape.width * mem.depth for mem in mems.values())
+    for name, words in tables.items():
+        assert words == packed.roms[name].words, name
+    design_bits = (sum(mem.shape.width * mem.depth for mem in mems.values())
+                   + sum(packed.roms[name].bits for name in tables))
     assert design_bits == packed.rom_bits == engine.plan.rom_bits
     kinds = packed.bits_by_kind()
     assert kinds["weights"] and kinds["index"] and kinds["table"] and kinds["constants"]

@@ -18,6 +18,7 @@ REGISTRY = {
     "packcnn": "packcnn:PackCNNScheme",
     "tight": "tight:TightScheme",
     "ternary": "ternary:TernaryScheme",
+    "pattern": "pattern:PatternScheme",
 }
 
 _LOADED: dict[str, type[Scheme]] = {}

@@ -1,0 +1,115 @@
+"""The channel-group feeder: each array row gets L consecutive input channels at the output pixel
+(1x1 kernels, Linear layers), from a channel-banked image — no per-lane buffer copies."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .im2col import PixelScanner
+from .layouts import ACT_BITS, act_vector, bits_for_range
+from .memories import buffer_memory
+
+if TYPE_CHECKING:
+    from .plan import LayerPlan
+
+
+class ChannelGroupFeeder(wiring.Component):
+    """The ``channels`` row feed (1x1 kernels): array row r gets channels ``g_r*L .. g_r*L+L-1`` at the pixel.
+
+    Storage: per array row, the C_in x H x W image in L **channel banks** (bank j holds the channels
+    c = j mod L at ``(c // L)*H*W + y*W + x``), so the L channels of a group are read in one cycle: R x L
+    memories of 1/L of the image each (R image copies in all). A lane past the last channel reads 0.
+
+    Scan: one output pixel per step (a :class:`~.im2col.PixelScanner`, stride and padding as the layer
+    says); every step emits (``pixel = issue``). Latency :attr:`latency` = 2 cycles from ``issue`` to
+    ``x`` (registered bank addresses, block RAM read); throughput one pixel per cycle.
+
+    Parameters
+    ----------
+    plan : LayerPlan (a 1x1 layer; R, L; the row-descriptor layout ``{valid, group}``).
+
+    Attributes
+    ----------
+    act_in : In(stream.Signature(signed(8))); busy, clear : In(1)
+    lanes : In(ArrayLayout({valid, group}, R)); restart, issue : In(1); pixel : Out(1)
+    x : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(8), L), R), always_ready=True))
+    """
+
+    #: Cycles from ``issue`` to ``x``: registered bank addresses, block RAM read.
+    latency = 2
+
+    def __init__(self, plan: LayerPlan):
+        self.layer = plan.layer
+        self.rows, self.group = plan.array.rows, plan.array.lanes
+        if tuple(self.layer.kernel) != (1, 1):
+            raise ValueError(f"the channel-group feed takes 1x1 kernels, not {self.layer.kernel}")
+        super().__init__({
+            "act_in": In(stream.Signature(signed(ACT_BITS))),
+            "busy": In(1),
+            "clear": In(1),
+            "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
+            "restart": In(1),
+            "issue": In(1),
+            "pixel": Out(1),
+            "x": Out(stream.Signature(data.ArrayLayout(act_vector(self.group), self.rows), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, R, L = self.layer, self.rows, self.group
+        cin, h, w = layer.in_shape
+        plane = h * w
+        depth = -(-cin // L) * plane
+        banks = [[buffer_memory(signed(ACT_BITS), depth) for _ in range(L)] for _ in range(R)]
+        for r in range(R):
+            for j in range(L):
+                m.submodules[f"bank_{r}_{j}"] = banks[r][j]
+
+        # ---- write side: CHW stream -> bank (c mod L), word (c // L)*H*W + pixel --------------------------
+        wpix = Signal(range(max(plane, 2)))
+        wbank = Signal(range(max(L, 2)))
+        wc = Signal(range(max(cin, 2)))
+        wbase = Signal(range(max(depth + plane, 2)))
+        write = self.act_in.valid & ~self.busy
+        m.d.comb += self.act_in.ready.eq(~self.busy)
+        for r in range(R):
+            for j in range(L):
+                wr = banks[r][j].write_port()
+                m.d.comb += [wr.addr.eq(wbase + wpix), wr.data.eq(self.act_in.payload), wr.en.eq(write & (wbank == j))]
+        with m.If(write):
+            m.d.sync += wpix.eq(wpix + 1)
+            with m.If(wpix == plane - 1):
+                m.d.sync += wpix.eq(0)
+                with m.If(wc == cin - 1):
+                    m.d.sync += [wc.eq(0), wbank.eq(0), wbase.eq(0)]
+                with m.Else():
+                    m.d.sync += wc.eq(wc + 1)
+                    with m.If(wbank == L - 1):
+                        m.d.sync += [wbank.eq(0), wbase.eq(wbase + plane)]
+                    with m.Else():
+                        m.d.sync += wbank.eq(wbank + 1)
+        with m.If(self.clear):
+            m.d.sync += [wpix.eq(0), wbank.eq(0), wc.eq(0), wbase.eq(0)]
+
+        # ---- read side: pixel scan -> per-bank address (registered) -> block RAM -> x ---------------------
+        m.submodules.scan = scan = PixelScanner(layer)
+        m.d.comb += [scan.step.eq(self.issue), scan.restart.eq(self.restart), self.pixel.eq(self.issue)]
+        v1, v2 = Signal(), Signal()
+        m.d.sync += [v1.eq(self.issue), v2.eq(v1)]
+        m.d.comb += self.x.valid.eq(v2)
+        y, x = scan.base_y, scan.base_x
+        inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        pix = y.as_unsigned()[:bits_for_range(h)] * w + x.as_unsigned()[:bits_for_range(w)]
+        for r in range(R):
+            desc = self.lanes[r]
+            for j in range(L):
+                rd = banks[r][j].read_port()
+                addr = Signal(unsigned(bits_for_range(depth)), name=f"addr_{r}_{j}")
+                ok0, ok = Signal(name=f"ok0_{r}_{j}"), Signal(name=f"ok_{r}_{j}")
+                ok_now = desc.valid & inside & (desc.group * L + j < cin)
+                m.d.sync += [addr.eq(Mux(ok_now, desc.group * plane + pix, 0)), ok0.eq(ok_now), ok.eq(ok0)]
+                m.d.comb += [rd.addr.eq(addr), self.x.payload[r][j].eq(Mux(ok, rd.data, 0))]
+        return m

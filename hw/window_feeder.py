@@ -1,0 +1,211 @@
+"""The kernel-window feeder: each array row gets one input channel's kh x kw window per output pixel,
+from a row-banked image and a window shift register — no per-lane buffer copies."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sparsyn.sw.qmodel import QuantLayer
+
+from .layouts import ACT_BITS, act_vector, bits_for_range, signed_range
+from .memories import buffer_memory
+
+if TYPE_CHECKING:
+    from .plan import LayerPlan
+
+
+def window_steps(layer: QuantLayer) -> int:
+    """Steps (cycles of ``issue``) per pass: each output row shifts ``(Wo-1)*stride + kw`` columns in."""
+    _, ho, wo = layer.out_shape
+    return ho * ((wo - 1) * layer.stride + layer.kernel[1])
+
+
+class KernelWindowFeeder(wiring.Component):
+    """The ``window`` row feed: array row r gets channel ``c_r``'s kh x kw window at every output pixel.
+
+    Storage: per array row, the C_in x H x W image in kh **row banks** (bank i holds the input rows
+    y = i mod kh, at ``c*ceil(H/kh)*W + (y // kh)*W + x``): the kh rows of a window column are in kh
+    different banks, so a whole column is read in one cycle. R x kh memories of 1/kh of the image each
+    (R image copies in all, not R x kh*kw).
+
+    Scan (shared by every row): per output row, ``(Wo-1)*stride + kw`` **steps**, one input column per
+    step (columns ``-pad ..``, padding reads 0); a kh x (kw-1) shift register keeps the previous columns.
+    After the kw-th step and every ``stride``-th step after it the window of the next output pixel is
+    complete: that step **emits** (``pixel`` high in its issue cycle). Output rows follow each other,
+    and after the last step the scan wraps to the first (``restart`` also returns to it).
+    :func:`window_steps` steps per pass.
+
+    Latency :attr:`latency` = 2 cycles from an emitting ``issue`` to its window on ``x`` (registered
+    bank addresses, block RAM read; the newest column comes straight from the read ports). Throughput:
+    one step per cycle; one window per emitting step.
+
+    The write side takes ``act_in`` in CHW order while ``busy`` is low, into every row's banks.
+
+    Parameters
+    ----------
+    plan : LayerPlan (the layer geometry; R, L = kh*kw; the row-descriptor layout ``{valid, channel}``).
+
+    Attributes
+    ----------
+    act_in : In(stream.Signature(signed(8))); busy, clear : In(1)
+    lanes : In(ArrayLayout({valid, channel}, R))
+        The channel each array row reads (sampled in the issue cycle).
+    restart, issue : In(1)
+        Back to the first step / take one step.
+    pixel : Out(1)
+        ``issue`` and this step emits a window (combinational).
+    x : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(8), kh*kw), R), always_ready=True))
+        Lane ``dy*kw + dx`` of row r = input ``(c_r, oy*s - p + dy, ox*s - p + dx)`` (0 outside the image).
+    """
+
+    #: Cycles from ``issue`` to ``x``: registered bank addresses, block RAM read.
+    latency = 2
+
+    def __init__(self, plan: LayerPlan):
+        self.layer = plan.layer
+        self.rows = plan.array.rows
+        kh, kw = self.layer.kernel
+        if plan.array.lanes != kh * kw:
+            raise ValueError(f"window feed of a {kh}x{kw} kernel needs {kh * kw} lanes, array has {plan.array.lanes}")
+        super().__init__({
+            "act_in": In(stream.Signature(signed(ACT_BITS))),
+            "busy": In(1),
+            "clear": In(1),
+            "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
+            "restart": In(1),
+            "issue": In(1),
+            "pixel": Out(1),
+            "x": Out(stream.Signature(data.ArrayLayout(act_vector(kh * kw), self.rows), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, R = self.layer, self.rows
+        cin, h, w = layer.in_shape
+        _, ho, wo = layer.out_shape
+        kh, kw = layer.kernel
+        s, p = layer.stride, layer.padding
+        hb = -(-h // kh)                     # rows per bank
+        plane = hb * w                       # words per channel in one bank
+        depth = cin * plane
+        t_row = (wo - 1) * s + kw
+
+        banks = [[buffer_memory(signed(ACT_BITS), depth) for _ in range(kh)] for _ in range(R)]
+        for r in range(R):
+            for i in range(kh):
+                m.submodules[f"bank_{r}_{i}"] = banks[r][i]
+
+        # ---- write side: CHW stream -> bank (y mod kh), word c*plane + (y // kh)*w + x ----------------
+        wx = Signal(range(max(w, 2)))
+        wy = Signal(range(max(h, 2)))
+        wc = Signal(range(max(cin, 2)))
+        wbank = Signal(range(max(kh, 2)))
+        wrow = Signal(range(max(depth + plane, 2)))      # c*plane + (y // kh)*w
+        wchan = Signal(range(max(depth + plane, 2)))     # c*plane
+        write = self.act_in.valid & ~self.busy
+        m.d.comb += self.act_in.ready.eq(~self.busy)
+        for r in range(R):
+            for i in range(kh):
+                wr = banks[r][i].write_port()
+                m.d.comb += [wr.addr.eq(wrow + wx), wr.data.eq(self.act_in.payload), wr.en.eq(write & (wbank == i))]
+        with m.If(write):
+            m.d.sync += wx.eq(wx + 1)
+            with m.If(wx == w - 1):
+                m.d.sync += wx.eq(0)
+                with m.If(wy == h - 1):
+                    m.d.sync += [wy.eq(0), wbank.eq(0)]
+                    with m.If(wc == cin - 1):
+                        m.d.sync += [wc.eq(0), wchan.eq(0), wrow.eq(0)]
+                    with m.Else():
+                        m.d.sync += [wc.eq(wc + 1), wchan.eq(wchan + plane), wrow.eq(wchan + plane)]
+                with m.Else():
+                    m.d.sync += wy.eq(wy + 1)
+                    with m.If(wbank == kh - 1):
+                        m.d.sync += [wbank.eq(0), wrow.eq(wrow + w)]
+                    with m.Else():
+                        m.d.sync += wbank.eq(wbank + 1)
+        with m.If(self.clear):
+            m.d.sync += [wx.eq(0), wy.eq(0), wc.eq(0), wbank.eq(0), wrow.eq(0), wchan.eq(0)]
+
+        # ---- scan: steps of one column, output rows, emit ----------------------------------------------
+        t = Signal(range(max(t_row, 2)))
+        oy = Signal(range(max(ho, 2)))
+        xc = Signal(signed_range(-p, t_row - p), init=-p)          # input column of this step
+        wait = Signal(range(max(kw, s, 2)), init=kw - 1)           # steps until the next emit
+        base_y0 = -p
+        qb0, ry0 = base_y0 // kh, base_y0 % kh
+        by = Signal(signed_range(-p, (ho - 1) * s - p), init=base_y0)   # oy*s - p
+        qb = Signal(signed_range(min(qb0, -1), (ho - 1) * s // kh + 1), init=qb0)   # by // kh
+        ry = Signal(range(max(kh, 2)), init=ry0)                   # by mod kh
+        sa, sb = divmod(s, kh)
+        emit = Signal()
+        m.d.comb += [emit.eq(wait == 0), self.pixel.eq(self.issue & emit)]
+        row_end = t == t_row - 1
+        with m.If(self.restart):
+            m.d.sync += [t.eq(0), oy.eq(0), xc.eq(-p), wait.eq(kw - 1), by.eq(base_y0), qb.eq(qb0), ry.eq(ry0)]
+        with m.Elif(self.issue):
+            with m.If(row_end):
+                m.d.sync += [t.eq(0), xc.eq(-p), wait.eq(kw - 1)]
+                with m.If(oy == ho - 1):
+                    m.d.sync += [oy.eq(0), by.eq(base_y0), qb.eq(qb0), ry.eq(ry0)]
+                with m.Else():
+                    m.d.sync += [oy.eq(oy + 1), by.eq(by + s)]
+                    with m.If(ry + sb >= kh):
+                        m.d.sync += [ry.eq(ry + sb - kh), qb.eq(qb + sa + 1)]
+                    with m.Else():
+                        m.d.sync += [ry.eq(ry + sb), qb.eq(qb + sa)]
+            with m.Else():
+                m.d.sync += [t.eq(t + 1), xc.eq(xc + 1), wait.eq(Mux(wait == 0, s - 1, wait - 1))]
+
+        # ---- bank reads: bank i holds window row d_i = (i - ry) mod kh, input row by + d_i ---------------
+        x_ok = (xc >= 0) & (xc < w)
+        xu = xc.as_unsigned()[:bits_for_range(w)]
+        step1, step2, emit1, emit2 = Signal(), Signal(), Signal(), Signal()
+        ry1, ry2 = Signal.like(ry), Signal.like(ry)
+        m.d.sync += [step1.eq(self.issue), step2.eq(step1), emit1.eq(self.pixel), emit2.eq(emit1),
+                     ry1.eq(ry), ry2.eq(ry1)]
+        bank_data = [[None] * kh for _ in range(R)]
+        for i in range(kh):
+            wrapped = Signal(name=f"wrapped_{i}")            # i < ry: the row is in the next bank period
+            m.d.comb += wrapped.eq(i < ry)
+            yi = Signal(signed_range(-p - kh, (ho - 1) * s - p + 2 * kh), name=f"y_{i}")
+            m.d.comb += yi.eq(by + Mux(wrapped, i + kh, i) - ry)
+            row_ok = (yi >= 0) & (yi < h)
+            qi = Signal(signed_range(min(qb0, -1) - 1, (ho - 1) * s // kh + 2), name=f"q_{i}")
+            m.d.comb += qi.eq(qb + wrapped)
+            qu = qi.as_unsigned()[:bits_for_range(hb)]
+            for r in range(R):
+                desc = self.lanes[r]
+                rd = banks[r][i].read_port()
+                addr = Signal(unsigned(bits_for_range(depth)), name=f"addr_{r}_{i}")
+                ok0, ok = Signal(name=f"ok0_{r}_{i}"), Signal(name=f"ok_{r}_{i}")
+                ok_now = desc.valid & row_ok & x_ok
+                m.d.sync += [addr.eq(Mux(ok_now, desc.channel * plane + qu * w + xu, 0)), ok0.eq(ok_now), ok.eq(ok0)]
+                m.d.comb += rd.addr.eq(addr)
+                val = Signal(signed(ACT_BITS), name=f"bank_{r}_{i}_data")
+                m.d.comb += val.eq(Mux(ok, rd.data, 0))
+                bank_data[r][i] = val
+
+        # ---- the newest column (window row dy from bank (ry + dy) mod kh) and the shift register ------
+        m.d.comb += self.x.valid.eq(emit2)
+        for r in range(R):
+            col_new = []
+            for dy in range(kh):
+                v = Signal(signed(ACT_BITS), name=f"col_{r}_{dy}")
+                idx = Signal(range(max(kh, 2)), name=f"colsel_{r}_{dy}")
+                m.d.comb += idx.eq(Mux(ry2 + dy >= kh, ry2 + dy - kh, ry2 + dy))
+                m.d.comb += v.eq(Array(bank_data[r])[idx])
+                col_new.append(v)
+            win = [[Signal(signed(ACT_BITS), name=f"win_{r}_{dx}_{dy}") for dy in range(kh)] for dx in range(kw - 1)]
+            with m.If(step2):
+                for dx in range(kw - 1):
+                    src = win[dx + 1] if dx + 1 < kw - 1 else col_new
+                    m.d.sync += [win[dx][dy].eq(src[dy]) for dy in range(kh)]
+            for dy in range(kh):
+                for dx in range(kw):
+                    v = win[dx][dy] if dx < kw - 1 else col_new[dy]
+                    m.d.comb += self.x.payload[r][dy * kw + dx].eq(v)
+        return m
