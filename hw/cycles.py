@@ -64,11 +64,13 @@ def requant_cycles(channels: int, pixels: int) -> int:
 
 
 def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: QuantLayer, steps: int | None = None,
-                 feed_latency: int = ActivationBuffer.latency) -> dict:
+                 feed_latency: int = ActivationBuffer.latency, pe_macs: int | None = None) -> dict:
     """Cycles of one image through the LayerEngine.
 
     ``steps``: issue steps of one pass (the activation feeder's, :func:`sparsyn.hw.feeders.feed_steps`;
-    default Ho*Wo, one per output pixel); ``feed_latency``: the feeder's ``issue`` -> ``x`` latency.
+    default Ho*Wo, one per output pixel); ``feed_latency``: the feeder's ``issue`` -> ``x`` latency;
+    ``pe_macs``: multiply-accumulates one PE can do per cycle (default its L lanes; a pattern PE has L = kh*kw
+    lanes but n multipliers) — the denominator of ``utilization``, also returned.
 
     ``sections``: (passes, real output channels) of each section, in order (from the pass table,
     see :class:`sparsyn.hw.plan.LayerPlan`); ``array``: R x C with the PE lanes L.
@@ -103,15 +105,16 @@ def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: Qua
             "requant_exposed": total - load - stream,
             "passes": passes, "sections": len(per_section), "pixels": pixels, "steps": steps,
             "array_latency": array_latency(r, c, PIPELINED_PES), "useful_macs": macs,
-            "utilization": utilization(macs, r, c, total, array.lanes)}
+            "pe_macs": pe_macs or array.lanes,
+            "utilization": utilization(macs, r, c, total, pe_macs or array.lanes)}
 
 
-def program_cycles(program: TileProgram, layer: QuantLayer, feed: str = "lanes") -> dict:
+def program_cycles(program: TileProgram, layer: QuantLayer, feed: str = "lanes", pe_macs: int | None = None) -> dict:
     """:func:`layer_cycles` of a TileProgram before it is packed (what-if figures in benchmarks)."""
     from .feeders import feed_steps, feeder_class
     r, c = program.array.rows, program.array.cols
     sections = [(max(1, -(-len(slots) // r)), min(c, program.n - s * c)) for s, slots in enumerate(program.sections)]
-    return layer_cycles(sections, program.array, layer, feed_steps(feed, layer), feeder_class(feed).latency)
+    return layer_cycles(sections, program.array, layer, feed_steps(feed, layer), feeder_class(feed).latency, pe_macs)
 
 
 def useful_macs(layer: QuantLayer) -> int:

@@ -99,7 +99,7 @@ def plan_model(model: QuantModel, packed: dict, array: ArrayConfig | None = None
     macs = sum(s.engine.model["useful_macs"] for s in segments)
     # one array's MAC lanes (the widest layer's PE) over the whole run, transfers included
     arr = segments[0].engine.array
-    lanes = max(s.engine.array.lanes for s in segments)
+    lanes = max(s.engine.model.get("pe_macs", s.engine.array.lanes) for s in segments)
     cm.update(useful_macs=macs, utilization=utilization(macs, arr.rows, arr.cols, cm["total"], lanes))
     return ModelPlan(model, segments, cm)
 

@@ -183,5 +183,5 @@ def plan_array_layer(layer: QuantLayer, packed: PackedLayer, limits: EngineLimit
                            f"feeder for ({', '.join(FEEDERS)}); re-run 'sparsyn compress'")
     plan = LayerPlan(layer, packed, array, entry_layout, array_layouts(m, entry_layout), passes, limits, feed=feed)
     plan.model = cyc.layer_cycles(list(zip(plan.section_passes, plan.section_channels)), array, layer,
-                                  plan.steps, FEEDERS[feed].latency)
+                                  plan.steps, FEEDERS[feed].latency, scheme.pe_macs(packed))
     return plan

@@ -110,7 +110,7 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None
     return {"layer": layer.name, "scheme": packed.scheme, "simulator": simulator,
             "array": f"{arr.rows}x{arr.cols}", "cycles_measured": measured, "cycles_all": res["cycles"],
             "cycles_model": model_all[0], "cycles_model_all": model_all, "cycles_exact": True,
-            "utilization": utilization(macs, arr.rows, arr.cols, measured, arr.lanes),
+            "utilization": utilization(macs, arr.rows, arr.cols, measured, model.get("pe_macs", arr.lanes)),
             "utilization_model": model["utilization"], "useful_macs": macs, "bit_exact": True,
             "mismatch": None, "outputs_checked": res["outputs_checked"], "sim_cycles": res["sim_cycles"],
             "build_s": bld.build_s, "build_cached": bld.cached, "wall_s": res["wall_s"],

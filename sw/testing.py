@@ -127,8 +127,9 @@ def random_pattern_layer(rng: np.random.Generator, kind: str, cin: int, h: int, 
     total = cout * j_groups
     ids = rng.integers(0, patterns, size=total)
     ids[:min(patterns, total)] = np.arange(min(patterns, total))
-    ids = rng.permutation(ids)
-    zero = rng.random(total) < zero_fraction
+    zero = (np.arange(total) >= patterns) & (rng.random(total) < zero_fraction)   # the first use of each stays
+    order = rng.permutation(total)
+    ids, zero = ids[order], zero[order]
     mask = table[ids] & ~zero[:, None]
     vals = rng.integers(1, 128, size=mask.shape) * rng.choice([-1, 1], size=mask.shape)
     wpad = np.where(mask, vals, 0).reshape(cout, j_groups * g)

@@ -201,6 +201,11 @@ class Scheme:
         return 1
 
     @classmethod
+    def pe_macs(cls, packed: PackedLayer) -> int:
+        """Multiply-accumulates (or adds) one PE does per cycle: its lanes, unless it selects fewer of them."""
+        return cls.lanes(packed)
+
+    @classmethod
     def entry_layout(cls, packed: PackedLayer):
         """The PE entry as an ``amaranth.lib.data.StructLayout``."""
         raise NotImplementedError

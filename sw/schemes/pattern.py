@@ -297,6 +297,11 @@ class PatternScheme(Scheme):
         return packed.meta["group"]
 
     @classmethod
+    def pe_macs(cls, packed: PackedLayer) -> int:
+        """n: the PE multiplies the n kept weights, whatever the window size."""
+        return packed.meta["keep"]
+
+    @classmethod
     def entry_layout(cls, packed: PackedLayer):
         m = packed.meta
         return data.StructLayout({"id": unsigned(m["index_bits"]),
