@@ -71,6 +71,7 @@ class ActivationBuffer(wiring.Component):
             "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
             "restart": In(1),
             "issue": In(1),
+            "last": In(1, init=1),
             "pixel": Out(1),
             "x": Out(stream.Signature(data.ArrayLayout(act_vector(self.lanes_per_row), self.rows),
                                       always_ready=True)),
@@ -100,8 +101,9 @@ class ActivationBuffer(wiring.Component):
 
         # ---- read side: pixel scan -> lane addresses (registered) -> block RAM -> x ----------------
         m.submodules.scan = scan = PixelScanner(layer)
-        m.d.comb += [scan.step.eq(self.issue), scan.restart.eq(self.restart), self.pixel.eq(self.issue)]
-        valid = self.issue
+        m.d.comb += [scan.step.eq(self.issue & self.last), scan.restart.eq(self.restart),
+                     self.pixel.eq(self.issue & self.last)]
+        valid = self.pixel
         for d in range(self.latency):
             reg = Signal(name=f"x_valid_{d}")
             m.d.sync += reg.eq(valid)

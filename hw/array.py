@@ -31,6 +31,10 @@ class SystolicArray(wiring.Component):
     earlier (:func:`array_latency`). Throughput: one input vector per cycle; ``y_valid`` follows
     ``x_valid`` with the same latency.
 
+    With a time-multiplexed PE datapath (``phases`` = P > 1) each vector is presented for P cycles with
+    ``phase`` = 0 .. P-1 (skewed with it); ``x_valid`` marks its last phase, and ``y``/``y_valid`` follow
+    that cycle with the same latency (throughput one vector per P cycles).
+
     Weights are loaded one array row at a time: every PE of row r whose ``load[r]`` is high takes its
     column's entry from ``entries`` (the weight-memory word of that row).
 
@@ -61,14 +65,19 @@ class SystolicArray(wiring.Component):
             raise ValueError(f"PE datapath takes {probe.lanes} lanes, array has {array.lanes}")
         self.entry_layout = probe.signature.members["entry"].shape
         self.latency = array_latency(array.rows, array.cols, self.pipelined)
-        super().__init__({
+        #: Cycles each input vector is held (a time-multiplexed PE datapath; 1 otherwise).
+        self.phases = probe.phases
+        members = {
             "load": In(array.rows),
             "entries": In(weight_word(self.entry_layout, array.cols)),
             "x": In(data.ArrayLayout(act_vector(array.lanes), array.rows)),
             "x_valid": In(1),
             "y": Out(acc_vector(array.cols)),
             "y_valid": Out(1),
-        })
+        }
+        if self.phases > 1:
+            members["phase"] = In(range(self.phases))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -81,6 +90,8 @@ class SystolicArray(wiring.Component):
                 m.d.comb += [pe.load.eq(self.load[r]), pe.entry_in.eq(self.entries[c])]
                 if c > 0:
                     m.d.comb += pe.x_in.eq(pes[r][c - 1].x_out)
+                    if self.phases > 1:
+                        m.d.comb += pe.phase_in.eq(pes[r][c - 1].phase_out)
                 if r > 0:
                     m.d.comb += pe.psum_in.eq(pes[r - 1][c].psum_out)
                 else:
@@ -93,6 +104,13 @@ class SystolicArray(wiring.Component):
                 m.d.sync += reg.eq(prev)
                 prev = reg
             m.d.comb += pes[r][0].x_in.eq(prev)
+            if self.phases > 1:
+                ph = self.phase
+                for d in range(r):
+                    reg = Signal.like(self.phase, name=f"phase_skew_{r}_{d}")
+                    m.d.sync += reg.eq(ph)
+                    ph = reg
+                m.d.comb += pes[r][0].phase_in.eq(ph)
         # output deskew: column c is delayed by C-1-c cycles so all columns line up
         for c in range(cols):
             prev = pes[rows - 1][c].psum_out

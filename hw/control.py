@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -59,7 +59,11 @@ class LayerControl(wiring.Component):
     clear : Out(1)
         ``start`` accepted: the buffers return their pointers to the first element.
     restart, issue : Out(1)
-        To the activation buffer: back to pixel 0 / read the current pixel.
+        To the activation feeder: back to the first step / read the current step.
+    step_phase, step_last : Out
+        With a time-multiplexed PE (``plan.phases`` = T > 1) every step is issued for T consecutive cycles:
+        its phase 0 .. T-1, and whether this is its last cycle (the feeder advances then). T = 1: phase 0,
+        always last.
     lanes : Out(ArrayLayout(row_lanes, R))
         The current pass's lane descriptors of each array row.
     load : Out(R); entries : Out(weight_word)
@@ -105,6 +109,8 @@ class LayerControl(wiring.Component):
             "clear": Out(1),
             "restart": Out(1),
             "issue": Out(1),
+            "step_phase": Out(range(max(plan.phases, 2))),
+            "step_last": Out(1),
             "lanes": Out(data.ArrayLayout(plan.layouts["lanes"], R)),
             "load": Out(R),
             "entries": Out(weight_word(plan.entry_layout, C)),
@@ -119,7 +125,8 @@ class LayerControl(wiring.Component):
         m = Module()
         plan = self.plan
         R, C = plan.array.rows, plan.array.cols
-        P = plan.steps          # issue steps per pass (the feeder's; = Ho*Wo unless a window scan)
+        T = plan.phases          # cycles each step is held (a time-multiplexed PE datapath; else 1)
+        P = plan.steps * T       # issue cycles per pass (the feeder's steps; = Ho*Wo unless a window scan)
         passes = len(plan.passes)
         period, last_len, load_len = self.pass_period, self.last_pass, self.load_cycles(R)
 
@@ -130,6 +137,10 @@ class LayerControl(wiring.Component):
         w_rd, l_rd, pt_rd = wmem.read_port(), lmem.read_port(), ptab.read_port()
 
         busy, done, info, bank = self.busy, self.done, self.info, self.bank
+        # the phase of the current step (held T cycles); a pass is a whole number of steps, so it is 0 at
+        # every pass start
+        hold = Signal(range(max(T, 2)))
+        m.d.comb += [self.step_phase.eq(hold), self.step_last.eq(hold == T - 1)]
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         pass_idx = Signal(range(passes + 1))
@@ -210,6 +221,9 @@ class LayerControl(wiring.Component):
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += self.issue.eq(phase < P)
+                if T > 1:
+                    with m.If(phase < P):
+                        m.d.sync += hold.eq(Mux(hold == T - 1, 0, hold + 1))
                 m.d.sync += phase.eq(phase + 1)
                 # the pass-end conditions one cycle ahead, registered (phase counts up by one here)
                 m.d.sync += [end_pass.eq(~info.last & (phase == period - 2)),

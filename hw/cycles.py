@@ -67,8 +67,8 @@ def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: Qua
                  feed_latency: int = ActivationBuffer.latency, pe_macs: int | None = None) -> dict:
     """Cycles of one image through the LayerEngine.
 
-    ``steps``: issue steps of one pass (the activation feeder's, :func:`sparsyn.hw.feeders.feed_steps`;
-    default Ho*Wo, one per output pixel); ``feed_latency``: the feeder's ``issue`` -> ``x`` latency;
+    ``steps``: issue cycles of one pass (the activation feeder's steps, :func:`sparsyn.hw.feeders.feed_steps`,
+    times the cycles a time-multiplexed PE holds each; default Ho*Wo, one per output pixel); ``feed_latency``: the feeder's ``issue`` -> ``x`` latency;
     ``pe_macs``: multiply-accumulates one PE can do per cycle (default its L lanes; a pattern PE has L = kh*kw
     lanes but n multipliers) — the denominator of ``utilization``, also returned.
 
@@ -109,12 +109,14 @@ def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: Qua
             "utilization": utilization(macs, r, c, total, pe_macs or array.lanes)}
 
 
-def program_cycles(program: TileProgram, layer: QuantLayer, feed: str = "lanes", pe_macs: int | None = None) -> dict:
+def program_cycles(program: TileProgram, layer: QuantLayer, feed: str = "lanes", pe_macs: int | None = None,
+                   phases: int = 1) -> dict:
     """:func:`layer_cycles` of a TileProgram before it is packed (what-if figures in benchmarks)."""
     from .feeders import feed_steps, feeder_class
     r, c = program.array.rows, program.array.cols
     sections = [(max(1, -(-len(slots) // r)), min(c, program.n - s * c)) for s, slots in enumerate(program.sections)]
-    return layer_cycles(sections, program.array, layer, feed_steps(feed, layer), feeder_class(feed).latency, pe_macs)
+    return layer_cycles(sections, program.array, layer, feed_steps(feed, layer) * phases, feeder_class(feed).latency,
+                        pe_macs)
 
 
 def useful_macs(layer: QuantLayer) -> int:

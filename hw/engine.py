@@ -31,7 +31,7 @@ latency from the component that owns it.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -129,7 +129,7 @@ class LayerEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan = self.plan
-        R, C, S = plan.array.rows, plan.array.cols, plan.steps
+        R, C, S = plan.array.rows, plan.array.cols, plan.steps * plan.phases   # issue cycles per pass
 
         m.submodules.array = arr = SystolicArray(
             plan.array, lambda position: make_product(plan.packed, position), pipelined=cyc.PIPELINED_PES)
@@ -150,7 +150,15 @@ class LayerEngine(wiring.Component):
 
         # ---- control -> activation buffer -> array -> accumulator buffer ------------------------
         m.d.comb += [act.busy.eq(ctl.busy), act.clear.eq(ctl.clear), act.restart.eq(ctl.restart),
-                     act.issue.eq(ctl.issue), act.lanes.eq(ctl.lanes)]
+                     act.issue.eq(ctl.issue), act.last.eq(ctl.step_last), act.lanes.eq(ctl.lanes)]
+        if arr.phases > 1:
+            # a held step's phase reaches the array with its activations (the feeder's latency later)
+            phase = ctl.step_phase
+            for d in range(act.latency):
+                reg = Signal.like(ctl.step_phase, name=f"phase_{d}")
+                m.d.sync += reg.eq(phase)
+                phase = reg
+            m.d.comb += arr.phase.eq(phase)
         m.d.comb += [arr.load.eq(ctl.load), arr.entries.eq(ctl.entries),
                      arr.x.eq(act.x.payload), arr.x_valid.eq(act.x.valid)]
         m.d.comb += [acc.issue.eq(act.pixel), acc.first.eq(ctl.info.first), acc.section.eq(ctl.info.section),

@@ -1,8 +1,11 @@
 """The activation feeders of the LayerEngine, one per row feed of the ROM format (``meta["feed"]``).
 
 Every feeder has the same ports (``act_in``, ``busy``, ``clear``, ``lanes``, ``restart``, ``issue``,
-``pixel``, ``x``) and a ``latency`` from ``issue`` to ``x``; a pass takes :func:`feed_steps` issue
-steps, of which ``layer.pixels`` emit an output pixel (``pixel``):
+``last``, ``pixel``, ``x``) and a ``latency`` from ``issue`` to ``x``; a pass takes :func:`feed_steps`
+issue steps, of which ``layer.pixels`` emit an output pixel (``pixel``). A step may be held for several
+cycles (a time-multiplexed PE): ``issue`` stays high and ``last`` marks its final cycle, in which the
+scan advances and ``pixel`` / ``x.valid`` (``latency`` later) are raised; the read address, hence ``x``,
+stays the same over the held cycles.
 
 * ``lanes``    — :class:`~.activation.ActivationBuffer`: L arbitrary inputs per row (im2col, one
   buffer copy per lane); one step per output pixel;

@@ -53,6 +53,7 @@ class ChannelGroupFeeder(wiring.Component):
             "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
             "restart": In(1),
             "issue": In(1),
+            "last": In(1, init=1),
             "pixel": Out(1),
             "x": Out(stream.Signature(data.ArrayLayout(act_vector(self.group), self.rows), always_ready=True)),
         })
@@ -96,9 +97,10 @@ class ChannelGroupFeeder(wiring.Component):
 
         # ---- read side: pixel scan -> per-bank address (registered) -> block RAM -> x ---------------------
         m.submodules.scan = scan = PixelScanner(layer)
-        m.d.comb += [scan.step.eq(self.issue), scan.restart.eq(self.restart), self.pixel.eq(self.issue)]
+        m.d.comb += [scan.step.eq(self.issue & self.last), scan.restart.eq(self.restart),
+                     self.pixel.eq(self.issue & self.last)]
         v1, v2 = Signal(), Signal()
-        m.d.sync += [v1.eq(self.issue), v2.eq(v1)]
+        m.d.sync += [v1.eq(self.pixel), v2.eq(v1)]
         m.d.comb += self.x.valid.eq(v2)
         y, x = scan.base_y, scan.base_x
         inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)

@@ -25,6 +25,14 @@ class ProcessingElement(wiring.Component):
     so the array chains pipelined PEs unchanged; the entry is still only used in the cycle its
     ``x_in`` is present.
 
+    **Time-multiplexed datapath** (``product.phases`` = P > 1, pipelined only): every activation vector is
+    held for P cycles with ``phase_in`` = 0 .. P-1 (``phase_out`` is its registered copy, like ``x_out``);
+    the registered part-products of phases 0 .. P-2 are summed in a local register and the last phase's
+    is added with ``psum_in``: ``psum_out`` changes once per vector, 2 cycles after its last phase, and
+    ``psum_in`` is taken 1 cycle after it — the same hand-over as P = 1 with the vector's last phase in
+    the role of its only cycle, so the array chains such PEs unchanged (throughput one vector per P
+    cycles).
+
     Parameters
     ----------
     product : ProductUnit
@@ -36,6 +44,7 @@ class ProcessingElement(wiring.Component):
         Load ``entry_in`` into the stationary entry register.
     entry_in : In(entry_layout)
     x_in : In(ArrayLayout(signed(8), L)); x_out : Out(same), registered copy of ``x_in``.
+    phase_in : In(range(P)); phase_out : Out(range(P)), registered copy (only when P > 1).
     psum_in : In(signed(32)); psum_out : Out(signed(32)), registered.
     """
 
@@ -44,14 +53,20 @@ class ProcessingElement(wiring.Component):
         self.pipelined = bool(pipelined)
         self.entry_layout = product.signature.members["entry"].shape
         self.lanes = product.lanes
-        super().__init__({
+        self.phases = product.phases
+        if self.phases > 1 and not self.pipelined:
+            raise ValueError("a time-multiplexed PE datapath (phases > 1) needs pipelined=True")
+        members = {
             "load": In(1),
             "entry_in": In(self.entry_layout),
             "x_in": In(act_vector(self.lanes)),
             "x_out": Out(act_vector(self.lanes)),
             "psum_in": In(signed(ACC_BITS)),
             "psum_out": Out(signed(ACC_BITS)),
-        })
+        }
+        if self.phases > 1:
+            members.update(phase_in=In(range(self.phases)), phase_out=Out(range(self.phases)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -64,8 +79,19 @@ class ProcessingElement(wiring.Component):
         if self.pipelined:
             prod = Signal.like(product.product, name="prod")
             m.d.sync += prod.eq(product.product)
-        m.d.sync += [
-            self.x_out.eq(self.x_in),
-            self.psum_out.eq(self.psum_in + prod),
-        ]
+        m.d.sync += self.x_out.eq(self.x_in)
+        if self.phases == 1:
+            m.d.sync += self.psum_out.eq(self.psum_in + prod)
+            return m
+        # time-multiplexed: prod holds the part of phase ``prod_phase``
+        m.d.comb += product.phase.eq(self.phase_in)
+        prod_phase = Signal(range(self.phases))
+        part = Signal(signed(ACC_BITS), name="part")          # the parts of phases 0 .. prod_phase-1
+        m.d.sync += [self.phase_out.eq(self.phase_in), prod_phase.eq(self.phase_in)]
+        with m.If(prod_phase == self.phases - 1):
+            m.d.sync += self.psum_out.eq(self.psum_in + part + prod)
+        with m.Elif(prod_phase == 0):
+            m.d.sync += part.eq(prod)
+        with m.Else():
+            m.d.sync += part.eq(part + prod)
         return m

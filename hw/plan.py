@@ -114,6 +114,8 @@ class LayerPlan:
     engine: type | None = None
     #: The row feed of the ROM format (``lanes`` / ``window`` / ``channels``, see :mod:`.feeders`).
     feed: str = "lanes"
+    #: Cycles each step is held for a time-multiplexed PE datapath (the scheme's ``pe_phases``; else 1).
+    phases: int = 1
 
     @property
     def steps(self) -> int:
@@ -181,7 +183,8 @@ def plan_array_layer(layer: QuantLayer, packed: PackedLayer, limits: EngineLimit
     if feed not in FEEDERS:
         raise SparsynError(f"layer {layer.name}: its ROMs use the row feed {feed!r}, which this engine has no "
                            f"feeder for ({', '.join(FEEDERS)}); re-run 'sparsyn compress'")
-    plan = LayerPlan(layer, packed, array, entry_layout, array_layouts(m, entry_layout), passes, limits, feed=feed)
+    plan = LayerPlan(layer, packed, array, entry_layout, array_layouts(m, entry_layout), passes, limits, feed=feed,
+                     phases=scheme.pe_phases(packed))
     plan.model = cyc.layer_cycles(list(zip(plan.section_passes, plan.section_channels)), array, layer,
-                                  plan.steps, FEEDERS[feed].latency, scheme.pe_macs(packed))
+                                  plan.steps * plan.phases, FEEDERS[feed].latency, scheme.pe_macs(packed))
     return plan

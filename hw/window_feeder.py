@@ -77,6 +77,7 @@ class KernelWindowFeeder(wiring.Component):
             "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
             "restart": In(1),
             "issue": In(1),
+            "last": In(1, init=1),
             "pixel": Out(1),
             "x": Out(stream.Signature(data.ArrayLayout(act_vector(kh * kw), self.rows), always_ready=True)),
         })
@@ -142,11 +143,12 @@ class KernelWindowFeeder(wiring.Component):
         ry = Signal(range(max(kh, 2)), init=ry0)                   # by mod kh
         sa, sb = divmod(s, kh)
         emit = Signal()
-        m.d.comb += [emit.eq(wait == 0), self.pixel.eq(self.issue & emit)]
+        advance = Signal()          # the step's last cycle (held steps: see ``last``)
+        m.d.comb += [advance.eq(self.issue & self.last), emit.eq(wait == 0), self.pixel.eq(advance & emit)]
         row_end = t == t_row - 1
         with m.If(self.restart):
             m.d.sync += [t.eq(0), oy.eq(0), xc.eq(-p), wait.eq(kw - 1), by.eq(base_y0), qb.eq(qb0), ry.eq(ry0)]
-        with m.Elif(self.issue):
+        with m.Elif(advance):
             with m.If(row_end):
                 m.d.sync += [t.eq(0), xc.eq(-p), wait.eq(kw - 1)]
                 with m.If(oy == ho - 1):
@@ -165,7 +167,7 @@ class KernelWindowFeeder(wiring.Component):
         xu = xc.as_unsigned()[:bits_for_range(w)]
         step1, step2, emit1, emit2 = Signal(), Signal(), Signal(), Signal()
         ry1, ry2 = Signal.like(ry), Signal.like(ry)
-        m.d.sync += [step1.eq(self.issue), step2.eq(step1), emit1.eq(self.pixel), emit2.eq(emit1),
+        m.d.sync += [step1.eq(advance), step2.eq(step1), emit1.eq(self.pixel), emit2.eq(emit1),
                      ry1.eq(ry), ry2.eq(ry1)]
         bank_data = [[None] * kh for _ in range(R)]
         for i in range(kh):

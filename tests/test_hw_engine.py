@@ -211,4 +211,6 @@ def test_engine_runs_every_scheme_unchanged(scheme, kind):
     exp = check(layer, x, outs[0])
     assert len(np.unique(exp)) > 3
     assert stats[0]["cycles"] == stats[0]["measured"] == engine.model["total"]
-    assert engine.model == program_cycles(sch.schedule(layer)[0], layer, packed.meta.get("feed", "lanes"))
+    sw = get_scheme(scheme)
+    assert engine.model == program_cycles(sch.schedule(layer)[0], layer, packed.meta.get("feed", "lanes"),
+                                          sw.pe_macs(packed), sw.pe_phases(packed))

@@ -66,28 +66,32 @@ def check_row(row, layer, images):
     assert row["utilization"] == pytest.approx(row["utilization_model"]) and 0 < row["utilization"] <= 1
 
 
-#: name -> (layer args, n, P, m, zero fraction, array)
+#: name -> (layer args, n, P, m, zero fraction, array, multipliers per PE (0 = n))
 LAYERS = {
-    "3x3_pad1_n3_P5_zero": (("conv", 5, 7, 6, 6, 3, 1, 1), 3, 5, 4, 0.25, (4, 4)),
-    "5x5_stride2_pad1_n5_P7": (("conv", 3, 9, 10, 5, 5, 2, 1), 5, 7, 4, 0.0, (2, 3)),
-    "3x3_stride2_n4_P8": (("conv", 4, 8, 7, 6, 3, 2, 0), 4, 8, 4, 0.1, (3, 4)),
-    "1x1_stride2_3of5_P9": (("conv", 10, 6, 6, 5, 1, 2, 0), 3, 9, 5, 0.1, (2, 4)),
-    "linear_2of4_P6": (("linear", 30, 1, 1, 7), 2, 6, 4, 0.0, (3, 4)),
+    "3x3_pad1_n3_P5_zero": (("conv", 5, 7, 6, 6, 3, 1, 1), 3, 5, 4, 0.25, (4, 4), 0),
+    "5x5_stride2_pad1_n5_P7": (("conv", 3, 9, 10, 5, 5, 2, 1), 5, 7, 4, 0.0, (2, 3), 0),
+    "3x3_stride2_n4_P8": (("conv", 4, 8, 7, 6, 3, 2, 0), 4, 8, 4, 0.1, (3, 4), 0),
+    "1x1_stride2_3of5_P9": (("conv", 10, 6, 6, 5, 1, 2, 0), 3, 9, 5, 0.1, (2, 4), 0),
+    "linear_2of4_P6": (("linear", 30, 1, 1, 7), 2, 6, 4, 0.0, (3, 4), 0),
+    # time-multiplexed PEs: 5 products on 2 multipliers (3 cycles per window), 2:4 on 1 multiplier
+    "3x3_n5_P7_2mults_zero": (("conv", 4, 6, 7, 5, 3, 1, 1), 5, 7, 4, 0.2, (3, 2), 2),
+    "linear_2of4_P6_1mult": (("linear", 22, 1, 1, 6), 2, 6, 4, 0.0, (2, 4), 1),
 }
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_engine_random_pattern_layer(simulator, tmp_path, name):
-    args, n, p, m, zero, (r, c) = LAYERS[name]
+    args, n, p, m, zero, (r, c), mults = LAYERS[name]
     rng = np.random.default_rng(len(name))
     layer, table, _ = random_pattern_layer(rng, *args, n=n, patterns=p, m=m, zero_fraction=zero, name=name)
     scheme = PatternScheme(array=ArrayConfig(r, c), n=n, patterns=p, nm_n=n, nm_m=m, nm_patterns=p,
-                           connectivity=0.1 if zero else 0.0)
+                           connectivity=0.1 if zero else 0.0, mults=mults)
     scheme.tables[layer.name], scheme.zero_id[layer.name] = table, zero > 0
     packed = scheme.pack(layer)
     usage = packed.meta["stats"]["usage"]
     assert len(usage) == p and all(usage), usage                     # every pattern is exercised
     assert (packed.meta["stats"]["zero_kernels"] > 0) == (zero > 0)
+    assert PatternScheme.pe_phases(packed) == (-(-n // mults) if mults else 1)
     row = run_engine(layer, packed, ArrayConfig(r, c), simulator, random_input(rng, layer, 2),
                      test_dir=tmp_path / name)
     check_row(row, layer, 2)

@@ -33,21 +33,34 @@ class ProductUnit(wiring.Component):
     product_width : int
         Signed width of ``product``; must hold ``sum_l |coeff_l| * 128``.
 
+    phases : int
+        1 (default): ``product`` is the whole ``sum_l coeff_l * x_l``. P > 1: a time-multiplexed datapath;
+        ``product`` is the part of the sum for ``phase`` (the parts of phases 0 .. P-1 add up to it).
+
     Attributes
     ----------
     entry : In(entry_layout)
     x : In(ArrayLayout(signed(8), lanes))
+    phase : In(range(phases)) (only when phases > 1)
     product : Out(signed(product_width))
     """
 
-    def __init__(self, entry_layout, lanes: int, product_width: int):
+    #: Cycles one activation vector is held to compute its whole product (a time-multiplexed datapath
+    #: computes a part of it in each phase 0 .. phases-1, selected by its ``phase`` input).
+    phases = 1
+
+    def __init__(self, entry_layout, lanes: int, product_width: int, phases: int = 1):
         self.lanes = lanes
         self.product_width = product_width
-        super().__init__({
+        self.phases = int(phases)
+        members = {
             "entry": In(entry_layout),
             "x": In(data.ArrayLayout(signed(ACT_BITS), lanes)),
             "product": Out(signed(product_width)),
-        })
+        }
+        if self.phases > 1:
+            members["phase"] = In(range(self.phases))
+        super().__init__(members)
 
 
 @dataclass(frozen=True)

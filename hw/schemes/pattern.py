@@ -9,6 +9,9 @@ Datapath (combinational, latency 0; the shared array registers around it)::
     pos_j   = TABLE[id][j]            j = 0..n-1   # the layer's pattern table (ROM ``patterns``)
     x_sel_j = x[pos_j]                             # n G:1 activation multiplexers
     product = sum_j w_j * x_sel_j                  # n signed 8x8 multipliers, adder tree
+
+With ``mults`` = M < n multipliers the datapath is time-multiplexed over ceil(n/M) phases (the PE holds
+each window that many cycles and adds the parts, see :class:`~sparsyn.hw.pe.ProcessingElement`).
     product = 0 when id is the reserved zero id    # a connectivity-pruned kernel
 
 The pattern table is the layer's ``patterns`` ROM word for word: P words of n positions. It is read by
@@ -43,29 +46,50 @@ class PatternProduct(ProductUnit):
     zero_id : bool
         Id ``len(table)`` is the reserved all-zero kernel (product 0).
 
-    Latency 0 (combinational), throughput one group of G activations per cycle; n multipliers.
+    mults : int, optional
+        Multipliers M (default n). With M < n the datapath is time-multiplexed: ``phases`` = ceil(n/M),
+        phase k multiplies kept weights k*M .. k*M+M-1 (its ``product`` is their part of the sum).
+
+    Latency 0 (combinational), throughput one group of G activations per ``phases`` cycles; M multipliers.
     """
 
-    def __init__(self, entry_layout, group: int, table, zero_id: bool, weight_bits: int = 8):
+    def __init__(self, entry_layout, group: int, table, zero_id: bool, weight_bits: int = 8,
+                 mults: int | None = None):
         self.table = [tuple(int(p) for p in row) for row in table]
         self.keep = len(self.table[0])
         self.zero_id = bool(zero_id)
-        super().__init__(entry_layout, group, product_width(self.keep, weight_bits))
+        #: Multipliers M (<= n); the n products take ceil(n / M) phases.
+        self.mults = min(self.keep, mults or self.keep)
+        phases = -(-self.keep // self.mults)
+        super().__init__(entry_layout, group, product_width(self.mults, weight_bits), phases)
 
     def elaborate(self, platform):
         m = Module()
         pb = bits_for_range(self.lanes)
         ids = len(self.table) + int(self.zero_id)
-        terms = []
+        wb = self.entry.w[0].shape().width
+        positions = []
         for j in range(self.keep):
             # the table column j as a constant ROM indexed by the id (the zero id reads position 0)
             column = Array(Const(row[j], unsigned(pb)) for row in self.table + [self.table[0]] * (ids - len(self.table)))
             pos = Signal(unsigned(pb), name=f"pos{j}")
             m.d.comb += pos.eq(column[self.entry.id])
-            x_sel = Signal(signed(ACT_BITS), name=f"x_sel{j}")
-            m.d.comb += x_sel.eq(Array(self.x[lane] for lane in range(self.lanes))[pos])
-            prod = Signal(signed(self.entry.w[j].shape().width + ACT_BITS), name=f"prod{j}")
-            m.d.comb += prod.eq(self.entry.w[j] * x_sel)
+            positions.append(pos)
+        terms = []
+        for i in range(self.mults):
+            # multiplier i takes kept weight j = phase*M + i (0 past the last one)
+            js = [k * self.mults + i for k in range(self.phases)]
+            w_i = Signal(signed(wb), name=f"w_sel{i}")
+            pos_i = Signal(unsigned(pb), name=f"pos_sel{i}")
+            if self.phases == 1:
+                m.d.comb += [w_i.eq(self.entry.w[i]), pos_i.eq(positions[i])]
+            else:
+                m.d.comb += [w_i.eq(Array(self.entry.w[j] if j < self.keep else Const(0, signed(wb)) for j in js)[self.phase]),
+                             pos_i.eq(Array(positions[j] if j < self.keep else Const(0, unsigned(pb)) for j in js)[self.phase])]
+            x_sel = Signal(signed(ACT_BITS), name=f"x_sel{i}")
+            m.d.comb += x_sel.eq(Array(self.x[lane] for lane in range(self.lanes))[pos_i])
+            prod = Signal(signed(wb + ACT_BITS), name=f"prod{i}")
+            m.d.comb += prod.eq(w_i * x_sel)
             terms.append(prod)
         level, depth = terms, 0
         while len(level) > 1:
@@ -90,7 +114,7 @@ def pattern_product(packed, position=(0, 0)) -> PatternProduct:
     from sparsyn.sw.schemes.pattern import PatternScheme
     m = packed.meta
     return PatternProduct(PatternScheme.entry_layout(packed), m["group"], PatternScheme.table(packed),
-                          m["zero_id"], m["weight_bits"])
+                          m["zero_id"], m["weight_bits"], m.get("mults"))
 
 
 HARDWARE = SchemeHardware(product=pattern_product)

@@ -206,6 +206,11 @@ class Scheme:
         return cls.lanes(packed)
 
     @classmethod
+    def pe_phases(cls, packed: PackedLayer) -> int:
+        """Cycles the PE holds each activation vector (a time-multiplexed datapath; default 1)."""
+        return 1
+
+    @classmethod
     def entry_layout(cls, packed: PackedLayer):
         """The PE entry as an ``amaranth.lib.data.StructLayout``."""
         raise NotImplementedError

@@ -28,7 +28,8 @@ inputs the row's PEs see. Stored bits per kernel: ``ceil(log2(P [+1]))`` id bits
 
 PE (:mod:`sparsyn.hw.schemes.pattern`): the table decodes the id into n positions, n G:1 activation
 muxes, n multipliers and an adder tree; the zero id forces the product to 0. Every kernel takes the
-same cycles.
+same cycles. ``mults`` = M < n builds M multipliers instead, time-multiplexed over ceil(n/M) cycles per
+window (the ROMs do not change; the artefact records M because the engine's timing depends on it).
 """
 from __future__ import annotations
 
@@ -105,6 +106,9 @@ class PatternScheme(Scheme):
         "nm_m": Option(4, "N:M group length m for 1x1 / Linear layers (2 .. 49)", int),
         "nm_n": Option(2, "weights kept per N:M group (1 .. m-1)", int),
         "nm_patterns": Option(6, "patterns per 1x1 / Linear layer (2:4 has C(4,2) = 6)", int),
+        "mults": Option(0, "multipliers per PE (0 = n, one window per cycle; fewer = time-multiplexed, "
+                           "ceil(n/mults) cycles per window)", int,
+                        lambda v: None if 0 <= v <= 64 else "mults must be in 0..64 (0 = n)"),
         "connectivity": Option(0.0, "fraction of kernels pruned whole (reserved zero id), in [0, 1)", float,
                                lambda v: None if 0 <= v < 1 else "connectivity must be in [0, 1), e.g. 0.2"),
         "prune_steps": Option(3, "pruning steps from kh*kw down to n kept (each followed by fine-tuning)", int,
@@ -248,6 +252,7 @@ class PatternScheme(Scheme):
                  "spm_bits": kernels * id_bits + (kernels - zero) * n * WEIGHT_BITS,
                  "id_bits_total": kernels * id_bits}
         meta = {"feed": "window" if spec["mode"] == "kernel" else "channels", "group": g, "keep": n,
+                "mults": min(n, self.opts["mults"] or n),
                 "patterns": p_real, "zero_id": bool(zero_id), "index_bits": id_bits, "weight_bits": WEIGHT_BITS,
                 "tables": {"patterns": "table"}, "stats": stats}
         return program, meta
@@ -298,8 +303,13 @@ class PatternScheme(Scheme):
 
     @classmethod
     def pe_macs(cls, packed: PackedLayer) -> int:
-        """n: the PE multiplies the n kept weights, whatever the window size."""
-        return packed.meta["keep"]
+        """The PE's multipliers: n (the kept weights, whatever the window size), or ``mults`` when fewer."""
+        return min(packed.meta["keep"], packed.meta.get("mults") or packed.meta["keep"])
+
+    @classmethod
+    def pe_phases(cls, packed: PackedLayer) -> int:
+        """ceil(n / mults): cycles the PE spends on each window."""
+        return -(-packed.meta["keep"] // cls.pe_macs(packed))
 
     @classmethod
     def entry_layout(cls, packed: PackedLayer):
