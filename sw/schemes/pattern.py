@@ -111,14 +111,14 @@ class PatternScheme(Scheme):
                         lambda v: None if 0 <= v <= 64 else "mults must be in 0..64 (0 = n)"),
         "connectivity": Option(0.0, "fraction of kernels pruned whole (reserved zero id), in [0, 1)", float,
                                lambda v: None if 0 <= v < 1 else "connectivity must be in [0, 1), e.g. 0.2"),
-        "prune_steps": Option(3, "pruning steps from kh*kw down to n kept (each followed by fine-tuning)", int,
+        "prune_steps": Option(5, "pruning steps from kh*kw down to n kept (each followed by fine-tuning)", int,
                               lambda v: None if 1 <= v <= 50 else "prune_steps must be in 1..50"),
-        "finetune_epochs": Option(4, "masked fine-tuning epochs after each pruning step", int,
+        "finetune_epochs": Option(10, "masked fine-tuning epochs after each pruning step", int,
                                   lambda v: None if 0 <= v <= 1000 else "finetune_epochs must be in 0..1000"),
         "rounds": Option(5, "pattern-set refinement rounds (assign / re-centre)", int,
                          lambda v: None if 0 <= v <= 100 else "rounds must be in 0..100"),
-        "lr": Option(1e-3, "Adam learning rate of the fine-tuning", float,
-                     lambda v: None if 0 < v < 1 else "lr must be in (0, 1), e.g. lr=0.001"),
+        "lr": Option(3e-3, "Adam learning rate of the fine-tuning", float,
+                     lambda v: None if 0 < v < 1 else "lr must be in (0, 1), e.g. lr=0.003"),
         "seed": Option(0, "fine-tuning seed", int),
     }
 
@@ -178,8 +178,8 @@ class PatternScheme(Scheme):
         o = self.opts
         tables, _, history = prune_patterns(model, data, targets, steps=o["prune_steps"],
                                             epochs=o["finetune_epochs"], lr=o["lr"],
-                                            connectivity=o["connectivity"], seed=o["seed"], log=log,
-                                            progress=progress)
+                                            connectivity=o["connectivity"], seed=o["seed"], rounds=o["rounds"],
+                                            log=log, progress=progress)
         self.tables = {name: np.asarray(t, dtype=bool) for name, t in tables.items()}
         self.zero_id = {t["name"]: o["connectivity"] > 0 for t in targets}
         self.history = history
