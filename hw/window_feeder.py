@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,6 +12,7 @@ from sparsyn.sw.qmodel import QuantLayer
 
 from .layouts import ACT_BITS, act_vector, bits_for_range, signed_range
 from .memories import buffer_memory
+from .mux import mux_tree
 
 if TYPE_CHECKING:
     from .plan import LayerPlan
@@ -199,7 +200,7 @@ class KernelWindowFeeder(wiring.Component):
                 v = Signal(signed(ACT_BITS), name=f"col_{r}_{dy}")
                 idx = Signal(range(max(kh, 2)), name=f"colsel_{r}_{dy}")
                 m.d.comb += idx.eq(Mux(ry2 + dy >= kh, ry2 + dy - kh, ry2 + dy))
-                m.d.comb += v.eq(Array(bank_data[r])[idx])
+                m.d.comb += v.eq(mux_tree(idx, bank_data[r]))
                 col_new.append(v)
             win = [[Signal(signed(ACT_BITS), name=f"win_{r}_{dx}_{dy}") for dy in range(kh)] for dx in range(kw - 1)]
             with m.If(step2):

@@ -21,10 +21,11 @@ its pattern.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 
 from sparsyn.sw.array_format import bits_for_range
 
+from ..mux import mux_tree
 from .base import ACT_BITS, ProductUnit, SchemeHardware
 
 
@@ -71,9 +72,9 @@ class PatternProduct(ProductUnit):
         positions = []
         for j in range(self.keep):
             # the table column j as a constant ROM indexed by the id (the zero id reads position 0)
-            column = Array(Const(row[j], unsigned(pb)) for row in self.table + [self.table[0]] * (ids - len(self.table)))
+            column = [Const(row[j], unsigned(pb)) for row in self.table + [self.table[0]] * (ids - len(self.table))]
             pos = Signal(unsigned(pb), name=f"pos{j}")
-            m.d.comb += pos.eq(column[self.entry.id])
+            m.d.comb += pos.eq(mux_tree(self.entry.id, column))
             positions.append(pos)
         terms = []
         for i in range(self.mults):
@@ -84,10 +85,12 @@ class PatternProduct(ProductUnit):
             if self.phases == 1:
                 m.d.comb += [w_i.eq(self.entry.w[i]), pos_i.eq(positions[i])]
             else:
-                m.d.comb += [w_i.eq(Array(self.entry.w[j] if j < self.keep else Const(0, signed(wb)) for j in js)[self.phase]),
-                             pos_i.eq(Array(positions[j] if j < self.keep else Const(0, unsigned(pb)) for j in js)[self.phase])]
+                m.d.comb += [w_i.eq(mux_tree(self.phase, [self.entry.w[j] if j < self.keep else Const(0, signed(wb))
+                                                          for j in js])),
+                             pos_i.eq(mux_tree(self.phase, [positions[j] if j < self.keep else Const(0, unsigned(pb))
+                                                            for j in js]))]
             x_sel = Signal(signed(ACT_BITS), name=f"x_sel{i}")
-            m.d.comb += x_sel.eq(Array(self.x[lane] for lane in range(self.lanes))[pos_i])
+            m.d.comb += x_sel.eq(mux_tree(pos_i, [self.x[lane] for lane in range(self.lanes)]))
             prod = Signal(signed(wb + ACT_BITS), name=f"prod{i}")
             m.d.comb += prod.eq(w_i * x_sel)
             terms.append(prod)
