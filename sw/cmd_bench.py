@@ -12,6 +12,7 @@ SCHEME_BENCHES = {
     "tight": ("sparsyn.sw.bench_tight", "run_tight_bench"),
     "packcnn": ("sparsyn.sw.bench_tight", "run_tight_bench"),
     "ternary": ("sparsyn.sw.bench_ternary", "run_ternary_bench"),
+    "pattern": ("sparsyn.sw.bench_pattern", "run_pattern_bench"),
 }
 #: The scheme benchmarks that run on worker processes (``--jobs``).
 JOBS_BENCHES = {"tight", "packcnn"}
