@@ -129,3 +129,20 @@ def test_pattern_rom_layout():
     rom = pattern_rom(table)
     assert rom.width == 3 * 4 and rom.words == [0 | 4 << 4 | 8 << 8, 1 | 2 << 4 | 3 << 8, 5 | 6 << 4 | 7 << 8]
     assert get_scheme("pattern") is PatternScheme
+
+
+@pytest.mark.parametrize("opt,needle", [("n=9", "option n=9 must be in 1..8 for a 3x3 kernel"),
+                                        ("patterns=200", "option patterns=200 must be in 1..64"),
+                                        ("nm_n=4", "option nm_n=4 must be in 1..3"),
+                                        ("vectors=refuse", "layer fc has no spatial kernel")])
+def test_cli_refuses_bad_pattern_options_before_any_work(tmp_path, opt, needle):
+    """``sparsyn compress --scheme pattern --opt ...``: one line, exit 2, no output folder, no training."""
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "sparsyn.sw.cli", "compress", "--scheme", "pattern", "--opt", opt,
+                        "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+    assert "pattern: step" not in r.stdout and not out.exists()
+    assert list(tmp_path.iterdir()) == []
