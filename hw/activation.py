@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
+from .banked_image import FeedSignature
 from .im2col import LaneAddress, PixelScanner
-from .layouts import ACT_BITS, act_vector
+from .layouts import ACT_BITS
 from .memories import buffer_memory
 
 if TYPE_CHECKING:
@@ -64,18 +64,7 @@ class ActivationBuffer(wiring.Component):
     def __init__(self, plan: LayerPlan):
         self.layer = plan.layer
         self.rows, self.lanes_per_row = plan.array.rows, plan.array.lanes
-        super().__init__({
-            "act_in": In(stream.Signature(signed(ACT_BITS))),
-            "busy": In(1),
-            "clear": In(1),
-            "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
-            "restart": In(1),
-            "issue": In(1),
-            "last": In(1, init=1),
-            "pixel": Out(1),
-            "x": Out(stream.Signature(data.ArrayLayout(act_vector(self.lanes_per_row), self.rows),
-                                      always_ready=True)),
-        })
+        super().__init__(FeedSignature(plan.layouts["lanes"], self.rows, self.lanes_per_row))
 
     def elaborate(self, platform):
         m = Module()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
 
+from .banked_image import BankedImage, FeedSignature
 from .im2col import PixelScanner
-from .layouts import ACT_BITS, act_vector, bits_for_range
-from .memories import buffer_memory
+from .layouts import bits_for_range
 
 if TYPE_CHECKING:
     from .plan import LayerPlan
@@ -46,54 +45,17 @@ class ChannelGroupFeeder(wiring.Component):
         self.rows, self.group = plan.array.rows, plan.array.lanes
         if tuple(self.layer.kernel) != (1, 1):
             raise ValueError(f"the channel-group feed takes 1x1 kernels, not {self.layer.kernel}")
-        super().__init__({
-            "act_in": In(stream.Signature(signed(ACT_BITS))),
-            "busy": In(1),
-            "clear": In(1),
-            "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
-            "restart": In(1),
-            "issue": In(1),
-            "last": In(1, init=1),
-            "pixel": Out(1),
-            "x": Out(stream.Signature(data.ArrayLayout(act_vector(self.group), self.rows), always_ready=True)),
-        })
+        super().__init__(FeedSignature(plan.layouts["lanes"], self.rows, self.group))
 
     def elaborate(self, platform):
         m = Module()
         layer, R, L = self.layer, self.rows, self.group
         cin, h, w = layer.in_shape
-        plane = h * w
-        depth = -(-cin // L) * plane
-        banks = [[buffer_memory(signed(ACT_BITS), depth) for _ in range(L)] for _ in range(R)]
-        for r in range(R):
-            for j in range(L):
-                m.submodules[f"bank_{r}_{j}"] = banks[r][j]
-
-        # ---- write side: CHW stream -> bank (c mod L), word (c // L)*H*W + pixel --------------------------
-        wpix = Signal(range(max(plane, 2)))
-        wbank = Signal(range(max(L, 2)))
-        wc = Signal(range(max(cin, 2)))
-        wbase = Signal(range(max(depth + plane, 2)))
-        write = self.act_in.valid & ~self.busy
-        m.d.comb += self.act_in.ready.eq(~self.busy)
-        for r in range(R):
-            for j in range(L):
-                wr = banks[r][j].write_port()
-                m.d.comb += [wr.addr.eq(wbase + wpix), wr.data.eq(self.act_in.payload), wr.en.eq(write & (wbank == j))]
-        with m.If(write):
-            m.d.sync += wpix.eq(wpix + 1)
-            with m.If(wpix == plane - 1):
-                m.d.sync += wpix.eq(0)
-                with m.If(wc == cin - 1):
-                    m.d.sync += [wc.eq(0), wbank.eq(0), wbase.eq(0)]
-                with m.Else():
-                    m.d.sync += wc.eq(wc + 1)
-                    with m.If(wbank == L - 1):
-                        m.d.sync += [wbank.eq(0), wbase.eq(wbase + plane)]
-                    with m.Else():
-                        m.d.sync += wbank.eq(wbank + 1)
-        with m.If(self.clear):
-            m.d.sync += [wpix.eq(0), wbank.eq(0), wc.eq(0), wbase.eq(0)]
+        # ---- the image in L channel banks per array row (bank c mod L, word (c // L)*H*W + pixel) ---------
+        m.submodules.image = image = BankedImage(R, L, 1, cin, h * w)
+        plane, depth = h * w, image.depth
+        wiring.connect(m, wiring.flipped(self.act_in), image.act_in)
+        m.d.comb += [image.busy.eq(self.busy), image.clear.eq(self.clear)]
 
         # ---- read side: pixel scan -> per-bank address (registered) -> block RAM -> x ---------------------
         m.submodules.scan = scan = PixelScanner(layer)
@@ -108,10 +70,9 @@ class ChannelGroupFeeder(wiring.Component):
         for r in range(R):
             desc = self.lanes[r]
             for j in range(L):
-                rd = banks[r][j].read_port()
                 addr = Signal(unsigned(bits_for_range(depth)), name=f"addr_{r}_{j}")
                 ok0, ok = Signal(name=f"ok0_{r}_{j}"), Signal(name=f"ok_{r}_{j}")
                 ok_now = desc.valid & inside & (desc.group * L + j < cin)
                 m.d.sync += [addr.eq(Mux(ok_now, desc.group * plane + pix, 0)), ok0.eq(ok_now), ok.eq(ok0)]
-                m.d.comb += [rd.addr.eq(addr), self.x.payload[r][j].eq(Mux(ok, rd.data, 0))]
+                m.d.comb += [image.addr[r][j].eq(addr), self.x.payload[r][j].eq(Mux(ok, image.data[r][j], 0))]
         return m

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
 from sparsyn.sw.qmodel import QuantLayer
 
-from .layouts import ACT_BITS, act_vector, bits_for_range, signed_range
-from .memories import buffer_memory
+from .banked_image import BankedImage, FeedSignature
+from .layouts import ACT_BITS, bits_for_range, signed_range
 from .mux import mux_tree
 
 if TYPE_CHECKING:
@@ -71,17 +70,7 @@ class KernelWindowFeeder(wiring.Component):
         kh, kw = self.layer.kernel
         if plan.array.lanes != kh * kw:
             raise ValueError(f"window feed of a {kh}x{kw} kernel needs {kh * kw} lanes, array has {plan.array.lanes}")
-        super().__init__({
-            "act_in": In(stream.Signature(signed(ACT_BITS))),
-            "busy": In(1),
-            "clear": In(1),
-            "lanes": In(data.ArrayLayout(plan.layouts["lanes"], self.rows)),
-            "restart": In(1),
-            "issue": In(1),
-            "last": In(1, init=1),
-            "pixel": Out(1),
-            "x": Out(stream.Signature(data.ArrayLayout(act_vector(kh * kw), self.rows), always_ready=True)),
-        })
+        super().__init__(FeedSignature(plan.layouts["lanes"], self.rows, kh * kw))
 
     def elaborate(self, platform):
         m = Module()
@@ -90,47 +79,13 @@ class KernelWindowFeeder(wiring.Component):
         _, ho, wo = layer.out_shape
         kh, kw = layer.kernel
         s, p = layer.stride, layer.padding
-        hb = -(-h // kh)                     # rows per bank
-        plane = hb * w                       # words per channel in one bank
-        depth = cin * plane
         t_row = (wo - 1) * s + kw
 
-        banks = [[buffer_memory(signed(ACT_BITS), depth) for _ in range(kh)] for _ in range(R)]
-        for r in range(R):
-            for i in range(kh):
-                m.submodules[f"bank_{r}_{i}"] = banks[r][i]
-
-        # ---- write side: CHW stream -> bank (y mod kh), word c*plane + (y // kh)*w + x ----------------
-        wx = Signal(range(max(w, 2)))
-        wy = Signal(range(max(h, 2)))
-        wc = Signal(range(max(cin, 2)))
-        wbank = Signal(range(max(kh, 2)))
-        wrow = Signal(range(max(depth + plane, 2)))      # c*plane + (y // kh)*w
-        wchan = Signal(range(max(depth + plane, 2)))     # c*plane
-        write = self.act_in.valid & ~self.busy
-        m.d.comb += self.act_in.ready.eq(~self.busy)
-        for r in range(R):
-            for i in range(kh):
-                wr = banks[r][i].write_port()
-                m.d.comb += [wr.addr.eq(wrow + wx), wr.data.eq(self.act_in.payload), wr.en.eq(write & (wbank == i))]
-        with m.If(write):
-            m.d.sync += wx.eq(wx + 1)
-            with m.If(wx == w - 1):
-                m.d.sync += wx.eq(0)
-                with m.If(wy == h - 1):
-                    m.d.sync += [wy.eq(0), wbank.eq(0)]
-                    with m.If(wc == cin - 1):
-                        m.d.sync += [wc.eq(0), wchan.eq(0), wrow.eq(0)]
-                    with m.Else():
-                        m.d.sync += [wc.eq(wc + 1), wchan.eq(wchan + plane), wrow.eq(wchan + plane)]
-                with m.Else():
-                    m.d.sync += wy.eq(wy + 1)
-                    with m.If(wbank == kh - 1):
-                        m.d.sync += [wbank.eq(0), wrow.eq(wrow + w)]
-                    with m.Else():
-                        m.d.sync += wbank.eq(wbank + 1)
-        with m.If(self.clear):
-            m.d.sync += [wx.eq(0), wy.eq(0), wc.eq(0), wbank.eq(0), wrow.eq(0), wchan.eq(0)]
+        # ---- the image in kh row banks per array row (bank y mod kh, word c*plane + (y // kh)*w + x) ------
+        m.submodules.image = image = BankedImage(R, kh, cin, h, w)
+        hb, plane, depth = -(-h // kh), image.plane, image.depth
+        wiring.connect(m, wiring.flipped(self.act_in), image.act_in)
+        m.d.comb += [image.busy.eq(self.busy), image.clear.eq(self.clear)]
 
         # ---- scan: steps of one column, output rows, emit ----------------------------------------------
         t = Signal(range(max(t_row, 2)))
@@ -182,14 +137,13 @@ class KernelWindowFeeder(wiring.Component):
             qu = qi.as_unsigned()[:bits_for_range(hb)]
             for r in range(R):
                 desc = self.lanes[r]
-                rd = banks[r][i].read_port()
                 addr = Signal(unsigned(bits_for_range(depth)), name=f"addr_{r}_{i}")
                 ok0, ok = Signal(name=f"ok0_{r}_{i}"), Signal(name=f"ok_{r}_{i}")
                 ok_now = desc.valid & row_ok & x_ok
                 m.d.sync += [addr.eq(Mux(ok_now, desc.channel * plane + qu * w + xu, 0)), ok0.eq(ok_now), ok.eq(ok0)]
-                m.d.comb += rd.addr.eq(addr)
+                m.d.comb += image.addr[r][i].eq(addr)
                 val = Signal(signed(ACT_BITS), name=f"bank_{r}_{i}_data")
-                m.d.comb += val.eq(Mux(ok, rd.data, 0))
+                m.d.comb += val.eq(Mux(ok, image.data[r][i], 0))
                 bank_data[r][i] = val
 
         # ---- the newest column (window row dy from bank (ry + dy) mod kh) and the shift register ------

@@ -1,0 +1,138 @@
+"""The activation feeders' image store: the input in B interleaved banks, one set of banks per array row,
+and the feeders' common port interface."""
+from __future__ import annotations
+
+import operator
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import ACT_BITS, act_vector, bits_for_range
+from .memories import buffer_memory
+
+
+class FeedSignature(wiring.Signature):
+    """The port interface of every activation feeder (see :mod:`.feeders`), from the feeder's side.
+
+    Parameters
+    ----------
+    descriptor : the layout of one row descriptor (a ``lanes``-ROM word).
+    rows, lanes : R array rows, L lanes per row (positive).
+
+    Interface attributes
+    --------------------
+    act_in : In(stream.Signature(signed(8))); busy, clear : In(1)
+    lanes : In(ArrayLayout(descriptor, R)); restart, issue : In(1); last : In(1, init=1)
+    pixel : Out(1)
+    x : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(8), L), R), always_ready=True))
+    """
+
+    def __init__(self, descriptor, rows: int, lanes: int):
+        for name, v in (("rows", rows), ("lanes", lanes)):
+            if operator.index(v) < 1:
+                raise TypeError(f"{name} must be a positive integer, not {v!r}")
+        self._descriptor, self._rows, self._lanes = descriptor, int(rows), int(lanes)
+        super().__init__({
+            "act_in": In(stream.Signature(signed(ACT_BITS))),
+            "busy": In(1),
+            "clear": In(1),
+            "lanes": In(data.ArrayLayout(descriptor, self._rows)),
+            "restart": In(1),
+            "issue": In(1),
+            "last": In(1, init=1),
+            "pixel": Out(1),
+            "x": Out(stream.Signature(data.ArrayLayout(act_vector(self._lanes), self._rows), always_ready=True)),
+        })
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    def __eq__(self, other):
+        return (isinstance(other, FeedSignature) and (self._descriptor, self.rows, self.lanes)
+                == (other._descriptor, other.rows, other.lanes))
+
+    def __repr__(self):
+        return f"FeedSignature({self._descriptor!r}, rows={self.rows}, lanes={self.lanes})"
+
+
+class BankedImage(wiring.Component):
+    """An int8 tensor streamed in row-major order, stored interleaved along one axis over B banks, R times.
+
+    The tensor is viewed as (outer, axis, inner) (e.g. C x H x W with axis = H, or 1 x C x H*W with
+    axis = C): element ``(o, a, i)`` goes to bank ``a mod B`` at word ``o*ceil(A/B)*I + (a // B)*I + i``, in
+    each of the R copies (one per array row, so every row reads its own banks). A read of B consecutive
+    ``a`` values (one per bank) takes one cycle.
+
+    Write side: ``act_in`` while ``busy`` is low (``ready = ~busy``); the position wraps after the last
+    element and returns to the first on ``clear``. Read side: ``addr[r][b]`` -> ``data[r][b]`` with
+    :attr:`latency` = 1 (block RAM). No word is read in the cycle it is written (the image is written only
+    while the engine is idle). R x B memories of ``outer*ceil(A/B)*I`` words: R image copies in all.
+
+    Attributes
+    ----------
+    act_in : In(stream.Signature(signed(8))); busy, clear : In(1)
+    addr : In(ArrayLayout(ArrayLayout(unsigned, B), R)); data : Out(ArrayLayout(ArrayLayout(signed(8), B), R))
+    """
+
+    #: Cycles from ``addr`` to ``data``.
+    latency = 1
+
+    def __init__(self, copies: int, banks: int, outer: int, axis: int, inner: int):
+        self.copies, self.banks = operator.index(copies), operator.index(banks)
+        self.outer, self.axis, self.inner = operator.index(outer), operator.index(axis), operator.index(inner)
+        #: words of one channel (outer index) in one bank, and of a whole bank
+        self.plane = -(-self.axis // self.banks) * self.inner
+        self.depth = self.outer * self.plane
+        word = unsigned(bits_for_range(self.depth))
+        super().__init__({
+            "act_in": In(stream.Signature(signed(ACT_BITS))),
+            "busy": In(1),
+            "clear": In(1),
+            "addr": In(data.ArrayLayout(data.ArrayLayout(word, self.banks), self.copies)),
+            "data": Out(data.ArrayLayout(data.ArrayLayout(signed(ACT_BITS), self.banks), self.copies)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, A, inner, outer, plane, depth = self.banks, self.axis, self.inner, self.outer, self.plane, self.depth
+        mems = [[buffer_memory(signed(ACT_BITS), depth) for _ in range(B)] for _ in range(self.copies)]
+        # the position (o, a, i) as counters: bank = a mod B, row = the word of (o, a // B, 0)
+        pos_i = Signal(range(max(inner, 2)))
+        pos_a = Signal(range(max(A, 2)))
+        pos_o = Signal(range(max(outer, 2)))
+        bank = Signal(range(max(B, 2)))
+        row = Signal(range(max(depth + plane, 2)))
+        chan = Signal(range(max(depth + plane, 2)))      # the word of (o, 0, 0)
+        write = self.act_in.valid & ~self.busy
+        m.d.comb += self.act_in.ready.eq(~self.busy)
+        for r, copy in enumerate(mems):
+            for b, mem in enumerate(copy):
+                m.submodules[f"bank_{r}_{b}"] = mem
+                wr, rd = mem.write_port(), mem.read_port()
+                m.d.comb += [wr.addr.eq(row + pos_i), wr.data.eq(self.act_in.payload), wr.en.eq(write & (bank == b)),
+                             rd.addr.eq(self.addr[r][b]), self.data[r][b].eq(rd.data)]
+        with m.If(write):
+            m.d.sync += pos_i.eq(pos_i + 1)
+            with m.If(pos_i == inner - 1):
+                m.d.sync += pos_i.eq(0)
+                with m.If(pos_a == A - 1):
+                    m.d.sync += [pos_a.eq(0), bank.eq(0)]
+                    with m.If(pos_o == outer - 1):
+                        m.d.sync += [pos_o.eq(0), chan.eq(0), row.eq(0)]
+                    with m.Else():
+                        m.d.sync += [pos_o.eq(pos_o + 1), chan.eq(chan + plane), row.eq(chan + plane)]
+                with m.Else():
+                    m.d.sync += pos_a.eq(pos_a + 1)
+                    with m.If(bank == B - 1):
+                        m.d.sync += [bank.eq(0), row.eq(row + inner)]
+                    with m.Else():
+                        m.d.sync += bank.eq(bank + 1)
+        with m.If(self.clear):
+            m.d.sync += [pos_i.eq(0), pos_a.eq(0), pos_o.eq(0), bank.eq(0), row.eq(0), chan.eq(0)]
+        return m
