@@ -83,7 +83,7 @@ def test_corrupt_roms_refused():
     ({"vectors": "refuse"}, r"layer fc has no spatial kernel .* vectors=refuse; set vectors=nm"),
     ({"vectors": "sometimes"}, r"vectors must be nm, dense or refuse"),
     ({"connectivity": 1.0}, r"connectivity must be in \[0, 1\)"),
-    ({"layer_n": "conv1"}, r"'conv1' is not NAME=N"),
+    ({"layer_n": "conv1"}, r"'conv1' is not NAME=N"), ({"layer_n": "conv1=x"}, r"n 'x' of layer 'conv1' is not an integer"),
 ])
 def test_bad_options_refused_in_one_line(opts, match):
     """Each refusal names the option and its valid range (before any training)."""

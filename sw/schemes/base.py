@@ -62,6 +62,33 @@ def parse_bool(v) -> bool:
 parse_bool.__name__ = "bool (0/1)"
 
 
+def parse_layer_ints(value, *, scheme: str, option: str, what: str, example: str) -> dict[str, int]:
+    """A per-layer integer option: ``"conv2=8,fc=1"`` (or a dict) -> ``{"conv2": 8, "fc": 1}``; malformed
+    text, a layer named twice or a non-integer value is refused in one line naming ``option`` and
+    ``what`` (e.g. ``alpha``), with ``example`` as the fix."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        text = str(value).strip()
+        items = []
+        for part in (text.split(",") if text else []):
+            name, sep, v = part.partition("=")
+            if not sep or not name.strip() or not v.strip():
+                raise SparsynError(f"option {option}={text!r} of scheme '{scheme}': {part.strip()!r} is not "
+                                   f"NAME={what.upper()}; give comma-separated layer={what} pairs, e.g. {example}")
+            items.append((name.strip(), v.strip()))
+    out = {}
+    for name, v in items:
+        if name in out:
+            raise SparsynError(f"option {option} of scheme '{scheme}' names layer {name!r} twice; give each layer once")
+        try:
+            out[str(name)] = int(v)
+        except (TypeError, ValueError):
+            raise SparsynError(f"option {option} of scheme '{scheme}': {what} {v!r} of layer {name!r} is not an "
+                               f"integer; e.g. {example}") from None
+    return out
+
+
 #: What a ROM can hold, as the manifest and the size reports split it.
 ROM_KINDS = ("weights", "index", "table", "constants")
 

@@ -56,7 +56,7 @@ from ..packing import (Grouping, conflict_prune, entry_coefficients, entry_layou
 from ..prune import check_density, compute_layers, iterative_prune, joint_prune, masks_from_model
 from ..qmodel import QuantLayer
 from ..subword import quantize_subword
-from .base import Option, Scheme, parse_bool, quantize_int8_per_channel
+from .base import Option, Scheme, parse_bool, parse_layer_ints, quantize_int8_per_channel
 
 
 def _at_least(lo, what):
@@ -244,28 +244,8 @@ class ColumnCombineScheme(Scheme):
 
 def parse_layer_alpha(value) -> dict[str, int]:
     """``"conv2=8,fc=1"`` (or a dict) -> ``{"conv2": 8, "fc": 1}``; malformed text is refused in one line."""
-    if isinstance(value, dict):
-        items = list(value.items())
-    else:
-        text = str(value).strip()
-        items = []
-        for part in (text.split(",") if text else []):
-            name, sep, alpha = part.partition("=")
-            if not sep or not name.strip() or not alpha.strip():
-                raise SparsynError(f"option layer_alpha={text!r} of scheme 'packcnn': {part.strip()!r} is not "
-                                   "NAME=ALPHA; give comma-separated layer=alpha pairs, e.g. layer_alpha=conv2=8,fc=1")
-            items.append((name.strip(), alpha.strip()))
-    out = {}
-    for name, alpha in items:
-        if name in out:
-            raise SparsynError(f"option layer_alpha of scheme 'packcnn' names layer {name!r} twice; "
-                               "give each layer once")
-        try:
-            out[str(name)] = int(alpha)
-        except (TypeError, ValueError):
-            raise SparsynError(f"option layer_alpha of scheme 'packcnn': alpha {alpha!r} of layer {name!r} is not an "
-                               "integer; e.g. layer_alpha=conv2=8,fc=1") from None
-    return out
+    return parse_layer_ints(value, scheme="packcnn", option="layer_alpha", what="alpha",
+                            example="layer_alpha=conv2=8,fc=1")
 
 
 parse_layer_alpha.__name__ = "NAME=ALPHA,..."

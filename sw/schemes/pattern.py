@@ -44,7 +44,7 @@ from ..errors import SparsynError
 from ..qmodel import QuantLayer
 from ..rom import to_signed, to_unsigned
 from ..schedule import ArrayConfig, Slot, TileProgram
-from .base import Option, PackedLayer, Rom, Scheme, parse_bool
+from .base import Option, PackedLayer, Rom, Scheme, parse_layer_ints
 
 #: Largest kernel window / channel group the PE is generated for (lanes G).
 MAX_GROUP = 49
@@ -55,25 +55,7 @@ WEIGHT_BITS = 8
 
 def parse_layer_n(value) -> dict[str, int]:
     """``"conv1=5,conv2=3"`` (or a dict) -> ``{"conv1": 5, "conv2": 3}``; malformed text refused in one line."""
-    if isinstance(value, dict):
-        items = list(value.items())
-    else:
-        text = str(value).strip()
-        items = []
-        for part in (text.split(",") if text else []):
-            name, sep, n = part.partition("=")
-            if not sep or not name.strip() or not n.strip():
-                raise SparsynError(f"option layer_n={text!r} of scheme 'pattern': {part.strip()!r} is not NAME=N; "
-                                   "give comma-separated layer=n pairs, e.g. layer_n=conv1=5,conv2=3")
-            items.append((name.strip(), n.strip()))
-    out = {}
-    for name, n in items:
-        try:
-            out[str(name)] = int(n)
-        except (TypeError, ValueError):
-            raise SparsynError(f"option layer_n of scheme 'pattern': n {n!r} of layer {name!r} is not an integer; "
-                               "e.g. layer_n=conv1=5,conv2=3") from None
-    return out
+    return parse_layer_ints(value, scheme="pattern", option="layer_n", what="n", example="layer_n=conv1=5,conv2=3")
 
 
 parse_layer_n.__name__ = "NAME=N,..."
