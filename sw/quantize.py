@@ -38,7 +38,7 @@ def quantize_layers(layers: list[FloatLayer], calib_x: torch.Tensor, scheme: Sch
     for l, out in zip(layers, outs):
         if l.kind in ("conv", "linear"):
             s_out = _scale(out)
-            if scheme is not None and scheme.applies_to(ci, l.kind, len(compute)):
+            if scheme is not None and scheme.applies_to(ci, l.kind, len(compute), tuple(l.kernel)):
                 w_int, s_w, bits = scheme.quantize_weights(ci, l.weight)
                 layer_scheme = scheme.name
             else:

@@ -146,3 +146,22 @@ def test_cli_refuses_bad_pattern_options_before_any_work(tmp_path, opt, needle):
     assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
     assert "pattern: step" not in r.stdout and not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vectors_dense_keeps_fc_int8_and_the_rest_runs_end_to_end():
+    """vectors=dense: conv layers get patterns, the Linear layer stays dense int8; the packed model decodes to
+    the integer model exactly (projection only: no fine-tuning, so the test stays fast)."""
+    from sparsyn.sw.compress import compress_model
+    from sparsyn.sw.data import digits
+    from sparsyn.sw.model_zoo import default_model
+    s = PatternScheme(vectors="dense", prune_steps=1, finetune_epochs=0, connectivity=0.2)
+    s.progress = False
+    q, packed, report = compress_model(default_model(progress=False), s, digits(), progress=False,
+                                       log=lambda *a, **k: None)
+    assert {name: p.scheme for name, p in packed.items()} == {"conv1": "pattern", "conv2": "pattern", "fc": "dense"}
+    for layer in q.layers:
+        if layer.kind in ("conv", "linear"):
+            assert np.array_equal(get_scheme(packed[layer.name].scheme).decode(packed[layer.name]), layer.weight)
+    st = packed["conv2"].meta["stats"]
+    assert st["zero_kernels"] >= round(0.2 * st["kernels"]) and packed["conv2"].meta["zero_id"]
+    assert report["history"]["accuracy"]["steps"][0]["n"] == {"conv1": 4, "conv2": 4}

@@ -180,8 +180,9 @@ class Scheme:
             self.opts[key] = value
 
     # ---- software compression -------------------------------------------------------------
-    def applies_to(self, index: int, layer_kind: str, n_layers: int) -> bool:
-        """Whether this scheme compresses compute layer ``index``; other layers are stored dense int8."""
+    def applies_to(self, index: int, layer_kind: str, n_layers: int, kernel=(1, 1)) -> bool:
+        """Whether this scheme compresses compute layer ``index`` (of ``n_layers``; its kind and (kh, kw)
+        ``kernel``, (1, 1) for Linear); other layers are stored dense int8."""
         return True
 
     def prepare(self, model, data, log=print):

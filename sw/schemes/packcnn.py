@@ -121,7 +121,7 @@ class ColumnCombineScheme(Scheme):
                 f"{self.alpha_advice(name, rows)} or an array with more columns (--array RxC)")
 
     # ---- software compression ---------------------------------------------------------------------
-    def applies_to(self, index: int, layer_kind: str, n_layers: int) -> bool:
+    def applies_to(self, index: int, layer_kind: str, n_layers: int, kernel=(1, 1)) -> bool:
         """All compute layers, except the first when ``dense_first`` (default): the first conv of a
         small CNN has tiny fan-in (K = 9 for 1-channel 3x3), holds < 5 % of the weights, and pruning
         it costs the most accuracy per weight saved — so it stays dense int8."""

@@ -136,8 +136,9 @@ class PatternScheme(Scheme):
         check_group_options(m, o["nm_n"], o["nm_patterns"], f"channel group of nm_m={m}", ("nm_n", "nm_patterns"))
         return {"name": name, "mode": mode, "g": m, "n": o["nm_n"], "p": o["nm_patterns"], "m": m}
 
-    def applies_to(self, index: int, layer_kind: str, n_layers: int) -> bool:
-        return True
+    def applies_to(self, index: int, layer_kind: str, n_layers: int, kernel=(1, 1)) -> bool:
+        """Every conv / Linear layer, except 1x1 / Linear ones with ``vectors=dense`` (kept int8)."""
+        return self._applies(kernel)
 
     def _applies(self, layer_kernel) -> bool:
         return not (self.group_mode(layer_kernel) == "vector" and self.opts["vectors"] == "dense")
@@ -153,9 +154,7 @@ class PatternScheme(Scheme):
 
     def prepare(self, model, data, log=print):
         from ..pattern_prune import prune_patterns
-        targets = self._targets(model, data)
-        for t in targets:
-            check_group_options(t["g"], t["n"], t["p"])
+        targets = self._targets(model, data)     # refuses options a layer cannot have, before any training
         progress = (log is print) if self.progress is None else self.progress
         o = self.opts
         tables, _, history = prune_patterns(model, data, targets, steps=o["prune_steps"],

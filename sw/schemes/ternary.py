@@ -107,7 +107,7 @@ class TernaryScheme(Scheme):
         self.progress: bool | None = None
 
     # ---- software compression -------------------------------------------------------------
-    def applies_to(self, index: int, layer_kind: str, n_layers: int) -> bool:
+    def applies_to(self, index: int, layer_kind: str, n_layers: int, kernel=(1, 1)) -> bool:
         if index == 0 and not self.opts["first_layer"]:
             return False
         if index == n_layers - 1 and index != 0 and not self.opts["last_layer"]:
