@@ -181,11 +181,8 @@ class PatternScheme(Scheme):
         if w.size and (w.min() < -(1 << (WEIGHT_BITS - 1)) or w.max() >= 1 << (WEIGHT_BITS - 1)):
             raise SparsynError(f"layer {layer.name} holds weights outside int8; re-run 'sparsyn compress'")
         groups = group_matrix(w, g)                          # (N, J, G)
-        table = self.tables.get(layer.name)
+        table = self.layer_table(layer, spec)
         zero_id = self.zero_id.get(layer.name, False)
-        if table is None:
-            table = derive_table(groups.reshape(-1, g), n, spec["p"], layer.name)
-        table = np.asarray(table, dtype=bool)
         if table.shape[1] != g or np.any(table.sum(axis=1) != n):
             raise SparsynError(f"layer {layer.name}: its pattern table does not keep {n} of {g}; re-run "
                                "'sparsyn compress'")
@@ -238,14 +235,19 @@ class PatternScheme(Scheme):
                 "tables": {"patterns": "table"}, "stats": stats}
         return program, meta
 
-    def pack(self, layer: QuantLayer) -> PackedLayer:
-        packed = super().pack(layer)
+    def layer_table(self, layer: QuantLayer, spec: dict) -> np.ndarray:
+        """The layer's pattern table: the one :meth:`prepare` chose, or one derived from its integer weights
+        (a layer pruned elsewhere, e.g. a test layer)."""
         table = self.tables.get(layer.name)
         if table is None:
-            spec = self.layer_spec(layer.name, layer.kernel)
-            table = derive_table(group_matrix(np.asarray(layer.weight, np.int64), spec["g"]).reshape(-1, spec["g"]),
-                                 spec["n"], spec["p"], layer.name)
-        packed.roms["patterns"] = pattern_rom(np.asarray(table, dtype=bool))
+            groups = group_matrix(np.asarray(layer.weight, np.int64), spec["g"]).reshape(-1, spec["g"])
+            table = derive_table(groups, spec["n"], spec["p"], layer.name)
+        return np.asarray(table, dtype=bool)
+
+    def pack(self, layer: QuantLayer) -> PackedLayer:
+        packed = super().pack(layer)
+        table = self.layer_table(layer, self.layer_spec(layer.name, layer.kernel))
+        packed.roms["patterns"] = pattern_rom(table)
         self.decode(packed)            # the table ROM and the ids it is read with must agree
         return packed
 
