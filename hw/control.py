@@ -97,7 +97,10 @@ class LayerControl(wiring.Component):
         roms = plan.packed.roms
         #: The PE entries' split-off index bits (e.g. pattern ids) are in the ``ids`` ROM, read with the weights.
         self.index_bits = plan.packed.meta.get("index_bits", 0)
-        names = ("weights", "lanes", "passes") + (("ids",) if self.index_bits else ())
+        #: No ``lanes`` ROM: row t of a section reads channel / group t (``meta["implicit_rows"]``), counted here.
+        self.implicit_rows = bool(plan.packed.meta.get("implicit_rows"))
+        names = (("weights",) + (() if self.implicit_rows else ("lanes",)) + ("passes",)
+                 + (("ids",) if self.index_bits else ()))
         self.rom_memories = {name: rom_memory(roms[name]) for name in names}
         R, C = plan.array.rows, plan.array.cols
         pass_layout = plan.layouts["passes"]
@@ -131,10 +134,9 @@ class LayerControl(wiring.Component):
         period, last_len, load_len = self.pass_period, self.last_pass, self.load_cycles(R)
 
         m.submodules.wmem = wmem = self.rom_memories["weights"]
-        m.submodules.lmem = lmem = self.rom_memories["lanes"]
         # one spare word at the end: the table is read one pass ahead (see ``info`` below)
         m.submodules.ptab = ptab = self.rom_memories["passes"]
-        w_rd, l_rd, pt_rd = wmem.read_port(), lmem.read_port(), ptab.read_port()
+        w_rd, pt_rd = wmem.read_port(), ptab.read_port()
 
         busy, done, info, bank = self.busy, self.done, self.info, self.bank
         # the phase of the current step (held T cycles); a pass is a whole number of steps, so it is 0 at
@@ -145,7 +147,28 @@ class LayerControl(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         pass_idx = Signal(range(passes + 1))
         waddr = Signal(range(wmem.depth + 1))      # next weight-memory word to read
-        laddr = Signal(range(lmem.depth + 1))      # next lane-memory word to read
+        w_read, l_read = Signal(), Signal()
+        if self.implicit_rows:
+            # the row descriptor of row ``laddr`` of the section, one cycle later like a ROM read
+            from sparsyn.sw.array_format import row_groups
+            meta = plan.packed.meta
+            groups = row_groups(meta)
+            span = -(-groups // R) * R                 # rows of a section
+            key = "channel" if meta["feed"] == "window" else "group"
+            laddr = Signal(range(max(span, 2)))        # the next row within its section
+            lane_word = Signal(plan.layouts["lanes"], name="lane_word")
+            m.d.sync += [lane_word.valid.eq(laddr < groups),
+                         getattr(lane_word, key).eq(Mux(laddr < groups, laddr, 0))]
+            with m.If(l_read):
+                m.d.sync += laddr.eq(Mux(laddr == span - 1, 0, laddr + 1))
+        else:
+            m.submodules.lmem = lmem = self.rom_memories["lanes"]
+            l_rd = lmem.read_port()
+            laddr = Signal(range(lmem.depth + 1))      # next lane-memory word to read
+            m.d.comb += l_rd.addr.eq(laddr)
+            lane_word = l_rd.data
+            with m.If(l_read):
+                m.d.sync += laddr.eq(laddr + 1)
         phase = Signal(range(max(load_len, period, last_len) + 1))
         # ``info`` (the pass table entry of ``pass_idx``) is a register loaded together with pass_idx
         # from a registered lookup one pass ahead (``pass_nx`` = pass_idx + 1; its entry is on the
@@ -162,11 +185,10 @@ class LayerControl(wiring.Component):
         # the row registers in the LOAD phase) and swapped in at the pass start
         lane_regs = [self.lanes[r] for r in range(R)]
         lane_next = [Signal(plan.layouts["lanes"], name=f"lanes_next_{r}") for r in range(R)]
-        w_read, l_read = Signal(), Signal()
         # the PE row loads are registered (with their weight word) to stay in step with the
         # registered activation address: the array sees the FSM's phases one cycle later
         load = Signal(R)
-        m.d.comb += [w_rd.addr.eq(waddr), l_rd.addr.eq(laddr)]
+        m.d.comb += w_rd.addr.eq(waddr)
         if self.index_bits:
             m.submodules.imem = imem = self.rom_memories["ids"]
             i_rd = imem.read_port()
@@ -179,8 +201,6 @@ class LayerControl(wiring.Component):
         m.d.sync += self.load.eq(load)
         with m.If(w_read):
             m.d.sync += waddr.eq(waddr + 1)
-        with m.If(l_read):
-            m.d.sync += laddr.eq(laddr + 1)
 
         # ---- the section hand-over to the requant side ---------------------------------------------
         m.d.comb += [self.job.payload.section.eq(info.section), self.job.payload.channels.eq(info.channels),
@@ -213,7 +233,7 @@ class LayerControl(wiring.Component):
                 m.d.comb += l_read.eq(phase < R)
                 for r in range(R):
                     with m.If(phase == r + 1):
-                        m.d.sync += lane_regs[r].eq(l_rd.data)
+                        m.d.sync += lane_regs[r].eq(lane_word)
                 m.d.sync += phase.eq(phase + 1)
                 with m.If(phase == load_len - 1):
                     m.d.comb += [w_read.eq(1), self.restart.eq(1)]
@@ -245,14 +265,14 @@ class LayerControl(wiring.Component):
                     m.d.comb += l_read.eq(phase < R)
                     for r in range(R):
                         with m.If(phase == r + 1):
-                            m.d.sync += lane_next[r].eq(l_rd.data)
+                            m.d.sync += lane_next[r].eq(lane_word)
                     with m.If(end_pass):
                         m.d.comb += w_read.eq(1)
                         m.d.sync += phase.eq(0)
                         next_pass()
                         # a row latched in this very cycle (period == R+1: row R-1) is taken from the
                         # memory port (static: no phase compare on this path)
-                        m.d.sync += [lane_regs[r].eq(l_rd.data if r + 1 == period - 1 else lane_next[r])
+                        m.d.sync += [lane_regs[r].eq(lane_word if r + 1 == period - 1 else lane_next[r])
                                      for r in range(R)]
             with m.State("WAIT_REQUANT"):
                 # the previous section is still being requantized from the other bank

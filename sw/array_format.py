@@ -31,6 +31,11 @@ word holds:
 * ``channels`` — one row descriptor ``{valid, group}`` (1x1 kernels): lane ``l`` is input channel
   ``group*L + l`` at the output pixel (invalid past the last channel).
 
+**Implicit rows** (``meta["implicit_rows"]``, ``window`` / ``channels`` feeds only): when no section skips a
+slot, row t of a section (its pass ``t // R``, row ``t % R``) always reads channel / group t (t < J, the
+channels or groups of the layer; later rows are zero slots), so the ``lanes`` ROM is not stored at all:
+the control counts the rows instead. :func:`pack_array` chooses it by itself whenever it applies.
+
 **Split entries** (``meta["index_bits"]`` = b > 0): the low b bits of every PE entry are index (e.g. a
 pattern id) and live in their own ROM ``ids`` (kind index, C x b bits per word, same addresses as
 ``weights``); ``weights`` then holds only the upper ``entry_w - b`` bits of each entry. The control
@@ -166,6 +171,8 @@ IDS_ROM = ("ids", "index")
 def rom_kinds(meta: dict) -> dict:
     """name -> kind of every ROM a packed layer of the array format has (incl. ``ids`` and scheme tables)."""
     out = dict(ARRAY_ROMS)
+    if meta.get("implicit_rows"):
+        del out["lanes"]
     if meta.get("index_bits", 0):
         out[IDS_ROM[0]] = IDS_ROM[1]
     out.update(meta.get("tables", {}))
@@ -192,6 +199,36 @@ def slot_descriptor(meta: dict, lane_k) -> dict | None:
         raise SparsynError(f"a slot of a 'channels' feed must read L consecutive input channels, got inputs "
                            f"{lane_k}; fix the scheme's schedule")
     return {"valid": 1, "group": g}
+
+
+def row_groups(meta: dict) -> int:
+    """J: the channels (``window`` feed) or channel groups (``channels`` feed) a row can read."""
+    lanes = meta["array"]["lanes"]
+    return meta["in_channels"] if meta["feed"] == "window" else -(-meta["in_channels"] // lanes)
+
+
+def implicit_descriptor(meta: dict, row: int) -> dict:
+    """The row descriptor fields of program row ``row`` (pass-major) of an ``implicit_rows`` layer."""
+    r = meta["array"]["rows"]
+    j = row_groups(meta)
+    t = row % (-(-j // r) * r)                  # the row's place within its section
+    key = "channel" if meta["feed"] == "window" else "group"
+    return {"valid": int(t < j), key: t if t < j else 0}
+
+
+def _implicit_rows(meta: dict, program: TileProgram) -> bool:
+    """Whether every section reads channel / group 0, 1, .., J-1 in order, none skipped."""
+    if meta["feed"] == "lanes":
+        return False
+    j = row_groups(meta)
+    for slots in program.sections:
+        if len(slots) != j:
+            return False
+        for t, slot in enumerate(slots):
+            d = slot_descriptor(meta, slot.lane_k)
+            if d is None or d.get("channel", d.get("group")) != t:
+                return False
+    return True
 
 
 def descriptor_inputs(meta: dict, desc) -> list[int]:
@@ -283,6 +320,7 @@ def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layou
         raise SparsynError(f"scheme {scheme}: a 'window' feed needs L = kh*kw = {kh * kw} lanes, got {lanes}")
     if feed == "channels" and (kh, kw) != (1, 1):
         raise SparsynError(f"scheme {scheme}: a 'channels' feed needs a 1x1 kernel, layer {layer.name} has {kh}x{kw}")
+    meta["implicit_rows"] = _implicit_rows(meta, program)
     ib = int(meta.get("index_bits", 0))
     if not 0 <= ib < program.entry_width:
         raise SparsynError(f"scheme {scheme}: index_bits={ib} must be below the {program.entry_width}-bit entry")
@@ -339,6 +377,8 @@ def pack_array(scheme: str, layer: QuantLayer, program: TileProgram, entry_layou
                                     "shift": int(layer.shift[i]) if i < layer.n else 1})
                 for i in range(sections * c)]
     images = {"weights": weights, "lanes": lane_words, "passes": table, "bias": bias_words, "requant": rq_words}
+    if meta["implicit_rows"]:
+        del images["lanes"]          # the control counts the rows (see the module docstring)
     if ib:
         images[IDS_ROM[0]] = id_words
     kinds = rom_kinds(meta)
@@ -446,7 +486,7 @@ def decode_array(packed, entry_layout, coefficients) -> np.ndarray:
     entries = entry_words(packed, rows)
     coeff = np.asarray(coefficients(entries), dtype=np.int64).reshape(rows, c, lanes)
     lane_k = np.full((rows, lanes), -1, dtype=np.int64)
-    for i, word_ in enumerate(packed.roms["lanes"].words[:rows]):
+    for i, word_ in enumerate(row_words(packed, lay, rows)):
         try:
             lane_k[i] = descriptor_inputs(m, lay["lanes"].from_bits(int(word_)))
         except SparsynError as err:
@@ -486,13 +526,21 @@ def decode_constants(packed, entry_layout) -> tuple[np.ndarray, np.ndarray, np.n
     return np.array(bias[:n], dtype=np.int64), mult[:n], shift[:n]
 
 
+def row_words(packed, layouts: dict, rows: int) -> list[int]:
+    """The first ``rows`` row-descriptor words: the ``lanes`` ROM's, or the counted ones of implicit rows."""
+    m = packed.meta
+    if m.get("implicit_rows"):
+        return [word(layouts["lanes"], implicit_descriptor(m, i)) for i in range(rows)]
+    return [int(w) for w in packed.roms["lanes"].words[:rows]]
+
+
 def rows_used(packed) -> int:
     """Array-row loads that carry at least one valid lane (the slots actually scheduled)."""
     m = packed.meta
     from .schemes import get_scheme
     lay = _layouts(m, get_scheme(packed.scheme).entry_layout(packed))
     used = 0
-    for word_ in packed.roms["lanes"].words[:m["passes"] * m["array"]["rows"]]:
+    for word_ in row_words(packed, lay, m["passes"] * m["array"]["rows"]):
         used += any(k >= 0 for k in descriptor_inputs(m, lay["lanes"].from_bits(int(word_))))
     return used
 

@@ -35,12 +35,15 @@ def test_pack_decode_round_trip_and_bits(kind, kernel, n, p, m):
     assert packed.roms["ids"].kind == "index" and packed.roms["ids"].width == 4 * idb == 4 * meta["index_bits"]
     assert packed.roms["patterns"].kind == "table" and packed.roms["patterns"].bits == max(2, p) * n * bits_for_range(g)
     kinds = packed.bits_by_kind()
-    assert kinds["index"] == packed.roms["ids"].bits + packed.roms["lanes"].bits
+    zero_rows = sum(1 for s in range(-(-layer.n // 4)) for j in range(ids.shape[1])
+                    if (ids[s * 4:(s + 1) * 4, j] < 0).all())
+    # no row skipped: the rows are implicit (row t reads channel / group t) and no lanes ROM is stored
+    assert meta["implicit_rows"] == (zero_rows == 0) == ("lanes" not in packed.roms)
+    lanes = packed.roms["lanes"].bits if "lanes" in packed.roms else 0
+    assert kinds["index"] == packed.roms["ids"].bits + lanes
     assert kinds["table"] == packed.roms["patterns"].bits + packed.roms["passes"].bits
     assert sum(kinds.values()) == packed.rom_bits
     # a section row whose kernels are all zero costs no slot
-    zero_rows = sum(1 for s in range(-(-layer.n // 4)) for j in range(ids.shape[1])
-                    if (ids[s * 4:(s + 1) * 4, j] < 0).all())
     assert meta["stats"]["slots"] == meta["stats"]["dense_slots"] - zero_rows
 
 
