@@ -76,6 +76,8 @@ LAYERS = {
     # time-multiplexed PEs: 5 products on 2 multipliers (3 cycles per window), 2:4 on 1 multiplier
     "3x3_n5_P7_2mults_zero": (("conv", 4, 6, 7, 5, 3, 1, 1), 5, 7, 4, 0.2, (3, 2), 2),
     "linear_2of4_P6_1mult": (("linear", 22, 1, 1, 6), 2, 6, 4, 0.0, (2, 4), 1),
+    # many zero kernels: whole array rows skipped, so the rows are not implicit (the lanes ROM is stored)
+    "3x3_skipped_rows_n4_P4": (("conv", 8, 5, 5, 2, 3, 1, 1), 4, 4, 4, 0.8, (2, 2), 0),
 }
 
 
@@ -92,6 +94,10 @@ def test_engine_random_pattern_layer(simulator, tmp_path, name):
     assert len(usage) == p and all(usage), usage                     # every pattern is exercised
     assert (packed.meta["stats"]["zero_kernels"] > 0) == (zero > 0)
     assert PatternScheme.pe_phases(packed) == (-(-n // mults) if mults else 1)
+    st = packed.meta["stats"]
+    assert packed.meta["implicit_rows"] == (st["slots"] == st["dense_slots"]) == ("lanes" not in packed.roms)
+    if name == "3x3_skipped_rows_n4_P4":
+        assert st["slots"] < st["dense_slots"]
     row = run_engine(layer, packed, ArrayConfig(r, c), simulator, random_input(rng, layer, 2),
                      test_dir=tmp_path / name)
     check_row(row, layer, 2)
