@@ -190,7 +190,8 @@ def spm_overhead_rows(size: list[dict], vgg: list[dict] | None = None, group: in
 SPM_NOTE = ("The paper's 3.1 % index overhead cannot be one 3-bit id (P=8) per n=4 int8 kernel: that is 3/32 = "
             "9.4 % (analytic, and what the ids ROM measures). 3.1 % needs ~97 weight bits per 3-bit id: e.g. an "
             "id shared by 3 kernels (a filter group), 16-bit weights with n=6, or a 1-bit id (P=2). Our row "
-            "descriptors (lanes ROM) come on top; they amortise over the array's columns.")
+            "descriptors (lanes ROM) come on top only when whole array rows are skipped (zero kernels); "
+            "otherwise the rows are implicit and no lanes ROM is stored.")
 
 
 # ---- accuracy vs n and P -----------------------------------------------------------------------------------
