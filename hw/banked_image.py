@@ -69,8 +69,9 @@ class BankedImage(wiring.Component):
     each of the R copies (one per array row, so every row reads its own banks). A read of B consecutive
     ``a`` values (one per bank) takes one cycle.
 
-    Write side: ``act_in`` while ``busy`` is low (``ready = ~busy``); the position wraps after the last
-    element and returns to the first on ``clear``. Read side: ``addr[r][b]`` -> ``data[r][b]`` with
+    Write side: ``act_in`` while ``busy`` is low (``ready = ~busy``); the element is registered first and
+    written in the next cycle (so the producer's logic and the bank/address counters are separate timing
+    paths); the position wraps after the last element and returns to the first on ``clear``. Read side: ``addr[r][b]`` -> ``data[r][b]`` with
     :attr:`latency` = 1 (block RAM). No word is read in the cycle it is written (the image is written only
     while the engine is idle). R x B memories of ``outer*ceil(A/B)*I`` words: R image copies in all.
 
@@ -109,13 +110,14 @@ class BankedImage(wiring.Component):
         bank = Signal(range(max(B, 2)))
         row = Signal(range(max(depth + plane, 2)))
         chan = Signal(range(max(depth + plane, 2)))      # the word of (o, 0, 0)
-        write = self.act_in.valid & ~self.busy
+        write, value = Signal(), Signal(signed(ACT_BITS))      # the accepted element, registered
         m.d.comb += self.act_in.ready.eq(~self.busy)
+        m.d.sync += [write.eq(self.act_in.valid & ~self.busy), value.eq(self.act_in.payload)]
         for r, copy in enumerate(mems):
             for b, mem in enumerate(copy):
                 m.submodules[f"bank_{r}_{b}"] = mem
                 wr, rd = mem.write_port(), mem.read_port()
-                m.d.comb += [wr.addr.eq(row + pos_i), wr.data.eq(self.act_in.payload), wr.en.eq(write & (bank == b)),
+                m.d.comb += [wr.addr.eq(row + pos_i), wr.data.eq(value), wr.en.eq(write & (bank == b)),
                              rd.addr.eq(self.addr[r][b]), self.data[r][b].eq(rd.data)]
         with m.If(write):
             m.d.sync += pos_i.eq(pos_i + 1)
@@ -134,5 +136,5 @@ class BankedImage(wiring.Component):
                     with m.Else():
                         m.d.sync += bank.eq(bank + 1)
         with m.If(self.clear):
-            m.d.sync += [pos_i.eq(0), pos_a.eq(0), pos_o.eq(0), bank.eq(0), row.eq(0), chan.eq(0)]
+            m.d.sync += [pos_i.eq(0), pos_a.eq(0), pos_o.eq(0), bank.eq(0), row.eq(0), chan.eq(0), write.eq(0)]
         return m

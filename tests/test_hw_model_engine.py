@@ -79,3 +79,27 @@ def test_default_digits_model_end_to_end():
     gold = run_golden(model, x)[-1].numpy().reshape(1, -1)
     assert np.array_equal(outs[0].reshape(1, -1), gold), (outs[0], gold)
     assert stats[0]["cycles"] == stats[0]["measured"] == engine.cycle_model["total"]
+
+
+def test_pattern_model_end_to_end_time_multiplexed():
+    """The digits CNN compressed with ``pattern`` (window feeds, 2:4 channel-group fc, 2 multipliers per PE:
+    2 cycles per window) as one ModelEngine: logits bit-exact, cycles = model, back-to-back images."""
+    from sparsyn.sw.compress import compress_model
+    from sparsyn.sw.data import digits
+    from sparsyn.sw.golden import quantize_input
+    from sparsyn.sw.model_zoo import default_model
+    from sparsyn.sw.schemes.pattern import PatternScheme
+
+    data = digits()
+    scheme = PatternScheme(array="4x4", prune_steps=1, finetune_epochs=0, mults=2)
+    scheme.progress = False
+    model, packed, _ = compress_model(default_model(progress=False), scheme, data, progress=False,
+                                      log=lambda *a, **k: None)
+    assert {p.meta["feed"] for p in packed.values()} == {"window", "channels"}
+    engine = ModelEngine(plan_model(model, packed, ArrayConfig(4, 4)))
+    x = quantize_input(data.test_x[:2], model.input_scale)
+    outs, stats = simulate_engine(engine, [x[i].numpy().ravel() for i in range(2)])
+    gold = run_golden(model, x)[-1].numpy().reshape(2, -1)
+    for i in range(2):
+        assert np.array_equal(outs[i].reshape(-1), gold[i]), (i, outs[i], gold[i])
+        assert stats[i]["cycles"] == stats[i]["measured"] == engine.cycle_model["total"]
