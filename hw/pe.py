@@ -86,10 +86,13 @@ class ProcessingElement(wiring.Component):
         # time-multiplexed: prod holds the part of phase ``prod_phase``
         m.d.comb += product.phase.eq(self.phase_in)
         prod_phase = Signal(range(self.phases))
-        part = Signal(signed(ACC_BITS), name="part")          # the parts of phases 0 .. prod_phase-1
+        # the parts of phases 0 .. prod_phase-1: at most P-1 products, so only as wide as their sum needs
+        part = Signal(signed(len(prod) + (self.phases - 1).bit_length()), name="part")
+        whole = Signal(signed(len(part) + 1), name="whole")    # all P parts of the vector
+        m.d.comb += whole.eq(part + prod)
         m.d.sync += [self.phase_out.eq(self.phase_in), prod_phase.eq(self.phase_in)]
         with m.If(prod_phase == self.phases - 1):
-            m.d.sync += self.psum_out.eq(self.psum_in + part + prod)
+            m.d.sync += self.psum_out.eq(self.psum_in + whole)
         with m.Elif(prod_phase == 0):
             m.d.sync += part.eq(prod)
         with m.Else():
