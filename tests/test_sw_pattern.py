@@ -86,7 +86,10 @@ def test_corrupt_roms_refused():
     ({"vectors": "refuse"}, r"layer fc has no spatial kernel .* vectors=refuse; set vectors=nm"),
     ({"vectors": "sometimes"}, r"vectors must be nm, dense or refuse"),
     ({"connectivity": 1.0}, r"connectivity must be in \[0, 1\)"),
-    ({"layer_n": "conv1"}, r"'conv1' is not NAME=N"), ({"layer_n": "conv1=x"}, r"n 'x' of layer 'conv1' is not an integer"),
+    ({"layer_n": "conv1"}, r"'conv1' is not NAME=N"),
+    ({"layer_n": "conv3=2"}, r"layer_n names 'conv3', which is not a conv/linear layer of the model; its layers are: conv1"),
+    ({"layer_n": "conv1=9"}, r"option layer_n=conv1=9 must be in 1\.\.8 for a 3x3 kernel"),
+    ({"nm_m": 1}, r"nm_m must be in 2\.\.49"), ({"layer_n": "conv1=x"}, r"n 'x' of layer 'conv1' is not an integer"),
 ])
 def test_bad_options_refused_in_one_line(opts, match):
     """Each refusal names the option and its valid range (before any training)."""

@@ -67,7 +67,8 @@ def check_group_options(g: int, n: int, p: int, what: str = "kernel", names=("n"
         raise SparsynError(f"a {what} of {g} weights is larger than the pattern PE is generated for "
                            f"(at most {MAX_GROUP}); keep this layer dense (vectors=dense) or use a smaller kernel")
     if not 1 <= n < g:
-        raise SparsynError(f"option {names[0]}={n} must be in 1..{g - 1} for a {what} of {g} weights")
+        sep = "" if names[0].endswith("=") else "="
+        raise SparsynError(f"option {names[0]}{sep}{n} must be in 1..{g - 1} for a {what} of {g} weights")
     most = min(comb(g, n), MAX_PATTERNS)
     if not 1 <= p <= most:
         raise SparsynError(f"option {names[1]}={p} must be in 1..{most} for a {what} of {g} weights keeping {n} "
@@ -85,7 +86,8 @@ class PatternScheme(Scheme):
         "vectors": Option("nm", "1x1 / Linear layers: nm = N:M vectors of nm_m input channels keeping nm_n, "
                                 "dense = leave int8, refuse = refuse such a layer", str,
                           lambda v: None if v in ("nm", "dense", "refuse") else "vectors must be nm, dense or refuse"),
-        "nm_m": Option(4, "N:M group length m for 1x1 / Linear layers (2 .. 49)", int),
+        "nm_m": Option(4, "N:M group length m for 1x1 / Linear layers (2 .. 49)", int,
+                       lambda v: None if 2 <= v <= MAX_GROUP else f"nm_m must be in 2..{MAX_GROUP}, e.g. nm_m=4"),
         "nm_n": Option(2, "weights kept per N:M group (1 .. m-1)", int),
         "nm_patterns": Option(6, "patterns per 1x1 / Linear layer (2:4 has C(4,2) = 6)", int),
         "mults": Option(0, "multipliers per PE (0 = n, one window per cycle; fewer = time-multiplexed, "
@@ -127,7 +129,8 @@ class PatternScheme(Scheme):
         if mode == "kernel":
             g = kernel[0] * kernel[1]
             n = o["layer_n"].get(name, o["n"])
-            check_group_options(g, n, o["patterns"], f"{kernel[0]}x{kernel[1]} kernel")
+            names = (f"layer_n={name}=", "patterns") if name in o["layer_n"] else ("n", "patterns")
+            check_group_options(g, n, o["patterns"], f"{kernel[0]}x{kernel[1]} kernel", names)
             return {"name": name, "mode": mode, "g": g, "n": n, "p": o["patterns"], "m": g}
         if o["vectors"] == "refuse":
             raise SparsynError(f"layer {name} has no spatial kernel (1x1 / Linear) and vectors=refuse; set "
@@ -146,6 +149,10 @@ class PatternScheme(Scheme):
     def _targets(self, model, data):
         from ..importer import import_model
         layers = [l for l in import_model(model, data.input_shape) if l.kind in ("conv", "linear")]
+        unknown = sorted(set(self.opts["layer_n"]) - {l.name for l in layers})
+        if unknown:
+            raise SparsynError(f"option layer_n names {unknown[0]!r}, which is not a conv/linear layer of the model; "
+                               f"its layers are: {', '.join(l.name for l in layers)}")
         out = []
         for l in layers:
             if self._applies(l.kernel):
