@@ -8,6 +8,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from sparsyn.sw.array_format import row_groups
+
 from .layouts import weight_word
 from .memories import rom_memory
 from .requant_sequencer import requant_job
@@ -150,7 +152,6 @@ class LayerControl(wiring.Component):
         w_read, l_read = Signal(), Signal()
         if self.implicit_rows:
             # the row descriptor of row ``laddr`` of the section, one cycle later like a ROM read
-            from sparsyn.sw.array_format import row_groups
             meta = plan.packed.meta
             groups = row_groups(meta)
             span = -(-groups // R) * R                 # rows of a section

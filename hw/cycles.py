@@ -17,6 +17,11 @@ block RAM), leaves it R+C cycles later (pipelined PEs) and is added into the acc
 (registered sum) in the next cycle -> Ho*Wo + R + C + 3 cycles (:func:`last_pass_cycles`). Then
 ``REQUANT`` of the section's real channels, one value per cycle plus the requant sequencer's
 pipeline (accumulator read 1 + requant unit 6) -> channels*Ho*Wo + 7 cycles (:func:`requant_cycles`).
+
+With another activation feeder (:mod:`.feeders`) a pass issues that feeder's steps instead of Ho*Wo pixels
+(a kernel-window scan has ``Ho*((Wo-1)*stride + kw)``), each held for the PE's phases (a time-multiplexed
+datapath): the same formulas with ``steps * phases`` in place of Ho*Wo for the STREAM phases; requant
+still takes one cycle per output value.
 """
 from __future__ import annotations
 
@@ -68,7 +73,8 @@ def layer_cycles(sections: list[tuple[int, int]], array: ArrayConfig, layer: Qua
     """Cycles of one image through the LayerEngine.
 
     ``steps``: issue cycles of one pass (the activation feeder's steps, :func:`sparsyn.hw.feeders.feed_steps`,
-    times the cycles a time-multiplexed PE holds each; default Ho*Wo, one per output pixel); ``feed_latency``: the feeder's ``issue`` -> ``x`` latency;
+    times the cycles a time-multiplexed PE holds each; default Ho*Wo, one per output pixel);
+    ``feed_latency``: the feeder's ``issue`` -> ``x`` latency;
     ``pe_macs``: multiply-accumulates one PE can do per cycle (default its L lanes; a pattern PE has L = kh*kw
     lanes but n multipliers) — the denominator of ``utilization``, also returned.
 
