@@ -23,7 +23,7 @@ from .platforms import Board, get_board
 from .report import PROJECT_FMAX_TARGET_MHZ, format_report, make_report
 from .selftest import BoardTop, SelfTest, check_selftest_vectors
 from .synth import coarse_census
-from .toolchain import check_toolchain, run_build_script
+from .toolchain import FIT_ADVICE, check_toolchain, run_build_script
 
 #: Array size ``sparsyn build`` uses when --array is not given, per FPGA family (iCE40: the largest
 #: array whose multipliers, with the requantizer's, still fit the UP5K's 8 DSP blocks).
@@ -120,7 +120,12 @@ def build_core(board, core, out, *, config: dict | None = None, name: str = "top
     plan = platform.prepare(BoardTop(b, core), name=name, **_overrides(b, name, policy["use"]))
     plan.extract(out)
     log(f"building for {b.name} ({b.device}) in {out}")
-    times = run_build_script(out, name, b.family, progress=progress)
+    advice = FIT_ADVICE
+    if not policy["use"] and policy.get("dsp_blocks_needed"):
+        advice = (f"the multipliers need {policy['dsp_blocks_needed']} DSP blocks, the device has "
+                  f"{policy['dsp_blocks_available']}, so they became LUT logic: use a smaller --array, fewer "
+                  "multipliers per PE (the pattern scheme: compress with --opt mults=1), or a board with a bigger FPGA")
+    times = run_build_script(out, name, b.family, progress=progress, fit_advice=advice)
     report = make_report(b, out, name, config or {}, fit, policy, times, fmax_target_mhz)
     write_json(out / "report.json", report)
     log(format_report(report))

@@ -145,12 +145,17 @@ def _overfull(path: Path) -> str | None:
     return "; ".join(dict.fromkeys(over)) or None
 
 
+#: What a design that overfills the device can change (the build may add a design-specific hint).
+FIT_ADVICE = "use a smaller --array, or a board with a bigger FPGA"
+
+
 def run_build_script(build_dir: Path, name: str, family: str, progress: bool = True,
-                     environ: dict | None = None) -> dict[str, float]:
+                     environ: dict | None = None, fit_advice: str = FIT_ADVICE) -> dict[str, float]:
     """Run Amaranth's extracted ``build_<name>.sh`` in ``build_dir`` with the YoWASP tools.
 
     Shows the running step and elapsed time; returns seconds per tool. A failing tool becomes a
-    one-line :class:`SparsynError` quoting its first ERROR line and naming its log file.
+    one-line :class:`SparsynError` quoting its first ERROR line and naming its log file; a design that
+    overfills the device says so with ``fit_advice``.
     """
     build_dir = Path(build_dir).resolve()
     env = toolchain_env(family, environ)
@@ -218,8 +223,7 @@ def run_build_script(build_dir: Path, name: str, family: str, progress: bool = T
         logs = [build_dir / tool.log.format(name=name), build_dir / f"{tool.name}.console.log"]
         over = _overfull(logs[0])
         if over:
-            raise SparsynError(f"design does not fit: placement needs {over} (log: {logs[0]}); "
-                               "use a smaller --array, or a board with a bigger FPGA")
+            raise SparsynError(f"design does not fit: placement needs {over} (log: {logs[0]}); {fit_advice}")
         found = [(m, log) for log in logs for m in [_first_error(log)] if m]
         console = logs[1].read_text(errors="replace") if logs[1].exists() else ""
         if found:

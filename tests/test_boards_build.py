@@ -186,3 +186,29 @@ def test_builtin_dfu_suffix_matches_dfu_util(tmp_path):
         ref.write_bytes(data)
         subprocess.run(["dfu-suffix", "-v", "1209", "-p", "5af0", "-a", str(ref)], check=True, capture_output=True)
         assert ref.read_bytes() == ours
+
+
+def test_overfull_placement_is_one_line_with_the_builds_advice(tmp_path):
+    """A placement that overfills the device (faked nextpnr: its log says so, it exits 1) is refused in one line
+    naming the cells over and the advice the build passes (e.g. fewer multipliers per PE)."""
+    import os
+
+    from sparsyn.boards.toolchain import FIT_ADVICE, run_build_script
+    from sparsyn.sw.errors import SparsynError
+    fake = tmp_path / "fake-nextpnr"
+    fake.write_text("#!/bin/sh\nprintf 'Info: Device utilisation:\\nInfo:  ICESTORM_LC:  11019/ 5280   208%%\\n"
+                    "ERROR: Unable to place cell\\n' > top.tim\nexit 1\n")
+    ok = tmp_path / "fake-ok"
+    ok.write_text("#!/bin/sh\nexit 0\n")
+    for f in (fake, ok):
+        f.chmod(0o755)
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "build_top.sh").write_text('"$YOSYS" -q\n"$NEXTPNR_ICE40" --up5k || exit 1\n"$ICEPACK"\n')
+    env = {**os.environ, "YOSYS": str(ok), "NEXTPNR_ICE40": str(fake), "ICEPACK": str(ok)}
+    for advice in (FIT_ADVICE, "use fewer multipliers per PE"):
+        with pytest.raises(SparsynError) as err:
+            run_build_script(build, "top", "ice40", progress=False, environ=env, fit_advice=advice)
+        msg = str(err.value)
+        assert "\n" not in msg and "placement needs 11019 ICESTORM_LC but the device has 5280" in msg
+        assert msg.endswith(advice)
