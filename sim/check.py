@@ -118,6 +118,33 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None
             "test_dir": res["test_dir"]}
 
 
+def compressed_default(scheme, images: int = 2):
+    """The default digits model compressed with ``scheme`` (a Scheme object; quiet) and ``images`` test images
+    through its golden model: ``(qmodel, packed, x, outs)`` for :func:`run_model_layers`."""
+    from sparsyn.sw.compress import compress_model
+    from sparsyn.sw.data import digits
+    from sparsyn.sw.model_zoo import default_model
+    if hasattr(scheme, "progress"):
+        scheme.progress = False
+    qmodel, packed, _ = compress_model(default_model(progress=False), scheme, digits(), progress=False,
+                                       log=lambda *a, **k: None)
+    x, outs = model_inputs(qmodel, images=images)
+    return qmodel, packed, x, outs
+
+
+def run_model_layers(compressed, array: ArrayConfig, simulator: str, test_dir: Path) -> list[dict]:
+    """:func:`run_engine` of every conv/linear layer of ``compressed`` (:func:`compressed_default`), each fed the
+    golden output of the layer before it; the rows, in layer order."""
+    qmodel, packed, x, outs = compressed
+    rows = []
+    for i, layer in enumerate(qmodel.layers):
+        if layer.kind in ("conv", "linear"):
+            layer_in = x if i == 0 else outs[i - 1]
+            rows.append(run_engine(layer, packed[layer.name], array, simulator, layer_in,
+                                   test_dir=Path(test_dir) / layer.name))
+    return rows
+
+
 def model_inputs(model, images: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``images`` digits test images quantized with the model's input scale, and every layer's golden output."""
     from sparsyn.sw.data import digits

@@ -7,7 +7,7 @@ import pytest
 
 from sparsyn.hw.pe import ProcessingElement
 from sparsyn.hw.schemes import make_product
-from sparsyn.sim.check import model_inputs, run_engine
+from sparsyn.sim.check import compressed_default, run_engine, run_model_layers
 from sparsyn.sim.runner import build, run_bench
 from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import PackedLayer
@@ -107,30 +107,19 @@ def test_engine_random_pattern_layer(simulator, tmp_path, name):
 def default_pattern():
     """The default digits model compressed with the pattern scheme (short fine-tuning: same scheme and ROM
     format as the defaults) and two test images through its golden model."""
-    from sparsyn.sw.compress import compress_model
-    from sparsyn.sw.data import digits
-    from sparsyn.sw.model_zoo import default_model
-    scheme = PatternScheme(array=ArrayConfig(4, 4), prune_steps=2, finetune_epochs=1, connectivity=0.1)
-    scheme.progress = False
-    qmodel, packed, _ = compress_model(default_model(progress=False), scheme, digits(), progress=False,
-                                       log=lambda *a, **k: None)
-    x, outs = model_inputs(qmodel, images=2)
-    return qmodel, packed, x, outs
+    return compressed_default(PatternScheme(array=ArrayConfig(4, 4), prune_steps=2, finetune_epochs=1,
+                                            connectivity=0.1))
 
 
 def _check_default_layers(simulator, default_pattern, tmp_path):
-    qmodel, packed, x, outs = default_pattern
-    feeds = []
-    for i, layer in enumerate(qmodel.layers):
-        if layer.kind not in ("conv", "linear"):
-            continue
-        layer_in = x if i == 0 else outs[i - 1]
-        row = run_engine(layer, packed[layer.name], ArrayConfig(4, 4), simulator, layer_in,
-                         test_dir=tmp_path / layer.name)
+    qmodel, packed = default_pattern[:2]
+    rows = run_model_layers(default_pattern, ArrayConfig(4, 4), simulator, tmp_path)
+    layers = [l for l in qmodel.layers if l.kind in ("conv", "linear")]
+    for row, layer in zip(rows, layers):
         check_row(row, layer, 2)
-        feeds.append((packed[layer.name].scheme, packed[layer.name].meta["feed"]))
     # conv1, conv2: 3x3 windows; fc: 2:4 channel groups
-    assert feeds == [("pattern", "window"), ("pattern", "window"), ("pattern", "channels")]
+    assert [(r["scheme"], packed[l.name].meta["feed"]) for r, l in zip(rows, layers)] == \
+        [("pattern", "window"), ("pattern", "window"), ("pattern", "channels")]
 
 
 def test_engine_default_model_pattern_icarus(default_pattern, tmp_path):

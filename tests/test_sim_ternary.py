@@ -6,7 +6,7 @@ import pytest
 
 from sparsyn.hw.pe import ProcessingElement
 from sparsyn.hw.schemes import make_product
-from sparsyn.sim.check import model_inputs, run_engine
+from sparsyn.sim.check import compressed_default, run_engine, run_model_layers
 from sparsyn.sim.runner import build, run_bench
 from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import PackedLayer
@@ -59,28 +59,14 @@ def test_engine_random_ternary_layer_random_occupancy(simulator, tmp_path):
 def default_ternary():
     """The default digits model compressed with the ternary scheme (short training: same scheme and ROM
     format as the defaults) and two test images through its golden model."""
-    from sparsyn.sw.compress import compress_model
-    from sparsyn.sw.data import digits
-    from sparsyn.sw.model_zoo import default_model
-    scheme = TernaryScheme(array=ARRAY, sparsity=0.5, penalty_epochs=4, finetune_epochs=4)
-    scheme.progress = False
-    qmodel, packed, _ = compress_model(default_model(progress=False), scheme, digits(), progress=False,
-                                       log=lambda *a, **k: None)
-    x, outs = model_inputs(qmodel, images=2)
-    return qmodel, packed, x, outs
+    return compressed_default(TernaryScheme(array=ARRAY, sparsity=0.5, penalty_epochs=4, finetune_epochs=4))
 
 
 def _check_default_layers(simulator, default_ternary, tmp_path):
-    qmodel, packed, x, outs = default_ternary
-    schemes = []
-    for i, layer in enumerate(qmodel.layers):
-        if layer.kind not in ("conv", "linear"):
-            continue
-        layer_in = x if i == 0 else outs[i - 1]
-        row = run_engine(layer, packed[layer.name], ARRAY, simulator, layer_in, test_dir=tmp_path / layer.name)
+    rows = run_model_layers(default_ternary, ARRAY, simulator, tmp_path)
+    for row, layer in zip(rows, [l for l in default_ternary[0].layers if l.kind in ("conv", "linear")]):
         check_row(row, layer, 2)
-        schemes.append(packed[layer.name].scheme)
-    assert schemes == ["dense", "ternary", "ternary"]   # conv1 stays int8, conv2 and fc are ternary
+    assert [r["scheme"] for r in rows] == ["dense", "ternary", "ternary"]   # conv1 stays int8, conv2 and fc ternary
 
 
 def test_engine_default_model_ternary_icarus(default_ternary, tmp_path):
