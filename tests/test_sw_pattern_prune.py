@@ -128,3 +128,71 @@ def test_prune_patterns_on_a_tiny_model():
         support = groups != 0
         assert (support <= (table[np.maximum(i, 0)] & (i >= 0)[:, None])).all()   # inside its pattern
         assert np.sum(i < 0) == round(0.1 * len(i)) and not groups[i < 0].any()
+
+
+def test_best_subsets_is_lazy_and_in_energy_order():
+    """The fill-up search yields n-subsets by decreasing energy without listing C(G, n) of them (a 7x7 kernel
+    at n = 22 has 6e13): the first ones of G = 49, n = 22 come at once."""
+    from itertools import combinations, islice
+
+    from sparsyn.sw.pattern_prune import best_subsets
+    rng = np.random.default_rng(0)
+    e = rng.random(7)
+    got = list(best_subsets(e, 3))
+    want = sorted(combinations(range(7), 3), key=lambda s: -e[list(s)].sum())
+    assert len(got) == len(set(got)) == 35
+    assert [round(sum(e[i] for i in range(7) if c >> i & 1), 12) for c in got] == \
+        [round(e[list(s)].sum(), 12) for s in want]
+    big = list(islice(best_subsets(rng.random(49), 22), 10))
+    assert len(set(big)) == 10 and all(bin(c).count("1") == 22 for c in big)
+    # a layer with fewer distinct masks than patterns: filled up from the lazy search
+    t = select_patterns(rng.normal(size=(4, 49)), 22, 8)
+    assert len(t) == 8 and len({tuple(r) for r in t}) == 8 and (t.sum(axis=1) == 22).all()
+
+
+def test_frequency_ties_take_the_lower_mask_code():
+    # two masks, each the top-2 of exactly two groups: {0,1} (code 3) and {2,3} (code 12); p=1 keeps code 3
+    g = np.array([[0, 0, 2, 1], [0, 0, 1, 2], [2, 1, 0, 0], [1, 2, 0, 0]], dtype=float)
+    assert select_patterns(g, 2, 1, rounds=0).tolist() == [[True, True, False, False]]
+
+
+def test_initial_table_is_the_most_frequent_masks():
+    # top-2 masks: {0,1} x3, {2,3} x2, {1,2} x1; p=2, rounds=0 -> {0,1} then {2,3}
+    g = np.array([[2, 1, 0, 0]] * 3 + [[0, 0, 2, 1]] * 2 + [[0, 2, 1, 0]], dtype=float)
+    assert select_patterns(g, 2, 2, rounds=0).tolist() == [[True, True, False, False], [False, False, True, True]]
+
+
+def test_refinement_recentres_to_the_top_energy_positions():
+    # one pattern; every group's own top-2 differs, but the summed w^2 peaks at {0, 1}
+    rng = np.random.default_rng(5)
+    g = rng.normal(size=(60, 6)) * 0.1
+    g[:, 0] += 1.0
+    g[:, 1] += 0.9
+    g[np.arange(60), 2 + np.arange(60) % 4] += 1.2
+    assert select_patterns(g, 2, 1, rounds=3).tolist() == [[True, True, False, False, False, False]]
+
+
+def test_refinement_deduplicates_merged_patterns():
+    # a case (found by search) where re-centring maps both patterns onto {2, 3}
+    g = np.array([[-3.12, -0.86, 2.55, -3.08], [1.66, 0.85, -3.21, -1.48], [-2.02, 2.04, 3.51, -1.8],
+                  [-0.83, -0.59, -0.45, 0.04], [0.6, -2.37, -0.83, 1.76], [0.78, -1.57, 3.25, 2.32],
+                  [0.45, -0.09, 0.25, -0.98], [-2.36, 0.14, -0.58, -3.2], [-0.47, -1.1, 1.61, -0.74],
+                  [-0.27, -0.56, -0.28, 1.14], [-2.37, -0.33, 3.94, 2.09], [-3.16, 3.17, 2.5, -4.57],
+                  [-1.42, 1.26, 2.64, -2.84], [-0.4, -0.28, 1.37, 3.32]])
+    t = select_patterns(g, 2, 2)
+    assert len(t) == 2 and len({tuple(x) for x in t}) == 2 and (t.sum(axis=1) == 2).all()
+    for seed in range(20):
+        t = select_patterns(np.random.default_rng(seed).normal(size=(12, 4)) * [3, 3, 1, 1], 2, 4)
+        assert len({tuple(r) for r in t}) == len(t)
+
+
+def test_prune_patterns_epochs_zero_is_projection_only():
+    from sparsyn.sw.data import digits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 64, 10))
+    tables, ids, hist = prune_patterns(model, digits(), [{"name": "0", "mode": "kernel", "n": 4, "p": 4, "m": 9}],
+                                       steps=2, epochs=0, lr=1e-3, log=lambda s: None, progress=False)
+    groups = group_view(model[0].weight, "kernel")
+    assert ((groups != 0) <= tables["0"][ids["0"]]).all()        # the projection was written back
+    assert ((groups != 0).sum(axis=1) <= 4).all() and len(hist["accuracy"]["steps"]) == 2
