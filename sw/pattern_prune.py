@@ -33,9 +33,11 @@ MODES = ("kernel", "vector")
 
 # ---- group views ---------------------------------------------------------------------------------
 def group_view(weight, mode: str, m: int = 4) -> np.ndarray:
-    """A layer weight -> its (M, G) groups (float64 copy; see the module docstring)."""
+    """A layer weight -> its (M, G) groups (a copy; float64, or int64 for integer weights; see the module
+    docstring)."""
     w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
-    w = np.asarray(w, dtype=np.float64)
+    if not np.issubdtype(w.dtype, np.integer):      # integer weights stay integers (the ROM packer's view)
+        w = w.astype(np.float64)
     if mode == "kernel":
         if w.ndim != 4 or w.shape[2] * w.shape[3] < 2:
             raise SparsynError(f"the kernel view needs a conv weight with a kh x kw > 1 kernel, got shape {w.shape}")
@@ -46,7 +48,7 @@ def group_view(weight, mode: str, m: int = 4) -> np.ndarray:
     w2 = w.reshape(w.shape[0], -1)
     n, k = w2.shape
     j = -(-k // m)
-    out = np.zeros((n, j * m))
+    out = np.zeros((n, j * m), dtype=w2.dtype)
     out[:, :k] = w2
     return out.reshape(n * j, m)
 
@@ -193,15 +195,6 @@ def prune_connectivity(groups: np.ndarray, table: np.ndarray, ids: np.ndarray, f
     kept = (groups ** 2 * table[np.maximum(ids, 0)]).sum(axis=1)
     ids[np.argsort(kept, kind="stable")[:count]] = -1
     return ids
-
-
-def check_pattern_options(g: int, n: int, p: int, what: str = "kernel") -> None:
-    """Refuse n / P a group of G weights cannot have (one line naming the option and its valid range)."""
-    names = ("n", "patterns") if what == "kernel" else ("nm_n", "nm_patterns")
-    if not 1 <= n < g:
-        raise SparsynError(f"option {names[0]}={n} must be in 1..{g - 1} for a group of {g} weights")
-    if not 1 <= p <= comb(g, n):
-        raise SparsynError(f"option {names[1]}={p} must be in 1..{comb(g, n)} (C({g},{n})) for {n} of {g}")
 
 
 def n_schedule(g: int, n: int, steps: int) -> list[int]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparsyn.sw.errors import SparsynError
-from sparsyn.sw.pattern_prune import (assign_patterns, check_pattern_options, group_view, kept_energy, n_schedule,
+from sparsyn.sw.pattern_prune import (assign_patterns, group_view, kept_energy, n_schedule,
                                       project, prune_connectivity, prune_patterns, select_patterns, top_n_masks,
                                       ungroup)
 
@@ -85,16 +85,6 @@ def test_project_and_connectivity():
         prune_connectivity(groups, table, ids, 1.0)
     with pytest.raises(SparsynError, match="would prune every kernel"):
         prune_connectivity(groups[:1], table, ids[:1], 0.6)
-
-
-@pytest.mark.parametrize("args,match", [((9, 0, 4), "option n=0 must be in 1..8"), ((9, 9, 4), "option n=9 must be in 1..8"),
-                                        ((9, 4, 0), r"option patterns=0 must be in 1..126"),
-                                        ((4, 2, 7), r"option patterns=7 must be in 1..6 \(C\(4,2\)\)")])
-def test_check_pattern_options(args, match):
-    with pytest.raises(SparsynError, match=match):
-        check_pattern_options(*args)
-    with pytest.raises(SparsynError, match="nm_"):
-        check_pattern_options(*args, what="vector")
 
 
 def test_n_schedule():

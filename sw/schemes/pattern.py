@@ -343,15 +343,12 @@ def entry_word(pid: int, weights, id_bits: int) -> int:
 
 
 def group_matrix(w: np.ndarray, g: int) -> np.ndarray:
-    """N x K integer weights -> (N, ceil(K/G), G) groups (a partial last group padded with zeros).
-
-    For a kh x kw conv K = C*G and group j is input channel j's kernel; for 1x1 / Linear group j is
-    inputs ``j*G .. j*G+G-1``."""
-    n, k = w.shape
-    j = -(-k // g)
-    out = np.zeros((n, j * g), dtype=w.dtype)
-    out[:, :k] = w
-    return out.reshape(n, j, g)
+    """N x K integer weights -> (N, ceil(K/G), G) groups: :func:`~..pattern_prune.group_view`'s vector view
+    (a partial last group padded with zeros). For a kh x kw conv K = C*G, so group j is input channel j's
+    kernel; for 1x1 / Linear group j is inputs ``j*G .. j*G+G-1``."""
+    from ..pattern_prune import group_view
+    w = np.asarray(w, dtype=np.int64)
+    return group_view(w, "vector", g).reshape(w.shape[0], -1, g)
 
 
 def assign_ids(groups: np.ndarray, table: np.ndarray, zero_id: bool, name: str) -> np.ndarray:
