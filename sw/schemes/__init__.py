@@ -19,6 +19,7 @@ REGISTRY = {
     "tight": "tight:TightScheme",
     "ternary": "ternary:TernaryScheme",
     "pattern": "pattern:PatternScheme",
+    "permdiag": "permdiag:PermDiagScheme",
 }
 
 _LOADED: dict[str, type[Scheme]] = {}
