@@ -154,8 +154,7 @@ def plan_permdiag_layer(layer: QuantLayer, packed: PackedLayer, limits: EngineLi
     total = plan.cycles()
     macs = int(np.count_nonzero(layer.weight)) * layer.pixels
     lanes = m["lanes"]
-    plan.model = {"total": total, "min": permdiag_cycles(0, m["slots"], plan.out_elements),
-                  "per_nonzero": m["slots"], "fixed": permdiag_cycles(0, m["slots"], plan.out_elements),
+    plan.model = {"total": total, "per_nonzero": m["slots"], "fixed": permdiag_cycles(0, m["slots"], plan.out_elements),
                   "compute": z * m["slots"], "drain": plan.out_elements, "flush": flush_cycles(),
                   "drain_latency": drain_latency(), "useful_macs": macs, "pe_macs": m["mults"],
                   "lanes": lanes, "slots": m["slots"], "utilization": macs / (lanes * total) if total else 0.0}

@@ -46,7 +46,8 @@ class EnginePlan(Protocol):
     ``array`` describes the engine's compute resources for utilization figures (the shared array's
     R x C x L; an engine of P PEs with M multipliers each can say ``ArrayConfig(P, 1, M)``); ``model``
     holds at least ``total`` (cycles without data, e.g. the worst case), ``useful_macs`` and
-    ``utilization``; ``cycles(x)`` is exact for input ``x`` (flat CHW ints)."""
+    ``utilization``; ``cycles(x)`` is exact for input ``x`` (flat CHW ints). An engine whose work depends on the
+    data (one that skips zero inputs) also offers ``useful_macs(x)``, the MACs it does for input ``x``."""
     layer: QuantLayer
     packed: PackedLayer
     engine: type

@@ -106,7 +106,9 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None
     model_all = check_cycles(layer.name, res["cycles"], flat, engine.plan)
     measured = res["cycles"][0]
     arr = engine.array
-    macs = useful_macs(layer)
+    # an engine that skips zero inputs counts the MACs of this image (nonzero weight x nonzero input)
+    per_image = getattr(engine.plan, "useful_macs", None)
+    macs = per_image(flat[0]) if per_image is not None else useful_macs(layer)
     return {"layer": layer.name, "scheme": packed.scheme, "simulator": simulator,
             "array": f"{arr.rows}x{arr.cols}", "cycles_measured": measured, "cycles_all": res["cycles"],
             "cycles_model": model_all[0], "cycles_model_all": model_all, "cycles_exact": True,

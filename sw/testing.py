@@ -139,3 +139,17 @@ def random_pattern_layer(rng: np.random.Generator, kind: str, cin: int, h: int, 
             wpad.flat[nz[0]], wpad.flat[nz[-1]] = -128, 127
     layer.weight = wpad[:, :layer.k].astype(np.int64)
     return layer, table, np.where(zero, -1, ids).reshape(cout, j_groups)
+
+
+def random_permdiag_layer(rng: np.random.Generator, n: int, k: int, p: int, kind: str = "linear",
+                          pixels: tuple[int, int] = (1, 1), name: str = "fc"):
+    """A random int8 Linear (N x K) or 1x1 conv (K -> N channels on an ``pixels`` image) layer with the
+    permuted-diagonal structure of random offsets in p x p blocks: ``(layer, offsets)``."""
+    from .perm_diag import random_structure
+    if kind == "linear":
+        layer = random_quant_layer(rng, "linear", k, 1, 1, n, name=name)
+    else:
+        layer = random_quant_layer(rng, "conv", k, *pixels, n, kernel=1, name=name)
+    offsets, mask = random_structure(rng, n, k, p)
+    layer.weight = np.where(mask, layer.weight, 0)
+    return layer, offsets
