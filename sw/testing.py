@@ -153,3 +153,13 @@ def random_permdiag_layer(rng: np.random.Generator, n: int, k: int, p: int, kind
     offsets, mask = random_structure(rng, n, k, p)
     layer.weight = np.where(mask, layer.weight, 0)
     return layer, offsets
+
+
+def fit_requant(rng: np.random.Generator, layer: QuantLayer) -> QuantLayer:
+    """Redraw ``layer``'s bias and requantization for its (e.g. pruned) weights, in place, so that its outputs
+    spread over the int8 range instead of saturating or collapsing to zero; returns the layer."""
+    sigma = max(float(np.abs(layer.weight).sum(axis=1).mean()) * 40.0, 1.0)
+    for n in range(layer.n):
+        layer.mult[n], layer.shift[n] = choose_multiplier(float(rng.uniform(0.5, 2.0)) * 48.0 / sigma)
+    layer.bias[:] = rng.integers(-int(sigma), int(sigma) + 1, size=layer.n)
+    return layer

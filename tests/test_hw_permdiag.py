@@ -14,18 +14,8 @@ from sparsyn.hw.permdiag_plan import permdiag_cycles
 from sparsyn.hw.plan import EngineLimits
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.golden import run_layer
-from sparsyn.sw.requant import choose_multiplier
 from sparsyn.sw.schemes.permdiag import PermDiagScheme
-from sparsyn.sw.testing import random_input, random_permdiag_layer as permdiag_layer
-
-
-def rescaled(rng, layer):
-    """Requantization fitted to the sparse weights, so outputs spread over the int8 range."""
-    sigma = max(float(np.abs(layer.weight).sum(axis=1).mean()) * 40.0, 1.0)
-    for n in range(layer.n):
-        layer.mult[n], layer.shift[n] = choose_multiplier(float(rng.uniform(0.5, 2.0)) * 48.0 / sigma)
-    layer.bias[:] = rng.integers(-int(sigma), int(sigma) + 1, size=layer.n)
-    return layer
+from sparsyn.sw.testing import fit_requant, random_input, random_permdiag_layer as permdiag_layer
 
 
 def sparse_inputs(rng, layer, densities):
@@ -55,7 +45,7 @@ def test_engine_exact_at_every_density(name):
     n, k, p, pes, mults, kind, hw = CASES[name]
     rng = np.random.default_rng(sum(map(ord, name)))
     layer, _ = permdiag_layer(rng, n, k, p, kind, hw)
-    layer = rescaled(rng, layer)
+    layer = fit_requant(rng, layer)
     packed = PermDiagScheme(p=p, pes=pes, mults=mults, convs=kind == "conv").pack(layer)
     engine = layer_engine(layer, packed)
     images = sparse_inputs(rng, layer, (0.0, 0.1, 0.5, 1.0, 0.3))
@@ -78,7 +68,7 @@ def test_reset_in_the_middle_of_a_run_leaves_no_partial_sums():
     the next image is exact again; without the sweep it would start from the stale partial sums."""
     rng = np.random.default_rng(7)
     layer, _ = permdiag_layer(rng, 8, 12, 4)
-    layer = rescaled(rng, layer)
+    layer = fit_requant(rng, layer)
     packed = PermDiagScheme(p=4, pes=1).pack(layer)
     engine = layer_engine(layer, packed)
     x0, x1 = sparse_inputs(rng, layer, (1.0, 0.7))

@@ -131,8 +131,10 @@ class PermDiagScheme(Scheme):
         p = self.layer_p(name)
         where = f"layer_p={name}={p}" if name in self.opts["layer_p"] else f"p={p}"
         if kind == "conv" and tuple(kernel) != (1, 1):
+            fix = "drop it from layer_p (it stays dense int8)" if name in self.opts["layer_p"] else \
+                "pack it with the dense scheme"
             raise SparsynError(f"layer {name} is a {kernel[0]}x{kernel[1]} conv; permdiag compresses FC and 1x1 "
-                               f"layers only: drop it from layer_p (it stays dense int8)")
+                               f"layers only: {fix}")
         if kind == "conv" and (stride, padding) != (1, 0):
             raise SparsynError(f"layer {name} is a 1x1 conv with stride {stride} / padding {padding}; the "
                                "permdiag engine runs 1x1 convs of stride 1 without padding: set convs=0 to keep "
