@@ -13,6 +13,7 @@ SCHEME_BENCHES = {
     "packcnn": ("sparsyn.sw.bench_tight", "run_tight_bench"),
     "ternary": ("sparsyn.sw.bench_ternary", "run_ternary_bench"),
     "pattern": ("sparsyn.sw.bench_pattern", "run_pattern_bench"),
+    "permdiag": ("sparsyn.sw.bench_permdiag", "run_permdiag_bench"),
 }
 #: The scheme benchmarks that run on worker processes (``--jobs``).
 JOBS_BENCHES = {"tight", "packcnn"}
