@@ -175,3 +175,33 @@ def test_engine_refusals():
     conv3 = layer.__class__(**{**layer.__dict__, "kind": "conv", "kernel": (3, 3)})
     with pytest.raises(SparsynError, match="3x3 conv; the permdiag engine runs FC and 1x1 layers only"):
         plan_layer(conv3, packed)
+
+
+def test_pointwise_conv_model_with_convs_option():
+    """``convs=1``: a 1x1 conv (8 -> 6 channels on 8x8) is compressed with permdiag next to the FC layer and runs
+    on the permuted-diagonal engine inside a ModelEngine (the 3x3 conv stays dense): logits bit-exact, cycles =
+    the per-image model; without ``convs`` only the FC layer is permuted-diagonal."""
+    from torch import nn
+
+    from sparsyn.hw.model_engine import ModelEngine, plan_model
+    from sparsyn.sw.compress import compress_model
+    from sparsyn.sw.data import digits
+    from sparsyn.sw.golden import quantize_input, run_golden
+    from sparsyn.sw.perm_diag import structure_offsets
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 1), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(6 * 64, 10))
+    data = digits()
+    quiet = {"progress": False, "log": lambda *a, **k: None}
+    model, packed, _ = compress_model(module, PermDiagScheme(p=2, convs=1, epochs=1), data, **quiet)
+    assert [l.scheme for l in model.compute_layers] == ["dense", "permdiag", "permdiag"]
+    pw = model.compute_layers[1]
+    assert pw.kernel == (1, 1) and structure_offsets(pw.weight, 2)[1] is None
+    mplan = plan_model(model, packed)
+    engine = ModelEngine(mplan)
+    x = quantize_input(data.test_x[:1], model.input_scale)
+    outs, stats = simulate_engine(engine, [x[0].numpy().ravel()])
+    assert np.array_equal(outs[0], run_golden(model, x)[-1][0].numpy().ravel())
+    assert stats[0]["cycles"] == stats[0]["measured"] == mplan.cycles(x[0].numpy().ravel())
+    model2, _, _ = compress_model(module, PermDiagScheme(p=2, epochs=0), data, **quiet)
+    assert [l.scheme for l in model2.compute_layers] == ["dense", "dense", "permdiag"]

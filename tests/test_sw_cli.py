@@ -134,6 +134,14 @@ def _corrupt(tmp_path):
     # a tight group cannot be wider than the array's columns (the rows of its section)
     (lambda t: ["--scheme", "tight", "--opt", "alpha=8"], "exceeds the 4 columns of the 4x4 array"),
     (lambda t: ["--scheme", "tight", "--opt", "alpha=4", "--array", "8x2"], "exceeds the 2 columns"),
+    # permdiag: p < 2, p larger than the layer, padding off and p not dividing, a kh x kw conv named
+    (lambda t: ["--scheme", "permdiag", "--opt", "p=1"], "p must be in 2..256"),
+    (lambda t: ["--scheme", "permdiag", "--opt", "p=16"], "p=16 is larger than layer fc (10 x 64)"),
+    (lambda t: ["--scheme", "permdiag", "--opt", "p=3", "--opt", "pad=0"], "does not divide layer fc (10 x 64) and "
+                                                                             "pad=0"),
+    (lambda t: ["--scheme", "permdiag", "--opt", "layer_p=conv2=4"], "3x3 conv; permdiag compresses FC and 1x1 "
+                                                                     "layers only"),
+    (lambda t: ["--scheme", "permdiag", "--opt", "layer_p=fc9=4"], "names 'fc9', which is not a conv/linear"),
 ])
 def test_bad_input_one_line_error_nonzero_exit_nothing_written(tmp_path, make_args, needle):
     out = tmp_path / "out"
