@@ -53,14 +53,16 @@ class PermDiagEngine(wiring.Component):
     Attributes
     ----------
     model : dict — static cycle figures (``total`` = every input nonzero).
-    rom_memories : dict[str, Memory] — ROM name -> the memory initialised from exactly that ROM's words.
+    rom_memories : dict[str, Memory] — ROM name -> the memory initialised from exactly that ROM's words (filled
+        in by elaboration).
     rom_tables : dict — empty (no scheme table is decoded as PE constants).
     """
 
     def __init__(self, plan: PermDiagPlan):
         self.plan = plan
         self.layer, self.packed, self.array, self.model = plan.layer, plan.packed, plan.array, plan.model
-        self.rom_memories = {name: rom_memory(rom) for name, rom in plan.packed.roms.items()}
+        #: name -> the Memory initialised from that ROM (filled in by each elaboration)
+        self.rom_memories: dict = {}
         self.rom_tables: dict[str, list[int]] = {}
         super().__init__(engine_signature())
 
@@ -84,6 +86,8 @@ class PermDiagEngine(wiring.Component):
         p, M, P, U, T = meta["p"], meta["mults"], meta["pes"], meta["lanes"], meta["slots"]
         bc, ob, depth = meta["block_cols"], meta["offset_bits"], plan.acc_depth
 
+        # fresh memories per elaboration (a board build elaborates the design more than once)
+        self.rom_memories = {name: rom_memory(rom) for name, rom in plan.packed.roms.items()}
         for name, mem in self.rom_memories.items():
             m.submodules[f"rom_{name}"] = mem
         w_rd = self.rom_memories["weights"].read_port()

@@ -150,6 +150,21 @@ def test_default_model_as_one_model_engine():
     assert mplan.cycles(x[0].numpy().ravel()) < mplan.cycle_model["total"]
 
 
+def test_engine_elaborates_more_than_once():
+    """A board build elaborates the design twice (DSP census, then the build): each elaboration has its own
+    memories, initialised from the ROM files."""
+    from amaranth.hdl import Fragment
+    rng = np.random.default_rng(9)
+    layer, _ = permdiag_layer(rng, 8, 12, 4)
+    packed = PermDiagScheme(p=4).pack(layer)
+    engine = layer_engine(layer, packed)
+    first = Fragment.get(engine, None) and dict(engine.rom_memories)
+    Fragment.get(engine, None)
+    assert set(first) == set(engine.rom_memories) == set(packed.roms)
+    assert all(first[name] is not engine.rom_memories[name] for name in first)
+    assert [int(v) for v in engine.rom_memories["weights"].init] == packed.roms["weights"].words
+
+
 def test_engine_refusals():
     """What the engine cannot hold is refused before anything is built, naming the limit and the fix."""
     rng = np.random.default_rng(8)
