@@ -26,6 +26,10 @@ class NonzeroBuffer(wiring.Component):
     divided). When the image's last element has been accepted, ``count`` holds its number of nonzeros and
     the write side starts over; ``restart`` also starts it over. ``act_in.ready = enable``.
 
+    The input is registered: an element accepted in cycle c is checked and written in cycle c+1, so ``count``
+    holds from the second cycle after the last element; ``start`` may come in the cycle right after it (the
+    engine reads ``count`` one cycle after ``start``; ``restart`` does not touch ``count``).
+
     Latency: ``read_latency`` = 1 cycle from ``addr`` to ``entry`` (a block RAM read port). Throughput:
     one input element per cycle in, one entry per cycle out.
 
@@ -70,8 +74,10 @@ class NonzeroBuffer(wiring.Component):
         bj = Signal(range(max(-(-self.channels // self.p), 2)))
         ch = Signal(range(max(self.channels, 2)))
         wptr = Signal(range(self.depth + 1))
-        x = self.act_in.payload
-        take = self.act_in.valid & self.act_in.ready
+        # the input is registered first (no logic between the producer's handshake and the counters)
+        x = Signal(signed(ACT_BITS))
+        take = Signal()
+        m.d.sync += [x.eq(self.act_in.payload), take.eq(self.act_in.valid & self.act_in.ready)]
         nonzero = x != 0
         last = (ch == self.channels - 1) & (pix == self.pixels - 1)
 

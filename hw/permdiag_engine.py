@@ -10,7 +10,7 @@ A composition of small components around one control FSM::
            -> DRAIN: row by row, pixel by pixel, the accumulator of that row + its bias (ROM)
               -> RequantUnit (requant.py, the spine's) -> OutputBuffer (output_buffer.py, the spine's)
 
-Control (FSM, per image): IDLE --start--> COMPUTE (one (input, slot) pair per cycle, z*T cycles for z
+Control (FSM, per image): IDLE --start (registered)--> ARM (1 cycle) -> COMPUTE (one (input, slot) pair per cycle, z*T cycles for z
 nonzero inputs) -> FLUSH (the pipeline's last write lands) -> DRAIN (N*HW reads; each read clears the
 accumulator behind it, so the accumulators are zero whenever the engine is idle) -> WAIT (the last value
 through the requant unit) -> IDLE with done=1. After reset a SWEEP clears every accumulator first
@@ -32,7 +32,8 @@ from .mux import mux_tree
 from .nonzero_buffer import NonzeroBuffer
 from .output_buffer import OutputBuffer
 from .permdiag_pe import PermDiagPE
-from .permdiag_plan import (DRAIN_FRONT, PermDiagPlan, drain_latency, flush_cycles, plan_permdiag_layer)
+from .permdiag_plan import (DRAIN_FRONT, START_REGISTER, PermDiagPlan, drain_latency, flush_cycles,
+                            plan_permdiag_layer)
 from .plan import EngineLimits
 from .requant import RequantUnit
 
@@ -109,27 +110,39 @@ class PermDiagEngine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.act_in), nz.act_in)
         wiring.connect(m, out.act_out, wiring.flipped(self.act_out))
         m.d.comb += nz.enable.eq(~busy & ~sweep)
-        go = self.start & ~busy & ~sweep
+        # start is registered (the producer's start pulse drives one flip-flop, not the whole engine); the cycle
+        # counter counts that cycle too (cycles = from the cycle after start to done)
+        go = Signal()
+        m.d.sync += go.eq(self.start & ~busy & ~sweep & ~go)
+        with m.If(self.start & ~busy & ~sweep):
+            m.d.sync += done.eq(0)             # done falls right after start, as on every engine
 
-        # ---- COMPUTE: s0 issue (nonzero e, slot t) -> s1 entry, ROM addresses -> s2 PE inputs -------------
+        # ---- COMPUTE: s0 issue (nonzero e, slot t) -> s1 entry read, addresses computed -> s2 ROM reads
+        #      -> s3 PE inputs (each stage registered: a block RAM's output never drives an address adder and a
+        #      ROM in the same cycle)
         e = Signal(range(max(plan.in_elements, 2) + 1))
         t = Signal(range(max(T, 2)))
         t_w = Signal(range(max(T * k, 2)))          # t*K
         t_k = Signal(range(max(T * bc, 2)))         # t*BC
         t_a = Signal(range(max(depth, 2)))          # t*p*HW
-        issue = Signal()
+        e_next = Signal.like(e)                     # e + 1, kept in a register (no adder before the compare)
+        issue, more = Signal(), Signal()
         s1_valid, s1_tw, s1_tk, s1_ta = Signal(), Signal.like(t_w), Signal.like(t_k), Signal.like(t_a)
         m.d.comb += nz.addr.eq(e)
         m.d.sync += [s1_valid.eq(issue), s1_tw.eq(t_w), s1_tk.eq(t_k), s1_ta.eq(t_a)]
         ent = nz.entry
-        m.d.comb += [w_rd.addr.eq(s1_tw + ent.bj * p + ent.jj), k_rd.addr.eq(s1_tk + ent.bj)]
         s2_valid, s2_x, s2_jj = Signal(), Signal(signed(8)), Signal.like(ent.jj)
+        s2_waddr, s2_kaddr = Signal.like(w_rd.addr), Signal.like(k_rd.addr)
         s2_abase = Signal(range(max(depth, 2)))
-        m.d.sync += [s2_valid.eq(s1_valid), s2_x.eq(ent.x), s2_jj.eq(ent.jj), s2_abase.eq(s1_ta + ent.pix * p)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_x.eq(ent.x), s2_jj.eq(ent.jj), s2_abase.eq(s1_ta + ent.pix * p),
+                     s2_waddr.eq(s1_tw + ent.bj * p + ent.jj), s2_kaddr.eq(s1_tk + ent.bj)]
+        m.d.comb += [w_rd.addr.eq(s2_waddr), k_rd.addr.eq(s2_kaddr)]
+        s3_valid, s3_x, s3_jj, s3_abase = Signal(), Signal.like(s2_x), Signal.like(s2_jj), Signal.like(s2_abase)
+        m.d.sync += [s3_valid.eq(s2_valid), s3_x.eq(s2_x), s3_jj.eq(s2_jj), s3_abase.eq(s2_abase)]
         w_word = data.ArrayLayout(signed(8), U)(w_rd.data)
         k_word = data.ArrayLayout(ob, U)(k_rd.data)
         for q, pe in enumerate(pes):
-            m.d.comb += [pe.valid.eq(s2_valid), pe.x.eq(s2_x), pe.jj.eq(s2_jj), pe.abase.eq(s2_abase)]
+            m.d.comb += [pe.valid.eq(s3_valid), pe.x.eq(s3_x), pe.jj.eq(s3_jj), pe.abase.eq(s3_abase)]
             for lane in range(M):
                 m.d.comb += [pe.w[lane].eq(w_word[q * M + lane]), pe.k[lane].eq(k_word[q * M + lane])]
 
@@ -177,14 +190,20 @@ class PermDiagEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(go):
-                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), e.eq(0), t.eq(0),
+                    m.d.sync += [busy.eq(1), self.cycles.eq(START_REGISTER), e.eq(0), e_next.eq(1), t.eq(0),
                                  t_w.eq(0), t_k.eq(0), t_a.eq(0)]
-                    m.next = "COMPUTE"
+                    m.next = "ARM"
+            with m.State("ARM"):
+                # the nonzero count is final now; whether another entry follows is kept in a register (no
+                # comparator between the count and the FSM)
+                m.d.sync += more.eq(nz.count != 0)
+                m.next = "COMPUTE"
             with m.State("COMPUTE"):
-                m.d.comb += issue.eq(e != nz.count)
+                m.d.comb += issue.eq(more)
                 with m.If(issue):
                     with m.If(t == T - 1):
-                        m.d.sync += [t.eq(0), t_w.eq(0), t_k.eq(0), t_a.eq(0), e.eq(e + 1)]
+                        m.d.sync += [t.eq(0), t_w.eq(0), t_k.eq(0), t_a.eq(0), e.eq(e_next), e_next.eq(e_next + 1),
+                                     more.eq(e_next != nz.count)]
                     with m.Else():
                         m.d.sync += [t.eq(t + 1), t_w.eq(t_w + k), t_k.eq(t_k + bc), t_a.eq(t_a + p * hw)]
                 with m.Else():

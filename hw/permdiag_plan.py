@@ -9,9 +9,11 @@ Cycle model (:func:`permdiag_cycles`, exact for :class:`~sparsyn.hw.permdiag_eng
 latency read from the component that owns it), with z = the image's nonzero inputs, T = slots (block rows
 per lane), N*HW outputs::
 
-    total = z*T                       COMPUTE: one (nonzero input, slot) per cycle
+    total = 1                         the registered start
+          + 1                         ARM: the nonzero count is final, "another entry?" registered
+          + z*T                       COMPUTE: one (nonzero input, slot) per cycle
           + 1                         the cycle that sees the last one issued
-          + flush                     nonzero-buffer read + ROM read + PE pipeline - 2 (the last write lands)
+          + flush                     entry read + address stage + ROM read + PE pipeline - 2 (the last write lands)
           + N*HW                      DRAIN: one output row/pixel read per cycle
           + drain_latency             PE read + lane select + requant unit + 1 (publish after the last write)
 
@@ -35,6 +37,13 @@ from .permdiag_pe import PermDiagPE
 from .plan import EngineLimits
 from .requant import RequantUnit
 
+#: ``start`` is registered before the FSM sees it.
+START_REGISTER = 1
+#: The ARM state between ``start`` and the first issue (the nonzero count of an input loaded in the cycle before
+#: ``start`` is final one cycle after it).
+ARM_CYCLES = 1
+#: The registered weight / offset ROM address computation between the entry read and the ROM read.
+ADDRESS_STAGE = 1
 #: Read latency of the weight / offset / constant ROMs (block RAM read ports).
 ROM_LATENCY = 1
 #: Cycles from a drain read to the RequantUnit's input: PE accumulator read, lane select + bias register.
@@ -42,8 +51,9 @@ DRAIN_FRONT = 2
 
 
 def flush_cycles() -> int:
-    """FLUSH after the cycle that saw the last issue, until the last accumulator write has landed."""
-    return NonzeroBuffer.read_latency + ROM_LATENCY + PermDiagPE.latency - 2
+    """FLUSH after the cycle that saw the last issue, until the last accumulator write has landed: the entry read,
+    the registered address computation, the ROM read and the PE pipeline, less the issue and detect cycles."""
+    return NonzeroBuffer.read_latency + ADDRESS_STAGE + ROM_LATENCY + PermDiagPE.latency - 2
 
 
 def drain_latency() -> int:
@@ -54,7 +64,7 @@ def drain_latency() -> int:
 
 def permdiag_cycles(nonzeros: int, slots: int, outputs: int) -> int:
     """Cycles from ``start`` to ``done`` for an image with ``nonzeros`` nonzero inputs."""
-    return nonzeros * slots + 1 + flush_cycles() + outputs + drain_latency()
+    return START_REGISTER + ARM_CYCLES + nonzeros * slots + 1 + flush_cycles() + outputs + drain_latency()
 
 
 @dataclass
