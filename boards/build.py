@@ -9,12 +9,14 @@ Two levels:
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from amaranth.back import rtlil
 
 from sparsyn.sw.errors import SparsynError
-from sparsyn.sw.report import write_json
+from sparsyn.sw.outdir import check_out, staged_output
+from sparsyn.sw.report import json_text, write_json
 from sparsyn.sw.schedule import ArrayConfig
 
 from .devices import dsp_blocks_for
@@ -98,6 +100,10 @@ def elaborate_board(board, core, name: str = "top"):
                                    **_overrides(b, name, use_dsp=False))
 
 
+#: Files that mark a folder as a ``sparsyn build`` folder (the first is written into every new one).
+BUILD_MARKERS = (".sparsyn-build", "build.log")
+
+
 def build_core(board, core, out, *, config: dict | None = None, name: str = "top", progress: bool = True,
                dsp: str = "auto", fmax_target_mhz: float | None = None, log=print) -> dict:
     """Fit-check and build ``core`` (a self-test core) for ``board`` into folder ``out``; returns the report.
@@ -106,28 +112,37 @@ def build_core(board, core, out, *, config: dict | None = None, name: str = "top
     ``out/report.json`` and the printed table are written only after a complete build.
     """
     b = _board(board)
+    out = check_out(out, BUILD_MARKERS, command="sparsyn build")      # before any work
     check_toolchain(b.family)
     fit = check_fit(b.dev, memory_census(core), where=f"the {b.device} on {b.name}")
     log(f"fit check: memories need ~{fit['bram_blocks']} of {b.dev.bram_blocks} block RAMs "
         f"({fit['memory_bits']} bits)")
     policy = dsp_policy(b, core, dsp)
     log(f"DSP: {policy['note']}")
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", f"{name}.report.json", f"{name}.stat.json", f"{name}.bin", f"{name}.bit"):
-        (out / stale).unlink(missing_ok=True)
     platform = _constrained_platform(b, fmax_target_mhz)
     plan = platform.prepare(BoardTop(b, core), name=name, **_overrides(b, name, policy["use"]))
-    plan.extract(out)
-    log(f"building for {b.name} ({b.device}) in {out}")
     advice = FIT_ADVICE
     if not policy["use"] and policy.get("dsp_blocks_needed"):
         advice = (f"the multipliers need {policy['dsp_blocks_needed']} DSP blocks, the device has "
                   f"{policy['dsp_blocks_available']}, so they became LUT logic: use a smaller --array, fewer "
                   "multipliers per PE (the pattern scheme: compress with --opt mults=1), or a board with a bigger FPGA")
-    times = run_build_script(out, name, b.family, progress=progress, fit_advice=advice)
-    report = make_report(b, out, name, config or {}, fit, policy, times, fmax_target_mhz)
-    write_json(out / "report.json", report)
+    # the build runs in a stage folder that replaces ``out`` as a whole when the tools have finished; a tool
+    # failure keeps its logs (the folder is moved into place, without report.json); an interruption leaves
+    # ``out`` as it was
+    failure = None
+    with staged_output(out, BUILD_MARKERS, command="sparsyn build") as stage:
+        plan.extract(stage)
+        log(f"building for {b.name} ({b.device}) in {out}")
+        try:
+            times = run_build_script(stage, name, b.family, progress=progress, fit_advice=advice)
+        except SparsynError as err:
+            failure = str(err).replace(str(stage), str(out))
+        else:
+            report = make_report(b, stage, name, config or {}, fit, policy, times, fmax_target_mhz)
+            report = json.loads(json_text(report).replace(str(stage), str(out)))
+            write_json(stage / "report.json", report)
+    if failure is not None:
+        raise SparsynError(failure)
     log(format_report(report))
     return report
 

@@ -256,14 +256,11 @@ def _run_stages(config: dict, pdir: Path, rec: dict) -> None:
 # ---- the sweep -------------------------------------------------------------------------------
 
 def check_sweep_out(out) -> Path:
-    """``out`` must be new, empty, or a previous sweep output (it holds :data:`MARKER`)."""
-    out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise SparsynError(f"--out {out} is an existing file; choose a folder name")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise SparsynError(f"--out {out} is a non-empty folder that is not a sparsyn sweep output (no {MARKER} "
-                           "in it); choose a new or empty folder")
-    return out
+    """``out`` must be new, empty, or a previous sweep output (it holds :data:`MARKER`), and a place sparsyn may
+    write (:func:`sparsyn.sw.outdir.check_out`). A sweep folder is resumable, so it is written in place (each
+    point's record atomically), not replaced as a whole."""
+    from sparsyn.sw.outdir import check_out
+    return check_out(out, MARKER, command="sparsyn sweep")
 
 
 def load_cached(out: Path, key: str) -> dict | None:
@@ -348,8 +345,16 @@ def sweep(points: list[dict], out, *, executor: str = "local", workers: int | No
           scheduler: str | None = None, progress: bool = True, log=print) -> dict:
     """Run (or take from the cache) every point of ``points`` (from :func:`plan_points`); returns
     ``{"records": [...] in points order, "computed": n, "cached": n, "failed": n, "wall_s", ...}`` and
-    writes ``OUT/sweep.jsonl``, ``OUT/sweep.json`` and the plots."""
+    writes ``OUT/sweep.jsonl``, ``OUT/sweep.json`` and the plots. A second sweep into the same ``out`` while
+    this one runs is refused in one line (a lock next to the folder)."""
+    from sparsyn.sw.outdir import output_lock
     out = check_sweep_out(out)
+    with output_lock(out):
+        return _sweep(points, check_sweep_out(out), executor=executor, workers=workers, scheduler=scheduler,
+                      progress=progress, log=log)
+
+
+def _sweep(points: list[dict], out: Path, *, executor: str, workers, scheduler, progress: bool, log) -> dict:
     if executor not in EXECUTORS:
         raise SparsynError(f"unknown executor {executor!r}; choose {' or '.join(EXECUTORS)}")
     if executor == "dask":

@@ -8,21 +8,21 @@
 * ``sparsyn_lint.vlt`` — the Verilator waivers for generated-code warnings (:data:`LINT_WAIVERS`);
 * ``sparsyn-rtl.json`` — files, top modules, ports and the cycle model of every layer.
 
-Everything is elaborated and converted before the first file is written, so an error (a layer that
-does not fit, a bad manifest) leaves ``out_dir`` untouched.
+Everything is elaborated and converted before the first file is written, and the folder is replaced as a
+whole (:func:`sparsyn.sw.outdir.staged_output`), so an error or an interruption leaves ``out_dir`` as it was;
+a folder that is not a previous ``generate`` output (no ``sparsyn-rtl.json``) is refused.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.manifest import load_manifest, resolve_array
+from sparsyn.sw.outdir import check_out, staged_output
 from sparsyn.sw.schedule import ArrayConfig
 
 from .engines import build_engine
@@ -115,6 +115,7 @@ def generate(manifest_path, array: ArrayConfig | None, out_dir, limits: EngineLi
     With ``model_top``, also ``sparsyn_model_<model>.v``: a :class:`~sparsyn.hw.model_engine.ModelEngine`
     running the whole network behind the same port interface (listed with ``kind: "model"``).
     """
+    check_out(out_dir, LISTING_NAME, command="sparsyn generate")       # before any work
     model, packed, doc = load_manifest(Path(manifest_path))
     array = resolve_array(doc, array)
     modules = build_modules(model, packed, array, limits, model_top)
@@ -130,16 +131,8 @@ def generate(manifest_path, array: ArrayConfig | None, out_dir, limits: EngineLi
            "waivers": WAIVER_NAME, "modules": listing}
     texts[WAIVER_NAME] = waiver_text()
     texts[LISTING_NAME] = json.dumps(doc, indent=1) + "\n"
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SparsynError(f"cannot create output folder {out_dir} ({err.strerror}); choose another --out") from None
-    written = []
-    for fname, text in texts.items():
-        path = out_dir / fname
-        tmp = out_dir / f".{fname}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        written.append(path)
-    return written
+    with staged_output(out_dir, LISTING_NAME, command="sparsyn generate") as stage:
+        for fname, text in texts.items():
+            (stage / fname).write_text(text)
+    out_dir = Path(out_dir).expanduser().resolve()
+    return [out_dir / fname for fname in texts]

@@ -86,7 +86,6 @@ def rtl_row(res: list[dict]) -> dict:
 
 
 def run(args) -> int:
-    from .compress import compress
     from .paths import work_dir
     from .schedule import ArrayConfig
     from .schemes import scheme_names
@@ -105,6 +104,21 @@ def run(args) -> int:
             from sparsyn.sim.check import rtl_check
         except ImportError:
             print("note: RTL check not available in this build (sparsyn.sim.check missing)")
+    from .outdir import check_out, output_lock
+    out = check_out(out, RUN_REPORT, command="sparsyn run")     # before any work
+    with output_lock(out):
+        out = check_out(out, RUN_REPORT, command="sparsyn run")
+        return _run(args, names, array, out, rtl_check)
+
+
+#: The run's report; written first as a placeholder (``status: running``), so that an interrupted run's folder
+#: is still recognised as sparsyn's the next time.
+RUN_REPORT = "run-report.json"
+
+
+def _run(args, names, array, out: Path, rtl_check) -> int:
+    from .compress import compress
+    write_json(out / RUN_REPORT, {"status": "running", "schemes": names})
     rows, doc = [], {"schemes": {}, "array": f"{array.rows}x{array.cols}", "simulator": args.simulator}
     failed = False
     for name in names:
@@ -135,6 +149,7 @@ def run(args) -> int:
     doc["table"] = rows
     print()
     print(format_table(rows, COLUMNS, title=TITLE.format(array=f"{array.rows}x{array.cols}")))
-    path = write_json(out / "run-report.json", doc)
+    doc["status"] = "done"
+    path = write_json(out / RUN_REPORT, doc)
     print(f"\nreport: {path}  (manifests and ROMs under {out})")
     return 1 if failed else 0

@@ -12,11 +12,11 @@ from .data import Dataset, digits
 from .errors import SparsynError
 from .golden import logits, quantize_input, run_golden, run_int8_reference, first_mismatch
 from .importer import import_model, load_model_file
-from .manifest import REFERENCE_IMAGES, check_out_dir, write_manifest
+from .manifest import MANIFEST_NAME, REFERENCE_IMAGES, check_out_dir, write_manifest
 from .model_zoo import default_model
 from .qmodel import QuantModel
 from .quantize import quantize_model
-from .report import write_json
+from .report import json_text
 from .schemes import PackedLayer, Scheme, get_scheme
 from .schemes.dense import DenseScheme
 from .train import accuracy
@@ -160,8 +160,8 @@ def compress(model="default", scheme: str = "dense", options: dict | None = None
     data = digits()
     qmodel, packed, report = compress_model(module, scheme_obj, data, progress=progress, log=log, name=name)
     summary = {k: report[k] for k in ("accuracy", *BIT_COLUMNS, "rate_vs_int8", "rate_vs_fp32")}
-    manifest = write_manifest(Path(out), qmodel, packed, scheme, scheme_obj.opts, scheme_obj.array,
-                              reference=reference_vectors(qmodel, data), extra={"report": summary})
-    report["manifest"] = str(manifest)
-    write_json(Path(out) / "report.json", report)
+    report["manifest"] = str(Path(out).expanduser().resolve() / MANIFEST_NAME)
+    write_manifest(Path(out), qmodel, packed, scheme, scheme_obj.opts, scheme_obj.array,
+                   reference=reference_vectors(qmodel, data), extra={"report": summary},
+                   files={"report.json": json_text(report)})
     return report

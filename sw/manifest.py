@@ -28,9 +28,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,23 +70,12 @@ def _layer_record(layer, packed: PackedLayer | None) -> dict:
     return rec
 
 
-def _is_sparsyn_output(folder: Path) -> bool:
-    try:
-        return json.loads((folder / MANIFEST_NAME).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def check_out_dir(out_dir) -> Path:
-    """Refuse (one line) an output folder sparsyn may not replace: an existing file, or a non-empty folder
-    that is not a previous sparsyn output. Called before any work, and again when writing."""
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SparsynError(f"--out {out_dir} is an existing file; choose a folder name")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_sparsyn_output(out_dir):
-        raise SparsynError(f"--out {out_dir} is a non-empty folder that sparsyn did not write (no sparsyn "
-                           "manifest in it); choose a new or empty folder")
-    return out_dir
+    """Refuse (one line) an output folder ``sparsyn compress`` may not write or replace (see
+    :func:`sparsyn.sw.outdir.check_out`: an existing file, a protected or unwritable place, a non-empty folder
+    that holds no sparsyn manifest). Called before any work, and again under the lock when writing."""
+    from .outdir import check_out
+    return check_out(out_dir, MANIFEST_NAME, command="sparsyn compress")
 
 
 def _reference_bytes(reference: dict) -> bytes:
@@ -99,20 +85,17 @@ def _reference_bytes(reference: dict) -> bytes:
 
 
 def write_manifest(out_dir: Path, model: QuantModel, packed: dict[str, PackedLayer], scheme: str, options: dict,
-                   array: ArrayConfig, reference: dict | None = None, extra: dict | None = None) -> Path:
-    """Write manifest + ROM files + reference vectors into ``out_dir`` atomically (staged, then moved
-    into place). ``reference``: ``{"input": (B,C,H,W) ints, "<layer name>": (B,...) ints, ...}``.
+                   array: ArrayConfig, reference: dict | None = None, extra: dict | None = None,
+                   files: dict[str, str] | None = None) -> Path:
+    """Write manifest + ROM files + reference vectors (+ ``files``: name -> text, e.g. the report) into
+    ``out_dir`` atomically (:func:`sparsyn.sw.outdir.staged_output`: staged, then moved into place under a
+    lock). ``reference``: ``{"input": (B,C,H,W) ints, "<layer name>": (B,...) ints, ...}``.
 
     An existing ``out_dir`` is only replaced when it is a previous sparsyn output (it holds a sparsyn
     manifest) or empty; any other folder is refused, so nothing sparsyn did not write is deleted.
     """
-    out_dir = check_out_dir(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as err:
-        raise SparsynError(f"cannot write --out {out_dir} ({err.strerror}); choose a writable folder") from None
-    try:
+    from .outdir import staged_output
+    with staged_output(out_dir, MANIFEST_NAME, command="sparsyn compress") as stage:
         layers = []
         for layer in model.layers:
             rec = _layer_record(layer, packed.get(layer.name))
@@ -138,17 +121,9 @@ def write_manifest(out_dir: Path, model: QuantModel, packed: dict[str, PackedLay
             doc.update(extra)
         doc["seal"] = seal_of(doc)
         (stage / MANIFEST_NAME).write_text(json.dumps(doc, indent=1) + "\n")
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.rename(out_dir, old / "prev")
-            os.rename(stage, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return out_dir / MANIFEST_NAME
+        for name, text in (files or {}).items():
+            (stage / name).write_text(text)
+    return Path(out_dir).expanduser().resolve() / MANIFEST_NAME
 
 
 def _manifest_path(path: Path) -> Path:

@@ -36,12 +36,17 @@ def _numeric(text: str) -> bool:
         return False
 
 
+def json_text(doc) -> str:
+    """``doc`` as the indented JSON text every report file holds."""
+    return json.dumps(doc, indent=1, default=_default) + "\n"
+
+
 def write_json(path: Path, doc) -> Path:
     """Write ``doc`` as indented JSON atomically (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=_default) + "\n")
+    tmp.write_text(json_text(doc))
     tmp.replace(path)
     return path
 

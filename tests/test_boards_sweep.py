@@ -151,7 +151,7 @@ def test_out_must_be_new_or_an_earlier_sweep(tmp_path, capsys):
     (tmp_path / "mine.txt").write_text("keep")
     assert main(["sweep", "--out", str(tmp_path), "--stages", "compress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "not a sparsyn sweep output" in err and "\n" not in err
+    assert "non-empty folder that sparsyn sweep did not write" in err and "\n" not in err
     assert (tmp_path / "mine.txt").read_text() == "keep"
     with pytest.raises(SparsynError, match="existing file"):
         sweep([], tmp_path / "mine.txt", progress=False)

@@ -160,12 +160,12 @@ def test_out_refuses_a_foreign_folder(tmp_path):
     r = sparsyn("compress", "--model", "default", "--out", str(out), "--quiet")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "non-empty folder that sparsyn did not write" in lines[0], r.stderr
+    assert len(lines) == 1 and "non-empty folder that sparsyn compress did not write" in lines[0], r.stderr
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
     # refused before any work: the (missing) model is not even looked at
     r = sparsyn("compress", "--model", str(tmp_path / "missing.pt"), "--out", str(out), "--quiet")
-    assert r.returncode == 2 and "non-empty folder that sparsyn did not write" in r.stderr, r.stderr
+    assert r.returncode == 2 and "non-empty folder that sparsyn compress did not write" in r.stderr, r.stderr
 
 
 def test_bad_manifest_and_array_via_cli(tmp_path, compressed):

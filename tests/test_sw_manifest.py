@@ -260,7 +260,7 @@ def test_out_refuses_a_foreign_folder_and_replaces_a_previous_output(dense_dir, 
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(SparsynError, match="non-empty folder that sparsyn did not write") as err:
+    with pytest.raises(SparsynError, match="non-empty folder that sparsyn compress did not write") as err:
         _rewrite(dense_dir[0], foreign)
     assert "\n" not in str(err.value)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"] and (foreign / "notes.txt").read_text() == "keep me"
