@@ -48,20 +48,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` / staged output cleans up."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    import signal
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except SparsynError as err:
         print(f"sparsyn: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sparsyn: interrupted", file=sys.stderr)
+        print("sparsyn: interrupted (nothing half-written is left)", file=sys.stderr)
         return 130
+    except Terminated:
+        print("sparsyn: terminated (nothing half-written is left)", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

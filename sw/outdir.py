@@ -46,11 +46,11 @@ def check_out(out, marker, what: str = "--out", command: str = "sparsyn") -> Pat
     raw = str(out)
     out = Path(out).expanduser().resolve()
     cwd = Path.cwd().resolve()
+    if out == Path(out.anchor) or out == Path.home().resolve():
+        raise SparsynError(f"{what} {out} is the filesystem root or your home folder; choose a new folder inside it")
     if raw.strip() in ("", ".", "..") or out == cwd or out in cwd.parents:
         raise SparsynError(f"{what} {raw} is the current folder or contains it; it would be replaced as a whole — "
                            "choose a new folder, e.g. work/out")
-    if out == Path(out.anchor) or out == Path.home().resolve():
-        raise SparsynError(f"{what} {out} is the filesystem root or your home folder; choose a new folder inside it")
     src = source_root()
     if out == src or out in src.parents or src in out.parents and (src / "work") not in [out, *out.parents]:
         raise SparsynError(f"{what} {out} is inside sparsyn's source tree; write under its work/ folder or elsewhere")
@@ -76,29 +76,40 @@ def check_out(out, marker, what: str = "--out", command: str = "sparsyn") -> Pat
 
 @contextmanager
 def output_lock(out: Path, what: str = "--out"):
-    """Hold ``.<name>.lock`` next to ``out`` for the duration (advisory ``flock``); a second holder is refused."""
+    """Hold ``.<name>.lock`` next to ``out`` for the duration (``flock``); a second holder is refused in one line.
+    The holder deletes the lock file while still holding it; a run that opened the deleted file retries on the
+    new one, so two runs never both hold the lock."""
     import fcntl
     out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(out.parent / f".{out.name}.lock", "a+")
-    except OSError as err:
-        raise SparsynError(f"cannot write {what} {out} ({err.strerror}); choose a writable folder") from None
-    try:
+    path = out.parent / f".{out.name}.lock"
+    while True:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")
+        except OSError as err:
+            raise SparsynError(f"cannot write {what} {out} ({err.strerror}); choose a writable folder") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
+            fh.close()
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise SparsynError(f"another sparsyn run is writing {what} {out} right now; wait for it to finish or "
-                                   "choose another folder") from None
+                raise SparsynError(f"another sparsyn run is writing {what} {out} right now; wait for it to finish "
+                                   "or choose another folder") from None
             raise
+        try:
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break                               # the lock file we hold is the one at the path
+        except FileNotFoundError:
+            pass
+        fh.close()                                  # a stale (deleted) lock file: retry on the new one
+    try:
         yield
     finally:
-        fh.close()
         try:
-            (out.parent / f".{out.name}.lock").unlink()
+            path.unlink()
         except OSError:
             pass
+        fh.close()
 
 
 @contextmanager
