@@ -148,6 +148,9 @@ def read_manifest_json(path: Path, check_seal: bool = True) -> dict:
     if doc.get("version") != VERSION:
         raise SparsynError(f"manifest {path} has version {doc.get('version')!r}, this sparsyn reads version "
                            f"{VERSION}; re-run 'sparsyn compress' with this version")
+    from .manifest_schema import check_layer_chain, check_manifest_schema
+    check_manifest_schema(doc, path)
+    check_layer_chain(doc, path)
     if check_seal:
         try:
             seal = seal_of(doc)

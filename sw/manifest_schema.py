@@ -1,0 +1,106 @@
+"""The JSON Schema of ``manifest.json`` (version 2), checked on every load with the ``jsonschema`` library.
+
+It fixes the structure and the ranges of every field the loader reads (shapes, kernels, ROM records, scales),
+so that a hand-edited or truncated manifest is refused in one line naming the field, before any value is used.
+The schemes' own packing metadata (``pack``) is an open object: each scheme checks it when it decodes its ROMs.
+"""
+from __future__ import annotations
+
+from .errors import SparsynError
+
+_DIM = {"type": "integer", "minimum": 1, "maximum": 1 << 20}
+_SHAPE = {"type": "array", "items": _DIM, "minItems": 3, "maxItems": 3}
+_SCALE = {"type": "number", "exclusiveMinimum": 0}
+_ROM = {
+    "type": "object",
+    "required": ["file", "kind", "width", "depth", "sha256"],
+    "properties": {
+        "file": {"type": "string", "pattern": r"^[^/\\]+\.hex$"},
+        "kind": {"enum": ["weights", "index", "table", "constants"]},
+        "width": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "depth": {"type": "integer", "minimum": 1, "maximum": 1 << 24},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    },
+}
+_COMPUTE = {
+    "required": ["kernel", "stride", "padding", "relu", "in_scale", "out_scale", "weight_scale", "weight_bits",
+                 "scheme", "pack", "roms"],
+    "properties": {
+        "kernel": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 64}, "minItems": 2,
+                   "maxItems": 2},
+        "stride": {"type": "integer", "minimum": 1, "maximum": 64},
+        "padding": {"type": "integer", "minimum": 0, "maximum": 64},
+        "relu": {"type": "boolean"},
+        "in_scale": _SCALE, "out_scale": _SCALE,
+        "weight_scale": {"type": "array", "items": _SCALE, "minItems": 1},
+        "weight_bits": {"type": "integer", "minimum": 1, "maximum": 16},
+        "scheme": {"type": "string"},
+        "pack": {"type": "object"},
+        "roms": {"type": "object", "minProperties": 1, "additionalProperties": _ROM},
+    },
+}
+_POOL = {
+    "required": ["kernel", "stride", "padding"],
+    "properties": {"kernel": {"type": "integer", "minimum": 1, "maximum": 64},
+                   "stride": {"type": "integer", "minimum": 1, "maximum": 64},
+                   "padding": {"type": "integer", "minimum": 0, "maximum": 64}},
+}
+_LAYER = {
+    "type": "object",
+    "required": ["name", "op", "in_shape", "out_shape"],
+    "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]+$"},
+                   "op": {"enum": ["conv", "linear", "maxpool", "flatten"]},
+                   "in_shape": _SHAPE, "out_shape": _SHAPE},
+    "allOf": [
+        {"if": {"properties": {"op": {"enum": ["conv", "linear"]}}}, "then": _COMPUTE},
+        {"if": {"properties": {"op": {"const": "maxpool"}}}, "then": _POOL},
+    ],
+}
+
+#: The manifest's JSON Schema (draft 2020-12).
+MANIFEST_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["format", "version", "model", "array", "scheme", "options", "layers", "seal"],
+    "properties": {
+        "format": {"const": "sparsyn-manifest"},
+        "version": {"const": 2},
+        "model": {"type": "object", "required": ["name", "input_shape", "input_scale", "classes"],
+                  "properties": {"name": {"type": "string"}, "input_shape": _SHAPE, "input_scale": _SCALE,
+                                 "classes": _DIM}},
+        "array": {"type": "object", "required": ["rows", "cols"],
+                  "properties": {"rows": {"type": "integer", "minimum": 1, "maximum": 256},
+                                 "cols": {"type": "integer", "minimum": 1, "maximum": 256}}},
+        "scheme": {"type": "string"},
+        "options": {"type": "object"},
+        "layers": {"type": "array", "items": _LAYER, "minItems": 1},
+        "seal": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "reference": {"type": "object", "required": ["file", "sha256", "images"],
+                      "properties": {"file": {"type": "string"}, "sha256": {"type": "string"},
+                                     "images": {"type": "integer", "minimum": 1}}},
+    },
+}
+
+
+def check_manifest_schema(doc, path) -> None:
+    """Refuse (one line: the first offending field, its path and the fix) a manifest that does not follow
+    :data:`MANIFEST_SCHEMA`."""
+    import jsonschema
+    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        message = err.message if len(err.message) < 120 else err.message[:117] + "..."
+        raise SparsynError(f"manifest {path} is malformed at {where}: {message}; re-run 'sparsyn compress'")
+
+
+def check_layer_chain(doc, path) -> None:
+    """Each layer takes what the one before it gives (the first: the model's input): refuse a manifest whose
+    layers were removed, reordered or reshaped."""
+    shape = list(doc["model"]["input_shape"])
+    for rec in doc["layers"]:
+        if list(rec["in_shape"]) != shape:
+            raise SparsynError(f"manifest {path}: layer {rec['name']} takes {rec['in_shape']} but the layer before "
+                               f"gives {shape} (a layer was removed or edited); re-run 'sparsyn compress'")
+        shape = list(rec["out_shape"])
