@@ -137,12 +137,13 @@ def compress_model(module: torch.nn.Module, scheme: Scheme, data: Dataset | None
     return model, packed, report
 
 
-def load_model(source) -> tuple[torch.nn.Module, str]:
-    """``"default"`` (the built-in digits CNN) or a path to a ``torch.save``d module."""
+def load_model(source, progress: bool = True) -> tuple[torch.nn.Module, str]:
+    """``"default"`` (the built-in digits CNN; trained on first use, with a bar when ``progress``) or a path to a
+    ``torch.save``d module."""
     if isinstance(source, torch.nn.Module):
         return source, type(source).__name__
     if str(source) == "default":
-        return default_model(), "default-digits"
+        return default_model(progress=progress), "default-digits"
     return load_model_file(source), Path(source).stem
 
 
@@ -153,7 +154,7 @@ def compress(model="default", scheme: str = "dense", options: dict | None = None
     scheme_obj = get_scheme(scheme)(array=array, **(options or {}))  # validate the scheme and options first
     if out is not None:
         check_out_dir(out)                     # before any work: never replace what sparsyn did not write
-    module, name = load_model(model)
+    module, name = load_model(model, progress=progress)
     if out is None:
         from .paths import work_dir
         out = work_dir() / "compressed" / f"{name}-{scheme}"

@@ -43,10 +43,20 @@ def load_model_file(path) -> nn.Module:
     if not path.exists():
         raise SparsynError(f"model file {path} not found; pass a file saved with torch.save(model, PATH) "
                            "or --model default")
+    if path.is_dir():
+        raise SparsynError(f"model file {path} is a folder; pass the file saved with torch.save(model, PATH)")
     try:
         obj = torch.load(path, weights_only=False, map_location="cpu")
+    except ModuleNotFoundError as err:
+        raise SparsynError(f"model file {path} needs the Python module {err.name!r} to load (torch.save(model) "
+                           f"stores the model's class by reference): make {err.name!r} importable — run sparsyn "
+                           "from the folder that holds it or pip install it") from None
+    except AttributeError as err:
+        raise SparsynError(f"model file {path} refers to a class that its module no longer defines ({err}); load it "
+                           "with the code it was saved with") from None
     except Exception as err:  # torch raises many types for corrupt files
-        raise SparsynError(f"model file {path} could not be loaded ({type(err).__name__}); "
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise SparsynError(f"model file {path} could not be loaded ({type(err).__name__}{': ' + first if first else ''}); "
                            "save the whole module with torch.save(model, PATH)") from None
     if isinstance(obj, dict):
         raise SparsynError(f"model file {path} holds a state_dict, not a module; "
@@ -82,34 +92,81 @@ def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[F
     def unsupported(what):
         raise SparsynError(f"unsupported layer {what}; sparsyn supports {SUPPORTED}")
 
+    # every problem of the model is reported at once: after a refused layer the walk goes on with the shape
+    # PyTorch computes for it (when the model runs on a zero input at all)
+    shapes = _propagated_shapes(gm, shape)
+    problems: list[str] = []
     for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            if chain_end is not None:
-                unsupported(f"second model input '{node.name}'")
-            chain_end = node.name
-            continue
         if node.op == "output":
             break
-        if node.op == "get_attr":
-            unsupported(f"parameter access '{node.target}' in forward()")
-        args = [a for a in node.args if isinstance(a, fx.Node)]
-        if len(args) != 1 or args[0].name != chain_end:
-            unsupported(f"'{node.name}': only a single chain of layers is supported "
-                        "(no skip connections or multi-input operations)")
-        if node.op == "call_module":
-            out = _module_layer(mods[node.target], str(node.target), shape, layers)
-        elif node.op in ("call_function", "call_method"):
-            out = _function_layer(node, shape, layers)
-        else:
-            unsupported(f"'{node.name}' ({node.op})")
+        try:
+            if node.op == "placeholder":
+                if chain_end is not None:
+                    unsupported(f"second model input '{node.name}'")
+                chain_end = node.name
+                continue
+            if node.op == "get_attr":
+                unsupported(f"parameter access '{node.target}' in forward()")
+            args = [a for a in node.args if isinstance(a, fx.Node)]
+            if len(args) != 1 or args[0].name != chain_end:
+                unsupported(f"'{node.name}': only a single chain of layers is supported "
+                            "(no skip connections or multi-input operations)")
+            if node.op == "call_module":
+                out = _module_layer(mods[node.target], str(node.target), shape, layers)
+            elif node.op in ("call_function", "call_method"):
+                out = _function_layer(node, shape, layers)
+            else:
+                unsupported(f"'{node.name}' ({node.op})")
+        except SparsynError as err:
+            problems.append(str(err))
+            if shapes.get(node.name) is None:
+                break                      # no shape to go on with
+            shape, chain_end = shapes[node.name], node.name
+            continue
         if out is not None:
             layers.append(out)
             shape = out.out_shape
         chain_end = node.name
+    if problems:
+        raise SparsynError(_problems_text(type(module).__name__, problems))
     if not any(l.kind in ("conv", "linear") for l in layers):
         raise SparsynError(f"model {type(module).__name__} has no Conv2d or Linear layer to compress")
     _check_with_torch(module, layers, input_shape)
     return layers
+
+
+def _propagated_shapes(gm, input_shape) -> dict:
+    """node name -> its output as (C, H, W) ((K, 1, 1) for a vector) from PyTorch's shape propagation on a zero
+    input; empty when the model does not run on it."""
+    import contextlib
+    import io
+
+    from torch.fx.passes.shape_prop import ShapeProp
+    if sum(node.op == "placeholder" for node in gm.graph.nodes) != 1:
+        return {}
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):       # ShapeProp prints the trace of a failing node
+            ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+    except Exception:
+        return {}
+    out = {}
+    for node in gm.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        shape = tuple(getattr(meta, "shape", ()) or ())
+        if len(shape) == 4:
+            out[node.name] = tuple(int(v) for v in shape[1:])
+        elif len(shape) == 2:
+            out[node.name] = (int(shape[1]), 1, 1)
+    return out
+
+
+def _problems_text(model: str, problems: list[str]) -> str:
+    """One line for every problem found: each without the repeated list of what is supported, then that list."""
+    tail = f"; sparsyn supports {SUPPORTED}"
+    if len(problems) == 1:
+        return problems[0]
+    items = [p[:-len(tail)] if p.endswith(tail) else p for p in problems]
+    return f"model {model} has {len(problems)} problems: " + " | ".join(items) + tail
 
 
 def _conv_out(h, k, s, p):

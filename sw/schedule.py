@@ -20,6 +20,12 @@ import numpy as np
 from .errors import SparsynError
 
 
+#: The largest array ``--array`` accepts (PEs, and either side): four times what the biggest supported FPGA holds,
+#: so that simulation-only studies still fit, while a typo such as 1000x1000 is refused before any work.
+MAX_ARRAY_PES = 1024
+MAX_ARRAY_SIDE = 256
+
+
 @dataclass(frozen=True)
 class ArrayConfig:
     """Geometry of the systolic array: ``rows`` x ``cols`` PEs with ``lanes`` activations per row."""
@@ -44,6 +50,10 @@ class ArrayConfig:
         r, c = (int(p) for p in parts)
         if r < 1 or c < 1:
             raise SparsynError(f"array size {text!r} has a zero dimension; use e.g. --array 4x4")
+        if r * c > MAX_ARRAY_PES or max(r, c) > MAX_ARRAY_SIDE:
+            raise SparsynError(f"array {r}x{c} needs {r * c} PEs; the largest FPGA sparsyn targets (ECP5-85F, 84k "
+                               f"LUTs) holds about 256 (16x16 used 64k LUTs), and sparsyn plans at most "
+                               f"{MAX_ARRAY_PES} PEs with sides up to {MAX_ARRAY_SIDE}: choose e.g. --array 16x16")
         return cls(r, c, lanes)
 
     def __str__(self):
