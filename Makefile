@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow iverilog clean
+.PHONY: run test test-slow iverilog clean prove mutate
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP) iverilog
 # long sweeps and big FPGA builds
 test-slow: $(STAMP) iverilog
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# formal proofs (all, incl. the slow ones) and the mutation check (every listed bug must be caught)
+prove: $(STAMP)
+	$(BIN)/sparsyn prove
+
+mutate: $(STAMP) iverilog
+	$(BIN)/sparsyn bench --mutants
 
 iverilog:
 	@if command -v iverilog >/dev/null 2>&1; then :; \

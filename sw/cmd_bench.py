@@ -25,6 +25,9 @@ def add_parser(sub):
                                    "the analytic model). --fpga: array-size sweep through synthesis and "
                                    "place & route. --scheme NAME: that scheme's compression/accuracy/cycle tables.")
     p.add_argument("--fpga", action="store_true", help="FPGA resource / Fmax sweep over array sizes")
+    p.add_argument("--mutants", action="store_true",
+                   help="mutation check: apply each listed bug to a scratch copy, run its tests, report killed / "
+                        "survived (every mutant must be killed; also 'make mutate')")
     p.add_argument("--scheme", choices=sorted(SCHEME_BENCHES), help="per-scheme benchmark")
     p.add_argument("--quick", action="store_true", help="smaller sweep (for a quick look)")
     p.add_argument("--array", default=None, metavar="RxC",
@@ -67,6 +70,8 @@ def run(args) -> int:
                 raise SparsynError(f"--jobs must be at least 1, got {args.jobs}")
             kw["jobs"] = args.jobs
         doc = _call(module, func, quick=args.quick, **kw)
+    elif args.mutants:
+        doc = _call("sparsyn.sim.mutants", "run_mutant_bench", quick=args.quick)
     elif args.fpga:
         doc = _call("sparsyn.boards.bench", "run_fpga_bench", quick=args.quick)
     else:
