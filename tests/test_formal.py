@@ -66,6 +66,14 @@ def test_proofs_catch_wrong_units(tmp_path, monkeypatch):
         return formal._unit_vector_harness(make_product(hw), ref.unit_vectors)
     assert _fails(pattern_other_table, tmp_path, "pattern_other_table")
 
+    import torch
+
+    import sparsyn.sw.golden as golden
+    real_im2col = golden.im2col
+    monkeypatch.setattr(golden, "im2col", lambda layer, x: torch.roll(real_im2col(layer, x), 1, dims=2))
+    assert _fails(lambda: formal._lane_address_harness(2, 5, 5, 3, 2, 1), tmp_path, "im2col_other_reference")
+    monkeypatch.setattr(golden, "im2col", real_im2col)
+
     import sparsyn.hw.requant as requant
     monkeypatch.setattr(requant, "ACT_MAX", 126)
     assert _fails(lambda: formal._requant_harness(False, 0x4001), tmp_path, "requant_clamp_126", "bmc", 9)
@@ -75,7 +83,7 @@ def test_prove_cli_refuses_an_unknown_unit(capsys):
     from sparsyn.sw.cli import main
     assert main(["prove", "nope"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no proof named 'nope'" in err and "units: pe, requant" in err
+    assert len(err.splitlines()) == 1 and "no proof named 'nope'" in err and "units: pe, requant, im2col" in err
 
 
 def test_run_proofs_writes_a_summary(tmp_path):
