@@ -150,7 +150,8 @@ class Scheme:
     options: ClassVar[dict[str, Option]] = {}
     #: Module that defines this scheme's ``HARDWARE`` spec (imported by the hardware layer only).
     hardware: ClassVar[str] = ""
-    #: The ROM format family: ``"array"`` = the shared array's memories (:mod:`..array_format`).
+    #: The ROM format family: ``"array"`` = the shared array's memories (:mod:`..array_format`); a scheme with its
+    #: own engine names its own (``"permdiag"``) and overrides ``pack`` / ``decode`` / ``decode_constants``.
     engine: ClassVar[str] = "array"
 
     def __init__(self, array: ArrayConfig | None = None, **opts):
