@@ -34,7 +34,7 @@ from sparsyn.sw.schemes.permdiag import check_roms
 
 from .nonzero_buffer import NonzeroBuffer
 from .permdiag_pe import PermDiagPE
-from .plan import EngineLimits
+from .plan import EngineLimits, LayerPlanBase
 from .requant import RequantUnit
 
 #: ``start`` is registered before the FSM sees it.
@@ -68,7 +68,7 @@ def permdiag_cycles(nonzeros: int, slots: int, outputs: int) -> int:
 
 
 @dataclass
-class PermDiagPlan:
+class PermDiagPlan(LayerPlanBase):
     """The plain-data plan of one :class:`~sparsyn.hw.permdiag_engine.PermDiagEngine` (see the module
     docstring). ``meta`` is the packed layer's geometry (p, block rows / columns, PEs, multipliers, lanes,
     slots, offset bits)."""
@@ -85,22 +85,9 @@ class PermDiagPlan:
         return ArrayConfig(self.meta["pes"], 1, self.meta["mults"])
 
     @property
-    def in_elements(self) -> int:
-        c, h, w = self.layer.in_shape
-        return c * h * w
-
-    @property
-    def out_elements(self) -> int:
-        return self.layer.n * self.layer.pixels
-
-    @property
     def acc_depth(self) -> int:
         """Accumulator words per multiplier: its T block rows x p rows x HW pixels."""
         return self.meta["slots"] * self.meta["p"] * self.layer.pixels
-
-    @property
-    def rom_bits(self) -> int:
-        return self.packed.rom_bits
 
     def nonzeros(self, x) -> int:
         x = np.asarray(x).reshape(-1)

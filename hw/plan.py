@@ -91,8 +91,28 @@ def check_fits(layer: QuantLayer, array: ArrayConfig, passes: int, limits: Engin
     check_constants(layer)
 
 
+class LayerPlanBase:
+    """What every engine plan derives the same way from its ``layer`` and ``packed`` (see :class:`EnginePlan`)."""
+
+    @property
+    def in_elements(self) -> int:
+        """Elements of one input image (C_in*H*W)."""
+        c, h, w = self.layer.in_shape
+        return c * h * w
+
+    @property
+    def out_elements(self) -> int:
+        """Elements of one output image (N*Ho*Wo)."""
+        return self.layer.n * self.layer.pixels
+
+    @property
+    def rom_bits(self) -> int:
+        """Bits of every memory the engine initialises (= the manifest's ROM bits of this layer)."""
+        return self.packed.rom_bits
+
+
 @dataclass
-class LayerPlan:
+class LayerPlan(LayerPlanBase):
     """The plain-data plan of one :class:`~sparsyn.hw.engine.LayerEngine` (see the module docstring).
 
     Attributes
@@ -141,20 +161,6 @@ class LayerPlan:
     def section_channels(self) -> list[int]:
         first = {p["section"]: p["channels"] for p in self.passes}
         return [first[s] for s in range(self.sections)]
-
-    @property
-    def in_elements(self) -> int:
-        c, h, w = self.layer.in_shape
-        return c * h * w
-
-    @property
-    def out_elements(self) -> int:
-        return self.layer.n * self.layer.pixels
-
-    @property
-    def rom_bits(self) -> int:
-        """Bits of every memory the engine initialises (= the manifest's ROM bits of this layer)."""
-        return self.packed.rom_bits
 
     def cycles(self, x=None) -> int:
         """Cycles from ``start`` to ``done`` for input ``x`` (this engine's timing does not depend on it)."""

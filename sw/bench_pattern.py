@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import format_table, write_json
+from .bench_common import BenchLog, one_torch_thread, show_table
+from .report import write_json
 from .schedule import ArrayConfig
 
 #: The array every model of the bench is packed for.
@@ -70,16 +71,6 @@ SIZE_TITLE = ("size: digits CNN, pattern at defaults (3x3: n=4, P=8; 1x1/FC: 2:4
               "stored_bits = every bit the chip stores; *_pct_of_weights = ids / weights and (ids+lanes) / weights; "
               "spm_analytic_pct = ceil(log2 P)/(n*8); rate_* from stored bits; weights_rate_vs_int8 = weight "
               "memory only")
-
-
-class _Log:
-    """One progress line, with the seconds since the bench started."""
-
-    def __init__(self, t0: float):
-        self.t0 = t0
-
-    def __call__(self, msg: str) -> None:
-        print(f"[pattern bench {time.time() - self.t0:7.1f} s] {msg}", flush=True)
 
 
 def _quiet(*a, **k):
@@ -566,21 +557,10 @@ MEM_COLS = ["layer", "source", "feeder", "memories", "words_each", "bits", "ice4
 def run_pattern_bench(quick: bool = False, out=None, array=ARRAY) -> dict:
     """Run every table; prints them and writes JSON (``out`` or work/bench/pattern.json). Returns the dict.
     ``array`` (ArrayConfig or "RxC", default 4x4): the array every model is packed for."""
-    import torch
     t0 = time.time()
     array = array if isinstance(array, ArrayConfig) else ArrayConfig.parse(str(array))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small model: one thread is as fast and leaves the other core free
-    try:
+    with one_torch_thread():
         return _run(quick, out, t0, array)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _show(log, name, rows, cols, title):
-    log(f"table {name}: {len(rows)} rows")
-    print(format_table(rows, cols, title=title))
-    print(flush=True)
 
 
 def _run(quick, out, t0, array: ArrayConfig):
@@ -590,7 +570,7 @@ def _run(quick, out, t0, array: ArrayConfig):
     from .testing import random_quant_layer
     from .train import accuracy
 
-    log = _Log(t0)
+    log = BenchLog("pattern", t0)
     data = digits()
     module = default_model(progress=False)
     doc = {"quick": quick, "array": f"{array.rows}x{array.cols}", "paper": PAPER,
@@ -610,7 +590,7 @@ def _run(quick, out, t0, array: ArrayConfig):
     # 1. size
     size = size_rows(q, p, r)
     doc["size"] = {"rows": size}
-    _show(log, "size", size, SIZE_COLS, SIZE_TITLE + f"\n(int acc {r['accuracy']['int']:.2f} % vs float "
+    show_table(log, "size", size, SIZE_COLS, SIZE_TITLE + f"\n(int acc {r['accuracy']['int']:.2f} % vs float "
           f"{doc['float_accuracy']:.2f} %; paper: up to {PAPER['compression']}x with {PAPER['accuracy_loss_pct']} % "
           "loss on VGG-16)")
 
@@ -619,7 +599,7 @@ def _run(quick, out, t0, array: ArrayConfig):
     steps, epochs = (1, 1) if quick else (3, 4)
     acc = accuracy_rows(module, data, ns, ps, seeds, steps, epochs, doc["float_accuracy"], array, log)
     doc["accuracy"] = {"rows": acc, "seeds": list(seeds), "prune_steps": steps, "finetune_epochs": epochs}
-    _show(log, "accuracy", acc, ACC_COLS,
+    show_table(log, "accuracy", acc, ACC_COLS,
           f"accuracy vs n and P (digits, integer top-1 %, mean of seeds {list(seeds)}; prune_steps={steps}, "
           f"finetune_epochs={epochs}; float {doc['float_accuracy']:.2f} %, int8 {doc['int8_accuracy']:.2f} %): "
           "pattern vs unstructured magnitude pruning at the pattern model's per-layer nonzero fractions "
@@ -629,26 +609,26 @@ def _run(quick, out, t0, array: ArrayConfig):
     # 3. N:M
     nm = nm_rows(q.layer("fc"), p["fc"], NM_SHAPE, array=array, log=log)
     doc["nm"] = nm
-    _show(log, "N:M", nm, NM_COLS, "N:M 2:4 metadata: NVIDIA 2 bits per nonzero vs SPM P=6 ids (analytic and "
+    show_table(log, "N:M", nm, NM_COLS, "N:M 2:4 metadata: NVIDIA 2 bits per nonzero vs SPM P=6 ids (analytic and "
           "measured from the ids ROM; kept_slots = the 2 kept positions of every group, zero or not; ids + lanes "
           "adds the row descriptors; metadata_pct_of_weights = vs int8 weight bits)")
 
     # 4. VGG-shaped layers
     vgg, tables = vgg_rows(QUICK_VGG_SHAPE if quick else VGG_SHAPE, array=array, log=log)
     doc["vgg"] = vgg
-    _show(log, "VGG-shaped", vgg, VGG_COLS,
+    show_table(log, "VGG-shaped", vgg, VGG_COLS,
           "VGG-16-shaped conv (Laplace weights, no training): n of 9 at P=8, rounds=5, int8, packed for "
           f"{array.rows}x{array.cols}; kept_energy = sum w^2 kept / total; spm_analytic_rate_vs_fp32 = 288/(8n+3)")
     spm = spm_overhead_rows(size, vgg)
     doc["size"]["spm_overhead"], doc["size"]["note"] = spm, SPM_NOTE
-    _show(log, "SPM overhead", spm, ["case", "kind", "id_bits", "weight_bits_per_id", "overhead_pct", "rate_vs_fp32"],
+    show_table(log, "SPM overhead", spm, ["case", "kind", "id_bits", "weight_bits_per_id", "overhead_pct", "rate_vs_fp32"],
           "SPM index overhead: analytic vs measured vs the paper's 3.1 % (rate_vs_fp32: analytic = one 3x3 kernel, "
           "fp32 / (weights + id); measured = every stored bit)\n" + SPM_NOTE)
 
     # 5. cycles
     cyc = cycle_rows(q, p, dense_q, dense_p, array, measure=True)
     doc["cycles"] = cyc
-    _show(log, "cycles", cyc, CYCLE_COLS,
+    show_table(log, "cycles", cyc, CYCLE_COLS,
           f"LayerEngine cycles per image on a {array.rows}x{array.cols} array, pattern vs dense int8 (RTL = Amaranth "
           "simulation of the generated engine; cycles_exact: RTL == model; steps = issue steps per pass of the "
           "row feed)")
@@ -656,7 +636,7 @@ def _run(quick, out, t0, array: ArrayConfig):
     # 6. LUTs per PE, activation memories
     luts = lut_rows({n: tables[n] for n in (4, 2)}, ("ice40",) if quick else ("ice40", "ecp5"), log)
     doc["luts_per_pe"] = luts
-    _show(log, "LUTs per PE", luts, LUT_COLS,
+    show_table(log, "LUTs per PE", luts, LUT_COLS,
           "LUTs per PE (yosys via boards.synth, classic ABC; lut_equiv = LUT4 + 2 x CCU2C on ECP5); pattern tables "
           "from the VGG-shaped layer; vs_int8_mac_pe: PEs vs the int8 MAC PE, datapaths vs the int8 multiplier; "
           "per_multiplier_vs_int8_mac divides by the PE's multipliers (mults=1: one multiplier time-multiplexed over "
@@ -666,7 +646,7 @@ def _run(quick, out, t0, array: ArrayConfig):
     mem = feeder_memory_rows(q.layer("conv2"), p["conv2"], array, synth=True,
                              formula_layers=[(f"VGG-shaped {vshape[0]}x{vshape[1]}x3x3 on 14x14", vlayer)], log=log)
     doc["activation_memories"] = mem
-    _show(log, "activation memories", mem, MEM_COLS,
+    show_table(log, "activation memories", mem, MEM_COLS,
           f"activation memories on a {array.rows}x{array.cols} array: window feeder vs im2col buffer (elaborated = "
           "Memory instances of the built component; formula = the feeders' docstrings; ice40_ebr = SB_RAM40_4K of "
           "the feeder synthesized alone)")

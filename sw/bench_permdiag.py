@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import format_table, write_json
+from .bench_common import BenchLog, one_torch_thread, show_table
+from .report import write_json
 from .schedule import ArrayConfig
 
 #: The array the dense layers (and the dense comparison) are packed for.
@@ -47,14 +48,6 @@ DENSITIES, QUICK_DENSITIES = tuple(round(0.1 * i, 1) for i in range(1, 11)), (0.
 WIDE_PES = (4, 16)
 #: Relative row index width of the EIE-like unstructured engine (EIE: 4 bits).
 EIE_INDEX_BITS = 4
-
-
-class _Log:
-    def __init__(self, t0: float):
-        self.t0 = t0
-
-    def __call__(self, msg: str) -> None:
-        print(f"[permdiag bench {time.time() - self.t0:7.1f} s] {msg}", flush=True)
 
 
 def _quiet(*a, **k):
@@ -377,21 +370,10 @@ def lut_rows(families=("ice40", "ecp5"), engine_layer=None, log=_quiet) -> list[
 def run_permdiag_bench(quick: bool = False, out=None, array=ARRAY) -> dict:
     """Run every table; prints them and writes JSON (``out`` or work/bench/permdiag.json) and the cycles plot.
     ``array``: the array the dense layers are packed for (default 4x4)."""
-    import torch
     t0 = time.time()
     array = array if isinstance(array, ArrayConfig) else ArrayConfig.parse(str(array))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         return _run(quick, out, t0, array)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _show(log, name, rows, cols, title):
-    log(f"table {name}: {len(rows)} rows")
-    print(format_table(rows, cols, title=title))
-    print(flush=True)
 
 
 def _run(quick, out, t0, array: ArrayConfig):
@@ -402,7 +384,7 @@ def _run(quick, out, t0, array: ArrayConfig):
     from .paths import work_dir
     from .train import accuracy
 
-    log = _Log(t0)
+    log = BenchLog("permdiag", t0)
     data = digits()
     ps = QUICK_PS if quick else PS
     epochs, scratch_epochs, mlp_epochs = (4, 15, 20) if quick else (10, 40, 40)
@@ -451,12 +433,12 @@ def _run(quick, out, t0, array: ArrayConfig):
         layer = wide_layer(p)
         size.append(size_row(f"synthetic {WIDE[1]}->{WIDE[0]}", layer, get_scheme("permdiag")(p=p, pes=4).pack(layer)))
     doc["size"], doc["accuracy"], doc["refused"] = size, acc, refused
-    _show(log, "size", size, SIZE_COLS,
+    show_table(log, "size", size, SIZE_COLS,
           "size: bits of every ROM of each permdiag layer (weights = T*U*K int8; offsets = one ceil(log2 p)-bit k_l "
           "per block, the only index; constants = bias + requant); structure_rate_vs_int8 = N*K*8 / (weights + "
           "offsets) = p up to the offset bits, padded rows and idle lanes; rate_* = vs every stored bit"
           + "".join(f"\nrefused: {r['model']} p={r['p']}: {r['refused']}" for r in refused))
-    _show(log, "accuracy", acc, ACC_COLS,
+    show_table(log, "accuracy", acc, ACC_COLS,
           f"accuracy vs p (digits test set, integer top-1 %): project = projection of the trained matrix + {epochs} "
           f"fine-tune epochs; scratch = random offsets, {scratch_epochs} epochs from a fresh init; structured_acc = "
           "right after projection / at init; the MLP's 256->10 layer at min(p, 8); other layers dense int8")
@@ -476,7 +458,7 @@ def _run(quick, out, t0, array: ArrayConfig):
                      for d, x in zip(densities, images)]
     doc["cycles"], doc["dense"] = cyc, dense
     doc["unstructured_cycles"] = [{"lanes": c["lanes"], "rows": c["rows"], "fixed": fixed} for c in curves]
-    _show(log, "cycles", cyc, CYCLE_COLS,
+    show_table(log, "cycles", cyc, CYCLE_COLS,
           f"cycles per image vs input density, {WIDE[1]}->{WIDE[0]} FC at p={WIDE_P} ({simulator} RTL == exact "
           f"model per image); dense = int8 on the {dense['array']} array ({dense['multipliers']} multipliers, "
           f"{'RTL' if 'cycles_rtl' in dense else 'exact model'}: {dense.get('cycles_rtl', dense['cycles_model'])} "
@@ -489,7 +471,7 @@ def _run(quick, out, t0, array: ArrayConfig):
 
     # 4. anchor
     doc["anchor"] = anchor
-    _show(log, "anchor", anchor, ANCHOR_COLS,
+    show_table(log, "anchor", anchor, ANCHOR_COLS,
           f"anchor (replaces EIE): {WIDE[1]}->{WIDE[0]} at density 1/{WIDE_P}; permdiag vs an unstructured-sparse "
           "engine with an index (EIE-like model, see unstructured_model): cycles per nonzero input, load balance "
           "(useful MACs per nonzero input / (lanes x cycles)), index bits, rate vs int8 of weights + index")
@@ -506,14 +488,14 @@ def _run(quick, out, t0, array: ArrayConfig):
                           "int_acc": r["accuracy"]["int"], **_fc_bits(r)})
             log(f"MLP {scheme} at density 1/{p}: int acc {r['accuracy']['int']:.2f} % ({time.time() - t:.1f} s)")
     doc["vs_tight"] = tight
-    _show(log, "vs tight", tight, TIGHT_COLS,
+    show_table(log, "vs tight", tight, TIGHT_COLS,
           f"compression vs tight at the same density on the MLP (all three FC layers; tight on the {array.rows}x"
           f"{array.cols} array, dense_first=0; fc_* = every stored bit of the FC layers)")
 
     # 5. LUT / FF / DSP per PE
     luts = lut_rows(("ice40",) if quick else ("ice40", "ecp5"), engine_layer=None if quick else layer, log=log)
     doc["luts_per_pe"] = luts
-    _show(log, "LUTs per PE", luts, LUT_COLS,
+    show_table(log, "LUTs per PE", luts, LUT_COLS,
           "LUT/FF/DSP per PE (yosys via boards.synth, classic ABC; lut_equiv = LUT4 + 2 x CCU2C on ECP5); the permdiag "
           "PE includes its accumulator memory (brams); vs_int8_mac_pe = lut_equiv / the shared array's int8 MAC PE")
 
