@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from amaranth.hdl import Fragment, MemoryInstance, Shape
+from amaranth.lib.memory import Memory
 
 from sparsyn.sw.errors import SparsynError
 
@@ -50,16 +51,20 @@ def memory_census(design, platform=None) -> list[MemoryUse]:
     found: list[MemoryUse] = []
 
     def walk(frag, path):
-        # MemoryInstance's shape/port lists are underscored attributes in Amaranth 0.5 (pinned <0.6);
-        # test_boards_platforms checks the census against known engine memories.
+        # a memory's fragment keeps the amaranth.lib.memory.Memory it was elaborated from (``origins``); its public
+        # shape, depth and port lists are what the census reads
         if isinstance(frag, MemoryInstance):
-            reads = frag._read_ports
+            mem = next((o for o in (frag.origins or ()) if isinstance(o, Memory)), None)
+            if mem is None:
+                raise SparsynError(f"memory {'.'.join(path) or 'top'} was not built from amaranth.lib.memory.Memory; "
+                                   "the fit check cannot read its geometry")
+            reads = mem.read_ports
             found.append(MemoryUse(
                 path=".".join(path) or "top",
-                width=Shape.cast(frag._data.shape).width, depth=frag._data.depth,
-                sync_reads=sum(1 for p in reads if p._domain != "comb"),
-                comb_reads=sum(1 for p in reads if p._domain == "comb"),
-                writes=len(frag._write_ports)))
+                width=Shape.cast(mem.shape).width, depth=mem.depth,
+                sync_reads=sum(1 for p in reads if p.domain != "comb"),
+                comb_reads=sum(1 for p in reads if p.domain == "comb"),
+                writes=len(mem.write_ports)))
         for i, (sub, name, _) in enumerate(frag.subfragments):
             walk(sub, path + [name if isinstance(name, str) else f"U{i}"])
 
