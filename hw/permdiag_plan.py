@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparsyn.sw.array_format import ACC_BITS, check_constants
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import QuantLayer
 from sparsyn.sw.schedule import ArrayConfig
@@ -34,7 +33,7 @@ from sparsyn.sw.schemes.permdiag import check_roms
 
 from .nonzero_buffer import NonzeroBuffer
 from .permdiag_pe import PermDiagPE
-from .plan import EngineLimits, LayerPlanBase
+from .plan import EngineLimits, LayerPlanBase, check_limits
 from .requant import RequantUnit
 
 #: ``start`` is registered before the FSM sees it.
@@ -121,15 +120,7 @@ def check_permdiag_fits(layer: QuantLayer, meta: dict, limits: EngineLimits) -> 
         ("output buffer", layer.n * pixels, limits.out_elements, "elements (N*HW)",
          "use fewer outputs or raise EngineLimits.out_elements"),
     ]
-    for what, need, have, unit, fix in checks:
-        if need > have:
-            raise SparsynError(f"layer {layer.name} does not fit the permdiag engine's {what}: needs {need} {unit}, "
-                               f"limit {have} ({need - have} over); {fix}")
-    worst = int(np.max(np.abs(layer.bias) + 128 * np.abs(layer.weight).sum(axis=1))) if layer.n else 0
-    if worst >= 1 << (ACC_BITS - 1):
-        raise SparsynError(f"layer {layer.name}: worst-case accumulator {worst} exceeds the {ACC_BITS}-bit "
-                           "accumulator; reduce weight magnitudes or split the layer")
-    check_constants(layer)
+    check_limits(layer, checks, "permdiag engine's")
 
 
 def plan_permdiag_layer(layer: QuantLayer, packed: PackedLayer, limits: EngineLimits = EngineLimits()) -> PermDiagPlan:

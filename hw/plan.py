@@ -80,10 +80,16 @@ def check_fits(layer: QuantLayer, array: ArrayConfig, passes: int, limits: Engin
         ("output buffer", layer.n * layer.pixels, limits.out_elements, "elements (N*Ho*Wo)",
          "use fewer output channels or raise EngineLimits.out_elements"),
     ]
+    check_limits(layer, checks)
+
+
+def check_limits(layer: QuantLayer, checks, engine: str = "") -> None:
+    """Refuse (one line, need vs limit and the fix) the first of ``checks`` — ``(what, need, have, unit, fix)`` —
+    that does not fit ``engine``'s buffers, then a worst-case accumulator beyond 32 bits or constants out of range."""
     for what, need, have, unit, fix in checks:
         if need > have:
-            raise SparsynError(f"layer {layer.name} does not fit the {what}: needs {need} {unit}, "
-                               f"limit {have} ({need - have} over); {fix}")
+            raise SparsynError(f"layer {layer.name} does not fit the {engine + ' ' if engine else ''}{what}: needs "
+                               f"{need} {unit}, limit {have} ({need - have} over); {fix}")
     worst = int(np.max(np.abs(layer.bias) + 128 * np.abs(layer.weight).sum(axis=1))) if layer.n else 0
     if worst >= 1 << (ACC_BITS - 1):
         raise SparsynError(f"layer {layer.name}: worst-case accumulator {worst} exceeds the {ACC_BITS}-bit "
