@@ -4,12 +4,13 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import acc_vector
-from .memories import buffer_memory, rom_memory
+from .layouts import acc_vector, bits_for_range
+from .memories import buffer_memory, rom_memory, rom_offsets
+from .per_layer import LayerSelect, as_list
 
 if TYPE_CHECKING:
     from .plan import LayerPlan
@@ -69,7 +70,8 @@ class AccumulatorBuffer(wiring.Component):
 
     Parameters
     ----------
-    plan : LayerPlan
+    plan : LayerPlan, or a list of them sharing the buffer (``layer`` input: the active one; the memory
+        holds the largest layer, the bias memory every layer's ``bias`` ROM end to end)
         Ho*Wo, C, the number of sections (1: one bank) and the ``bias`` ROM.
     lead : int
         Cycles from a pixel's ``issue`` to its ``y`` (the activation read plus the array); at least
@@ -100,15 +102,20 @@ class AccumulatorBuffer(wiring.Component):
     #: Cycles from a ``read`` address to its ``data`` (block RAM read).
     read_latency = 1
 
-    def __init__(self, plan: LayerPlan, lead: int):
-        self.pixels, self.cols = plan.layer.pixels, plan.array.cols
-        self.banks = 2 if plan.sections > 1 else 1   # requant of a section overlaps the next section
+    def __init__(self, plan: LayerPlan | list, lead: int):
+        self.plans = plans = as_list(plan)
+        self.pixels, self.cols = max(p.layer.pixels for p in plans), plans[0].array.cols
+        # requant of a section overlaps the next section
+        self.banks = 2 if any(p.sections > 1 for p in plans) else 1
         self.lead = operator.index(lead)
-        self.rom_memories = {"bias": rom_memory(plan.packed.roms["bias"])}
+        #: word offset of each layer's bias ROM in the (shared) bias memory
+        self.bias_base = rom_offsets([p.packed.roms["bias"] for p in plans])
+        self.rom_memories = {"bias": rom_memory(*[p.packed.roms["bias"] for p in plans])}
         super().__init__({
+            **({"layer": In(range(len(plans)))} if len(plans) > 1 else {}),
             "issue": In(1),
             "first": In(1),
-            "section": In(plan.layouts["passes"]["section"].shape),
+            "section": In(unsigned(bits_for_range(max(p.sections for p in plans)))),
             "bank": In(1),
             "clear": In(1),
             "y": In(stream.Signature(acc_vector(self.cols), always_ready=True)),
@@ -117,8 +124,10 @@ class AccumulatorBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, C = self.pixels, self.cols
-        m.submodules.accmem = accmem = buffer_memory(acc_vector(C), self.banks * P)
+        C, plans = self.cols, self.plans
+        sel = LayerSelect(m, self.layer if len(plans) > 1 else None, len(plans))
+        P = sel([p.layer.pixels for p in plans], name="pixels")
+        m.submodules.accmem = accmem = buffer_memory(acc_vector(C), self.banks * self.pixels)
         m.submodules.bmem = bmem = self.rom_memories["bias"]
         acc_wr = accmem.write_port()
         acc_rd = accmem.read_port()
@@ -126,7 +135,8 @@ class AccumulatorBuffer(wiring.Component):
         b_rd = bmem.read_port(domain="comb")
 
         def address(bank, pixel):
-            return Mux(bank, P + pixel, pixel)
+            # bank 1 starts after the largest layer's pixels (a constant: no adder on the layer's size)
+            return Mux(bank, self.pixels + pixel, pixel)
 
         # the read goes out read_ahead cycles before y (pre = issue delayed); the pass's "first" flag
         # travels with the pixel, since passes of a section overlap in flight
@@ -138,8 +148,8 @@ class AccumulatorBuffer(wiring.Component):
             pre, first = reg, freg
         first_wb = Signal()
         m.d.sync += first_wb.eq(first)
-        acc_rc = Signal(range(max(P, 2)))
-        acc_wc = Signal(range(max(P, 2)))
+        acc_rc = Signal(range(max(self.pixels, 2)))
+        acc_wc = Signal(range(max(self.pixels, 2)))
         with m.If(pre):
             m.d.sync += acc_rc.eq(Mux(acc_rc == P - 1, 0, acc_rc + 1))
         m.d.comb += acc_rd.addr.eq(address(self.bank, acc_rc))
@@ -147,7 +157,7 @@ class AccumulatorBuffer(wiring.Component):
         # the section's bias, registered (off the pass table -> bias ROM lookup path): the section only
         # changes at a section start, LOAD + activation read + array latency (>= 3) cycles before its
         # first sum
-        m.d.comb += b_rd.addr.eq(self.section)
+        m.d.comb += b_rd.addr.eq(sel(self.bias_base, name="bias_base") + self.section)
         bias = Signal(acc_vector(C))
         m.d.sync += bias.eq(b_rd.data)
 

@@ -8,7 +8,8 @@ from amaranth.lib import wiring
 
 from .banked_image import FeedSignature
 from .im2col import LaneAddress, PixelScanner
-from .layouts import ACT_BITS
+from .layouts import ACT_BITS, lane_descriptor, row_lanes
+from .per_layer import LayerSelect, as_list
 from .memories import buffer_memory
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class ActivationBuffer(wiring.Component):
 
     Parameters
     ----------
-    plan : LayerPlan
+    plan : LayerPlan, or a list of them (layers sharing the buffer: the ``layer`` input selects the
+        active one's geometry; the memories hold the largest input; L = the most lanes of any)
         The layer geometry and the array (R x C, L lanes); the lane-descriptor layout.
 
     Attributes
@@ -61,23 +63,33 @@ class ActivationBuffer(wiring.Component):
     #: Cycles from ``issue`` to ``x``: registered im2col address, block RAM read.
     latency = 2
 
-    def __init__(self, plan: LayerPlan):
-        self.layer = plan.layer
-        self.rows, self.lanes_per_row = plan.array.rows, plan.array.lanes
-        super().__init__(FeedSignature(plan.layouts["lanes"], self.rows, self.lanes_per_row))
+    def __init__(self, plan: LayerPlan | list):
+        self.plans = as_list(plan)
+        self.layers = [p.layer for p in self.plans]
+        self.rows = self.plans[0].array.rows
+        self.lanes_per_row = max(p.array.lanes for p in self.plans)
+        super().__init__(FeedSignature(self.descriptor(self.plans), self.rows, self.lanes_per_row, len(self.plans)))
+
+    @staticmethod
+    def descriptor(plans):
+        """The row descriptor of the layers sharing the buffer: each layer's lane descriptors, widened."""
+        layers = [p.layer for p in plans]
+        return row_lanes(lane_descriptor(max(l.in_shape[0] for l in layers), max(l.kernel[0] for l in layers),
+                                         max(l.kernel[1] for l in layers)), max(p.array.lanes for p in plans))
 
     def elaborate(self, platform):
         m = Module()
-        layer, R, L = self.layer, self.rows, self.lanes_per_row
-        cin, h, w = layer.in_shape
-        n_in = cin * h * w
+        layers, R, L = self.layers, self.rows, self.lanes_per_row
+        sel = LayerSelect(m, self.layer if len(layers) > 1 else None, len(layers))
+        n_max = max(l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in layers)
+        n_in = sel([l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in layers], name="n_in")
         mems = []
         for i in range(R * L):
-            m.submodules["amem" if i == 0 else f"amem_{i}"] = mem = buffer_memory(signed(ACT_BITS), n_in)
+            m.submodules["amem" if i == 0 else f"amem_{i}"] = mem = buffer_memory(signed(ACT_BITS), n_max)
             mems.append(mem)
 
         # ---- write side: act_in -> every copy ---------------------------------------------------------
-        wptr = Signal(range(max(n_in, 2)))
+        wptr = Signal(range(max(n_max, 2)))
         write = self.act_in.valid & ~self.busy
         m.d.comb += self.act_in.ready.eq(~self.busy)
         for mem in mems:
@@ -89,7 +101,9 @@ class ActivationBuffer(wiring.Component):
             m.d.sync += wptr.eq(0)
 
         # ---- read side: pixel scan -> lane addresses (registered) -> block RAM -> x ----------------
-        m.submodules.scan = scan = PixelScanner(layer)
+        m.submodules.scan = scan = PixelScanner(layers)
+        if len(layers) > 1:
+            m.d.comb += scan.layer.eq(self.layer)
         m.d.comb += [scan.step.eq(self.issue & self.last), scan.restart.eq(self.restart),
                      self.pixel.eq(self.issue & self.last)]
         valid = self.pixel
@@ -100,7 +114,9 @@ class ActivationBuffer(wiring.Component):
         m.d.comb += self.x.valid.eq(valid)
         for r in range(R):
             for lane in range(L):
-                m.submodules[f"addr_{r}_{lane}"] = la = LaneAddress(layer)
+                m.submodules[f"addr_{r}_{lane}"] = la = LaneAddress(layers)
+                if len(layers) > 1:
+                    m.d.comb += la.layer.eq(self.layer)
                 rd = mems[r * L + lane].read_port()
                 addr = Signal.like(la.addr, name=f"addr_{r}_{lane}")
                 # the lane's valid flag travels with its read: registered address, then block RAM

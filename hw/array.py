@@ -50,6 +50,7 @@ class SystolicArray(wiring.Component):
     Attributes
     ----------
     load : In(R); entries : In(ArrayLayout(entry_layout, C))
+    layer : In (only with a datapath shared by several layers, see :mod:`.shared_product`)
     x : In(ArrayLayout(ArrayLayout(signed(8), L), R)); x_valid : In(1)
     y : Out(ArrayLayout(signed(32), C)); y_valid : Out(1)
     """
@@ -77,6 +78,9 @@ class SystolicArray(wiring.Component):
         }
         if self.phases > 1:
             members["phase"] = In(range(self.phases))
+        if "layer" in probe.signature.members:
+            # a datapath shared by several layers: the active layer, to every PE
+            members["layer"] = In(probe.signature.members["layer"].shape)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -88,6 +92,8 @@ class SystolicArray(wiring.Component):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]
                 m.d.comb += [pe.load.eq(self.load[r]), pe.entry_in.eq(self.entries[c])]
+                if "layer" in self.signature.members:
+                    m.d.comb += pe.layer.eq(self.layer)
                 if c > 0:
                     m.d.comb += pe.x_in.eq(pes[r][c - 1].x_out)
                     if self.phases > 1:

@@ -19,6 +19,8 @@ class FeedSignature(wiring.Signature):
     ----------
     descriptor : the layout of one row descriptor (a ``lanes``-ROM word).
     rows, lanes : R array rows, L lanes per row (positive).
+    layers : int
+        Layers sharing the feeder (> 1 adds the ``layer`` input: the active layer, see :mod:`.per_layer`).
 
     Interface attributes
     --------------------
@@ -28,12 +30,15 @@ class FeedSignature(wiring.Signature):
     x : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(8), L), R), always_ready=True))
     """
 
-    def __init__(self, descriptor, rows: int, lanes: int):
-        for name, v in (("rows", rows), ("lanes", lanes)):
+    def __init__(self, descriptor, rows: int, lanes: int, layers: int = 1):
+        for name, v in (("rows", rows), ("lanes", lanes), ("layers", layers)):
             if operator.index(v) < 1:
                 raise TypeError(f"{name} must be a positive integer, not {v!r}")
         self._descriptor, self._rows, self._lanes = descriptor, int(rows), int(lanes)
+        self._layers = int(layers)
         super().__init__({
+            # the active layer of a feeder shared by several layers (stable while it runs)
+            **({"layer": In(range(self._layers))} if self._layers > 1 else {}),
             "act_in": In(stream.Signature(signed(ACT_BITS))),
             "busy": In(1),
             "clear": In(1),
@@ -53,12 +58,16 @@ class FeedSignature(wiring.Signature):
     def lanes(self) -> int:
         return self._lanes
 
+    @property
+    def layers(self) -> int:
+        return self._layers
+
     def __eq__(self, other):
-        return (isinstance(other, FeedSignature) and (self._descriptor, self.rows, self.lanes)
-                == (other._descriptor, other.rows, other.lanes))
+        return (isinstance(other, FeedSignature) and (self._descriptor, self.rows, self.lanes, self.layers)
+                == (other._descriptor, other.rows, other.lanes, other.layers))
 
     def __repr__(self):
-        return f"FeedSignature({self._descriptor!r}, rows={self.rows}, lanes={self.lanes})"
+        return f"FeedSignature({self._descriptor!r}, rows={self.rows}, lanes={self.lanes}, layers={self.layers})"
 
 
 class BankedImage(wiring.Component):

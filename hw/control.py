@@ -4,15 +4,16 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sparsyn.sw.array_format import row_groups
 
 from .layouts import weight_word
-from .memories import rom_memory
-from .requant_sequencer import requant_job
+from .memories import rom_memory, rom_offsets
+from .per_layer import LayerSelect, as_list, select_word
+from .requant_sequencer import job_layout, requant_job
 
 if TYPE_CHECKING:
     from .plan import LayerPlan
@@ -88,25 +89,45 @@ class LayerControl(wiring.Component):
     #: Read latency of the weight, lane-descriptor and pass-table ROMs.
     rom_latency = 1
 
+    def _first_pass_word(self, p) -> int:
+        """The layer's first pass-table word, in the shared pass layout."""
+        word = p.packed.roms["passes"].words[0]
+        if p.layouts["passes"] == self.pass_layout:
+            return word
+        src, out = p.layouts["passes"], 0
+        for name, field in self.pass_layout:
+            sf = src[name]
+            out |= ((word >> sf.offset) & ((1 << sf.width) - 1)) << field.offset
+        return out
+
     @classmethod
     def load_cycles(cls, rows: int) -> int:
         """Cycles of the LOAD phase: R lane-descriptor words read, the last one arrives ``rom_latency`` later."""
         return rows + cls.rom_latency
 
-    def __init__(self, plan: LayerPlan, *, pass_period: int, last_pass: int):
-        self.plan = plan
-        self.pass_period, self.last_pass = operator.index(pass_period), operator.index(last_pass)
-        roms = plan.packed.roms
+    def __init__(self, plan: LayerPlan | list, *, pass_period, last_pass):
+        self.plans = plans = as_list(plan)
+        self.plan = plans[0]
+        #: per layer: cycles of a pass followed by another pass of its section / of a section's last pass
+        self.pass_period = [operator.index(v) for v in as_list(pass_period)]
+        self.last_pass = [operator.index(v) for v in as_list(last_pass)]
         #: The PE entries' split-off index bits (e.g. pattern ids) are in the ``ids`` ROM, read with the weights.
-        self.index_bits = plan.packed.meta.get("index_bits", 0)
+        self.index_bits = [p.packed.meta.get("index_bits", 0) for p in plans]
         #: No ``lanes`` ROM: row t of a section reads channel / group t (``meta["implicit_rows"]``), counted here.
-        self.implicit_rows = bool(plan.packed.meta.get("implicit_rows"))
+        self.implicit_rows = bool(plans[0].packed.meta.get("implicit_rows"))
         names = (("weights",) + (() if self.implicit_rows else ("lanes",)) + ("passes",)
-                 + (("ids",) if self.index_bits else ()))
-        self.rom_memories = {name: rom_memory(roms[name]) for name in names}
-        R, C = plan.array.rows, plan.array.cols
-        pass_layout = plan.layouts["passes"]
+                 + (("ids",) if self.index_bits[0] else ()))
+        #: name -> the first word of each layer's ROM in that memory (layers sharing the control: end to end)
+        self.rom_base = {name: rom_offsets([p.packed.roms[name] for p in plans]) for name in names}
+        self.rom_memories = {name: rom_memory(*[p.packed.roms[name] for p in plans]) for name in names}
+        R, C = plans[0].array.rows, plans[0].array.cols
+        multi = len(plans) > 1
+        self.pass_layout = pass_layout = job_layout(plans) if multi else plans[0].layouts["passes"]
+        self.lane_layout = plans[0].layouts["lanes"] if not multi else self._shared_lanes(plans)
+        self.entry_layout = (plans[0].entry_layout if not multi
+                             else unsigned(max(p.entry_layout.size for p in plans)))
         super().__init__({
+            **({"layer": In(range(len(plans)))} if multi else {}),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
@@ -114,11 +135,11 @@ class LayerControl(wiring.Component):
             "clear": Out(1),
             "restart": Out(1),
             "issue": Out(1),
-            "step_phase": Out(range(max(plan.phases, 2))),
+            "step_phase": Out(range(max(plans[0].phases, 2))),
             "step_last": Out(1),
-            "lanes": Out(data.ArrayLayout(plan.layouts["lanes"], R)),
+            "lanes": Out(data.ArrayLayout(self.lane_layout, R)),
             "load": Out(R),
-            "entries": Out(weight_word(plan.entry_layout, C)),
+            "entries": Out(weight_word(self.entry_layout, C)),
             "info": Out(pass_layout),
             "bank": Out(1),
             "job": Out(stream.Signature(requant_job(pass_layout))),
@@ -126,14 +147,26 @@ class LayerControl(wiring.Component):
             "publish": Out(1),
         })
 
+    @staticmethod
+    def _shared_lanes(plans):
+        from .feeders import feeder_class
+        return feeder_class(plans[0].feed).descriptor(plans)
+
     def elaborate(self, platform):
         m = Module()
-        plan = self.plan
+        plans, plan = self.plans, self.plan
+        multi = len(plans) > 1
+        sel = LayerSelect(m, self.layer if multi else None, len(plans))
         R, C = plan.array.rows, plan.array.cols
         T = plan.phases          # cycles each step is held (a time-multiplexed PE datapath; else 1)
-        P = plan.steps * T       # issue cycles per pass (the feeder's steps; = Ho*Wo unless a window scan)
-        passes = len(plan.passes)
-        period, last_len, load_len = self.pass_period, self.last_pass, self.load_cycles(R)
+        # issue cycles per pass (the feeder's steps; = Ho*Wo unless a window scan)
+        P = sel([p.steps * T for p in plans], name="issue_steps")
+        n_passes = [len(p.passes) for p in plans]
+        passes = sel(n_passes, name="passes")
+        period = sel(self.pass_period, name="period")
+        last_len = sel(self.last_pass, name="last_len")
+        load_len = self.load_cycles(R)
+        base = {name: sel(v, name=f"{name}_base") for name, v in self.rom_base.items()}
 
         m.submodules.wmem = wmem = self.rom_memories["weights"]
         # one spare word at the end: the table is read one pass ahead (see ``info`` below)
@@ -147,10 +180,12 @@ class LayerControl(wiring.Component):
         m.d.comb += [self.step_phase.eq(hold), self.step_last.eq(hold == T - 1)]
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        pass_idx = Signal(range(passes + 1))
+        pass_idx = Signal(range(max(n_passes) + 1))
         waddr = Signal(range(wmem.depth + 1))      # next weight-memory word to read
         w_read, l_read = Signal(), Signal()
         if self.implicit_rows:
+            if multi:
+                raise NotImplementedError("implicit row descriptors in a shared control")   # refused by the plan
             # the row descriptor of row ``laddr`` of the section, one cycle later like a ROM read
             meta = plan.packed.meta
             groups = row_groups(meta)
@@ -167,38 +202,64 @@ class LayerControl(wiring.Component):
             l_rd = lmem.read_port()
             laddr = Signal(range(lmem.depth + 1))      # next lane-memory word to read
             m.d.comb += l_rd.addr.eq(laddr)
-            lane_word = l_rd.data
+            lane_word = (l_rd.data if not multi else
+                         select_word(m, self.layer, l_rd.data, [p.layouts["lanes"] for p in plans],
+                                     self.lane_layout, name="lane_word"))
             with m.If(l_read):
                 m.d.sync += laddr.eq(laddr + 1)
-        phase = Signal(range(max(load_len, period, last_len) + 1))
+        phase = Signal(range(max(load_len, *self.pass_period, *self.last_pass) + 1))
         # ``info`` (the pass table entry of ``pass_idx``) is a register loaded together with pass_idx
         # from a registered lookup one pass ahead (``pass_nx`` = pass_idx + 1; its entry is on the
         # read port two cycles after it changes, and passes last >= 2 cycles), so the FSM's
         # decisions do not wait for the table decode
-        pass_nx = Signal(range(passes + 1), init=1)
-        m.d.comb += pt_rd.addr.eq(pass_nx)
+        pass_nx = Signal(range(max(n_passes) + 1), init=1)
+        m.d.comb += pt_rd.addr.eq(base["passes"] + pass_nx)
+        pass_word = (pt_rd.data if not multi else
+                     select_word(m, self.layer, pt_rd.data, [p.layouts["passes"] for p in plans], self.pass_layout,
+                                 name="pass_word"))
 
         def next_pass():
-            m.d.sync += [pass_idx.eq(pass_nx), pass_nx.eq(pass_nx + 1), info.eq(pt_rd.data)]
+            m.d.sync += [pass_idx.eq(pass_nx), pass_nx.eq(pass_nx + 1), info.eq(pass_word)]
 
         # ---- weights and lane descriptors ----------------------------------------------------------
         # lane descriptors are preloaded into ``lane_next`` during the previous pass (or straight into
         # the row registers in the LOAD phase) and swapped in at the pass start
         lane_regs = [self.lanes[r] for r in range(R)]
-        lane_next = [Signal(plan.layouts["lanes"], name=f"lanes_next_{r}") for r in range(R)]
+        lane_next = [Signal(self.lane_layout, name=f"lanes_next_{r}") for r in range(R)]
         # the PE row loads are registered (with their weight word) to stay in step with the
         # registered activation address: the array sees the FSM's phases one cycle later
         load = Signal(R)
         m.d.comb += w_rd.addr.eq(waddr)
-        if self.index_bits:
+        ids = None
+        if self.index_bits[0]:
             m.submodules.imem = imem = self.rom_memories["ids"]
             i_rd = imem.read_port()
-            m.d.comb += i_rd.addr.eq(waddr)
-            ib, wb = self.index_bits, plan.entry_layout.size - self.index_bits
-            m.d.sync += [self.entries.as_value()[c * (ib + wb):(c + 1) * (ib + wb)].eq(
-                Cat(i_rd.data[c * ib:(c + 1) * ib], w_rd.data[c * wb:(c + 1) * wb])) for c in range(C)]
-        else:
+            m.d.comb += i_rd.addr.eq(waddr - base["weights"] + base["ids"])
+            ids = i_rd.data
+
+        def entries_of(p, ib):
+            """The layer's weight word (and ids word) as its C PE entries, each widened to the shared entry."""
+            size = Shape.cast(p.entry_layout).width
+            wb, ew = size - ib, Shape.cast(self.entry_layout).width
+            cols = []
+            for c in range(C):
+                e = w_rd.data[c * wb:(c + 1) * wb]
+                if ib:
+                    e = Cat(ids[c * ib:(c + 1) * ib], e)
+                if ew > size:
+                    e = Cat(e, Const(0, ew - size))
+                cols.append(e)
+            return Cat(*cols)
+
+        if not multi and not self.index_bits[0]:
             m.d.sync += self.entries.eq(w_rd.data)
+        elif not multi:
+            m.d.sync += self.entries.as_value().eq(entries_of(plan, self.index_bits[0]))
+        else:
+            with m.Switch(self.layer):
+                for i, p in enumerate(plans):
+                    with m.Case(i):
+                        m.d.sync += self.entries.as_value().eq(entries_of(p, self.index_bits[i]))
         m.d.sync += self.load.eq(load)
         with m.If(w_read):
             m.d.sync += waddr.eq(waddr + 1)
@@ -224,9 +285,11 @@ class LayerControl(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += self.clear.eq(1)
-                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), pass_idx.eq(0), waddr.eq(0),
-                                 laddr.eq(0), phase.eq(0), bank.eq(0),
-                                 info.as_value().eq(plan.packed.roms["passes"].words[0]), pass_nx.eq(1)]
+                    first_word = sel([self._first_pass_word(p) for p in plans], self.pass_layout.size,
+                                     name="first_pass")
+                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), pass_idx.eq(0), waddr.eq(base["weights"]),
+                                 laddr.eq(base["lanes"] if "lanes" in base else 0), phase.eq(0), bank.eq(0),
+                                 info.as_value().eq(first_word), pass_nx.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 # lane descriptors of the section's first pass straight into the row registers;
@@ -273,8 +336,12 @@ class LayerControl(wiring.Component):
                         next_pass()
                         # a row latched in this very cycle (period == R+1: row R-1) is taken from the
                         # memory port (static: no phase compare on this path)
-                        m.d.sync += [lane_regs[r].eq(lane_word if r + 1 == period - 1 else lane_next[r])
-                                     for r in range(R)]
+                        if len(set(self.pass_period)) == 1:
+                            m.d.sync += [lane_regs[r].eq(lane_word if r + 1 == self.pass_period[0] - 1
+                                                         else lane_next[r]) for r in range(R)]
+                        else:
+                            m.d.sync += [lane_regs[r].eq(Mux(period == r + 2, lane_word, lane_next[r]))
+                                         for r in range(R)]
             with m.State("WAIT_REQUANT"):
                 # the previous section is still being requantized from the other bank
                 m.d.comb += self.job.valid.eq(1)

@@ -37,6 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sparsyn.sw.qmodel import QuantLayer
+from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import PackedLayer
 
 from . import cycles as cyc
@@ -48,7 +49,8 @@ from .layouts import ACT_BITS
 from .output_buffer import OutputBuffer
 from .plan import EngineLimits, LayerPlan, plan_array_layer
 from .requant_sequencer import RequantSequencer
-from .schemes.base import make_product
+from .per_layer import as_list
+from .shared_product import shared_product_factory
 
 
 def engine_signature() -> wiring.Signature:
@@ -99,9 +101,13 @@ class LayerEngine(wiring.Component):
         After done: the N*Ho*Wo outputs in CHW order; the read pointer resets on ``start``.
     """
 
-    def __init__(self, plan: LayerPlan):
-        self.plan = plan
-        self.layer, self.packed, self.array = plan.layer, plan.packed, plan.array
+    def __init__(self, plan: LayerPlan | list):
+        #: the plans of the layers this datapath runs (one for a LayerEngine of its own; several when the
+        #: sequenced model engine reuses it layer after layer, see :mod:`.sequenced_engine`)
+        self.plans = as_list(plan)
+        self.plan = plan = self.plans[0]
+        self.layer, self.packed = plan.layer, plan.packed
+        self.array = ArrayConfig(plan.array.rows, plan.array.cols, max(p.array.lanes for p in self.plans))
         self.model = plan.model
         #: name -> the Memory initialised from that ROM (filled in by elaboration)
         self.rom_memories: dict[str, Memory] = {}
@@ -109,7 +115,10 @@ class LayerEngine(wiring.Component):
         #: in every cycle, so built as each PE's LUT decoder rather than a block RAM), word for word the ROM's
         self.rom_tables: dict[str, list[int]] = {name: list(plan.packed.roms[name].words)
                                                  for name in plan.packed.meta.get("tables", {})}
-        super().__init__(engine_signature())
+        sig = engine_signature()
+        if len(self.plans) > 1:
+            sig = wiring.Signature({**sig.members, "layer_index": In(range(len(self.plans)))})
+        super().__init__(sig)
 
     @classmethod
     def plan(cls, layer: QuantLayer, packed: PackedLayer, limits: EngineLimits = EngineLimits()) -> LayerPlan:
@@ -128,19 +137,31 @@ class LayerEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        plan = self.plan
-        R, C, S = plan.array.rows, plan.array.cols, plan.steps * plan.phases   # issue cycles per pass
+        plans, plan = self.plans, self.plan
+        R, C = plan.array.rows, plan.array.cols
+        S = [p.steps * p.phases for p in plans]          # issue cycles per pass
+        one = plans[0] if len(plans) == 1 else plans
 
         m.submodules.array = arr = SystolicArray(
-            plan.array, lambda position: make_product(plan.packed, position), pipelined=cyc.PIPELINED_PES)
-        m.submodules.act = act = feeder_class(plan.feed)(plan)
-        m.submodules.acc = acc = AccumulatorBuffer(plan, lead=act.latency + arr.latency)
-        m.submodules.requant = rq = RequantSequencer(plan)
-        m.submodules.output = out = OutputBuffer(plan)
-        m.submodules.control = ctl = LayerControl(plan, pass_period=cyc.pass_period(R, C, S),
-                                                  last_pass=cyc.last_pass_cycles(R, C, S, act.latency))
+            self.array, shared_product_factory([p.packed for p in plans]), pipelined=cyc.PIPELINED_PES)
+        m.submodules.act = act = feeder_class(plan.feed)(one)
+        m.submodules.acc = acc = AccumulatorBuffer(one, lead=act.latency + arr.latency)
+        m.submodules.requant = rq = RequantSequencer(one)
+        m.submodules.output = out = OutputBuffer(one)
+        m.submodules.control = ctl = LayerControl(
+            one, pass_period=[cyc.pass_period(R, C, s) for s in S],
+            last_pass=[cyc.last_pass_cycles(R, C, s, act.latency) for s in S])
         for part in (ctl, acc, rq):
             self.rom_memories.update(part.rom_memories)
+        if len(plans) > 1:
+            m.d.comb += [part.layer.eq(self.layer_index) for part in (arr, act, acc, rq, ctl)
+                         if "layer" in part.signature.members]
+            # the outputs are read out after done, while the next layer's input is written (``layer_index``
+            # already names that layer): the output buffer keeps the layer that was started
+            out_layer = Signal.like(self.layer_index, name="out_layer")
+            with m.If(self.start & ~ctl.busy):
+                m.d.sync += out_layer.eq(self.layer_index)
+            m.d.comb += out.layer.eq(out_layer)
 
         # ---- the engine's ports --------------------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.act_in), act.act_in)

@@ -1,4 +1,8 @@
-"""im2col address generation: output-pixel scan and per-lane activation-buffer addresses."""
+"""im2col address generation: output-pixel scan and per-lane activation-buffer addresses.
+
+Both units take one layer, or a list of layers that share them (then a ``layer`` input selects the
+active one's geometry, see :mod:`.per_layer`).
+"""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
@@ -8,13 +12,19 @@ from amaranth.lib.wiring import In, Out
 from sparsyn.sw.qmodel import QuantLayer
 
 from .layouts import bits_for_range, lane_descriptor, signed_range
+from .per_layer import LayerSelect, as_list
 
 
-def base_shape(layer: QuantLayer):
-    """Signed shape of ``base_y``/``base_x`` = ``o*stride - pad`` over the output range."""
-    _, ho, wo = layer.out_shape
-    top = (max(ho, wo) - 1) * layer.stride - layer.padding
-    return signed_range(-layer.padding, top)
+def base_shape(layers):
+    """Signed shape of ``base_y``/``base_x`` = ``o*stride - pad`` over the output range of every layer."""
+    layers = as_list(layers)
+    lo = -max(l.padding for l in layers)
+    top = max((max(l.out_shape[1:]) - 1) * l.stride - l.padding for l in layers)
+    return signed_range(lo, top)
+
+
+def _layer_port(layers) -> dict:
+    return {"layer": In(range(len(layers)))} if len(layers) > 1 else {}
 
 
 class PixelScanner(wiring.Component):
@@ -24,37 +34,50 @@ class PixelScanner(wiring.Component):
     (kept as running sums, no multiplier). ``restart`` returns to pixel 0, ``step`` advances by one
     pixel; both take effect at the next clock edge (latency 1). ``last`` is high on the final pixel.
 
+    Parameters
+    ----------
+    layer : QuantLayer, or a list of them sharing the scanner (``layer`` input: the active one;
+        ``restart`` after changing it).
+
     Attributes
     ----------
     restart, step : In(1)
     pixel : Out(range(Ho*Wo)); base_y, base_x : Out(signed); last : Out(1)
     """
 
-    def __init__(self, layer: QuantLayer):
-        self.layer = layer
-        _, self.ho, self.wo = layer.out_shape
-        shape = base_shape(layer)
+    def __init__(self, layer: QuantLayer | list):
+        self.layers = as_list(layer)
+        self.ho = max(l.out_shape[1] for l in self.layers)
+        self.wo = max(l.out_shape[2] for l in self.layers)
+        shape = base_shape(self.layers)
+        p0 = -self.layers[0].padding
         super().__init__({
+            **_layer_port(self.layers),
             "restart": In(1), "step": In(1),
-            "pixel": Out(unsigned(bits_for_range(self.ho * self.wo))),
-            "base_y": Out(shape, init=-layer.padding), "base_x": Out(shape, init=-layer.padding),
+            "pixel": Out(unsigned(bits_for_range(max(l.pixels for l in self.layers)))),
+            "base_y": Out(shape, init=p0), "base_x": Out(shape, init=p0),
             "last": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        s, p = self.layer.stride, self.layer.padding
+        ls = self.layers
+        sel = LayerSelect(m, self.layer if len(ls) > 1 else None, len(ls))
+        s = sel([l.stride for l in ls], name="stride")
+        p = sel([-l.padding for l in ls], name="neg_pad")
+        ho1 = sel([l.out_shape[1] - 1 for l in ls], name="ho_last")
+        wo1 = sel([l.out_shape[2] - 1 for l in ls], name="wo_last")
         ox = Signal(unsigned(bits_for_range(self.wo)))
         oy = Signal(unsigned(bits_for_range(self.ho)))
-        m.d.comb += self.last.eq((ox == self.wo - 1) & (oy == self.ho - 1))
+        m.d.comb += self.last.eq((ox == wo1) & (oy == ho1))
         with m.If(self.restart):
-            m.d.sync += [ox.eq(0), oy.eq(0), self.pixel.eq(0), self.base_x.eq(-p), self.base_y.eq(-p)]
+            m.d.sync += [ox.eq(0), oy.eq(0), self.pixel.eq(0), self.base_x.eq(p), self.base_y.eq(p)]
         with m.Elif(self.step):
             m.d.sync += self.pixel.eq(Mux(self.last, 0, self.pixel + 1))
-            with m.If(ox == self.wo - 1):
-                m.d.sync += [ox.eq(0), self.base_x.eq(-p)]
-                with m.If(oy == self.ho - 1):
-                    m.d.sync += [oy.eq(0), self.base_y.eq(-p)]
+            with m.If(ox == wo1):
+                m.d.sync += [ox.eq(0), self.base_x.eq(p)]
+                with m.If(oy == ho1):
+                    m.d.sync += [oy.eq(0), self.base_y.eq(p)]
                 with m.Else():
                     m.d.sync += [oy.eq(oy + 1), self.base_y.eq(self.base_y + s)]
             with m.Else():
@@ -62,12 +85,13 @@ class PixelScanner(wiring.Component):
         return m
 
 
+
 class LaneAddress(wiring.Component):
     """Combinational (latency 0): lane descriptor + pixel base -> activation-buffer address.
 
     ``y = base_y + dy``, ``x = base_x + dx``; ``valid`` is low for an invalid lane or a padding position
     (then ``addr`` is 0 and the lane's activation is forced to 0); ``addr = c*H*W + y*W + x`` with
-    constant multiplies.
+    constant multiplies (per layer, selected by ``layer`` when shared).
 
     Attributes
     ----------
@@ -75,29 +99,50 @@ class LaneAddress(wiring.Component):
     addr : Out(range(C*H*W)); valid : Out(1)
     """
 
-    def __init__(self, layer: QuantLayer):
-        self.layer = layer
-        c, h, w = layer.in_shape
-        kh, kw = layer.kernel
-        shape = base_shape(layer)
-        self.coord_shape = signed_range(-layer.padding, max(h, w) + max(kh, kw) + layer.padding)
+    def __init__(self, layer: QuantLayer | list):
+        self.layers = as_list(layer)
+        ls = self.layers
+        c = max(l.in_shape[0] for l in ls)
+        kh = max(l.kernel[0] for l in ls)
+        kw = max(l.kernel[1] for l in ls)
+        shape = base_shape(ls)
+        pad = max(l.padding for l in ls)
+        self.coord_shape = signed_range(-pad, max(max(l.in_shape[1:]) for l in ls) + max(kh, kw) + pad)
         super().__init__({
+            **_layer_port(ls),
             "desc": In(lane_descriptor(c, kh, kw)),
             "base_y": In(shape), "base_x": In(shape),
-            "addr": Out(unsigned(bits_for_range(c * h * w))),
+            "addr": Out(unsigned(bits_for_range(max(l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in ls)))),
             "valid": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        _, h, w = self.layer.in_shape
+        ls = self.layers
         y = Signal(self.coord_shape)
         x = Signal(self.coord_shape)
         m.d.comb += [y.eq(self.base_y + self.desc.dy), x.eq(self.base_x + self.desc.dx)]
+        hbits = bits_for_range(max(l.in_shape[1] for l in ls))
+        wbits = bits_for_range(max(l.in_shape[2] for l in ls))
+        yu = y.as_unsigned()[:hbits]
+        xu = x.as_unsigned()[:wbits]
+        if len(ls) == 1:
+            _, h, w = ls[0].in_shape
+            inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+            m.d.comb += self.valid.eq(self.desc.valid & inside)
+            with m.If(self.valid):
+                m.d.comb += self.addr.eq(self.desc.channel * (h * w) + yu * w + xu)
+            return m
+        sel = LayerSelect(m, self.layer, len(ls))
+        h = sel([l.in_shape[1] for l in ls], name="h")
+        w = sel([l.in_shape[2] for l in ls], name="w")
         inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
         m.d.comb += self.valid.eq(self.desc.valid & inside)
-        yu = y.as_unsigned()[:bits_for_range(h)]
-        xu = x.as_unsigned()[:bits_for_range(w)]
+        # the multiplies stay by constants: one per distinct geometry, then a switch over the layer
         with m.If(self.valid):
-            m.d.comb += self.addr.eq(self.desc.channel * (h * w) + yu * w + xu)
+            with m.Switch(self.layer):
+                for i, l in enumerate(ls):
+                    _, hi, wi = l.in_shape
+                    with m.Case(i):
+                        m.d.comb += self.addr.eq(self.desc.channel * (hi * wi) + yu * wi + xu)
         return m

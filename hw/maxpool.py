@@ -10,6 +10,7 @@ from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import MaxPoolLayer
 
 from .layouts import ACT_BITS, bits_for_range, signed_range
+from .per_layer import LayerSelect, as_list
 
 
 def maxpool_cycles(layer: MaxPoolLayer) -> int:
@@ -43,47 +44,65 @@ class MaxPoolUnit(wiring.Component):
     Parameters
     ----------
     layer : MaxPoolLayer (kernel, stride, padding; padding never wins the max), already accepted by
-        :func:`check_maxpool`.
+        :func:`check_maxpool`; or a list of them sharing the unit (``layer_index`` input: the active one, changed
+        only while the unit waits for input).
 
     Attributes
     ----------
     i : In(stream.Signature(signed(8))); o : Out(stream.Signature(signed(8)))
     """
 
-    def __init__(self, layer: MaxPoolLayer):
-        self.layer = layer
+    def __init__(self, layer: MaxPoolLayer | list):
+        #: the pool layers this unit runs (several: the ``layer`` input selects the active one, set while idle)
+        self.pools = as_list(layer)
+        self.layer = self.pools[0]
         super().__init__({
+            **({"layer_index": In(range(len(self.pools)))} if len(self.pools) > 1 else {}),
             "i": In(stream.Signature(signed(ACT_BITS))),
             "o": Out(stream.Signature(signed(ACT_BITS))),
         })
 
     def elaborate(self, platform):
         m = Module()
-        ly = self.layer
-        c, h, w = ly.in_shape
-        _, ho, wo = ly.out_shape
-        k, s, p = ly.kernel, ly.stride, ly.padding
-        n_in = c * h * w
-        m.submodules.mem = mem = Memory(shape=signed(ACT_BITS), depth=max(n_in, 2), init=[])
+        pools = self.pools
+        sel = LayerSelect(m, self.layer_index if len(pools) > 1 else None, len(pools))
+        n_max = max(l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in pools)
+        n_in = sel([l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in pools], name="n_in")
+        h, w = sel([l.in_shape[1] for l in pools], name="h"), sel([l.in_shape[2] for l in pools], name="w")
+        c1 = sel([l.out_shape[0] - 1 for l in pools], name="c_last")
+        ho1, wo1 = sel([l.out_shape[1] - 1 for l in pools], name="ho_last"), sel([l.out_shape[2] - 1 for l in pools],
+                                                                                 name="wo_last")
+        k1, kk = sel([l.kernel - 1 for l in pools], name="k_last"), sel([l.kernel * l.kernel for l in pools], name="kk")
+        s, p = sel([l.stride for l in pools], name="stride"), sel([-l.padding for l in pools], name="neg_pad")
+        kmax, pmax = max(l.kernel for l in pools), max(l.padding for l in pools)
+        hmax, wmax = max(l.in_shape[1] for l in pools), max(l.in_shape[2] for l in pools)
+        m.submodules.mem = mem = Memory(shape=signed(ACT_BITS), depth=max(n_max, 2), init=[])
         wr, rd = mem.write_port(), mem.read_port()
-
-        wptr = Signal(range(max(n_in, 2)))
+        wptr = Signal(range(max(n_max, 2)))
         m.d.comb += [wr.addr.eq(wptr), wr.data.eq(self.i.payload)]
-
-        ch = Signal(unsigned(bits_for_range(c)))
-        ox = Signal(unsigned(bits_for_range(wo)))
-        oy = Signal(unsigned(bits_for_range(ho)))
-        base = signed_range(-p, (max(ho, wo) - 1) * s)
-        by, bx = Signal(base, init=-p), Signal(base, init=-p)
-        dy, dx = Signal(range(max(k, 2))), Signal(range(max(k, 2)))
-        j = Signal(range(k * k + 1))
-        coord = signed_range(-p, max(h, w) + k)
+        ch = Signal(unsigned(bits_for_range(max(l.out_shape[0] for l in pools))))
+        ox = Signal(unsigned(bits_for_range(max(l.out_shape[2] for l in pools))))
+        oy = Signal(unsigned(bits_for_range(max(l.out_shape[1] for l in pools))))
+        base = signed_range(-pmax, max((max(l.out_shape[1:]) - 1) * l.stride for l in pools))
+        by, bx = Signal(base, init=-self.pools[0].padding), Signal(base, init=-self.pools[0].padding)
+        dy, dx = Signal(range(max(kmax, 2))), Signal(range(max(kmax, 2)))
+        j = Signal(range(kmax * kmax + 1))
+        coord = signed_range(-pmax, max(hmax, wmax) + kmax)
         y, x = Signal(coord), Signal(coord)
         m.d.comb += [y.eq(by + dy), x.eq(bx + dx)]
         inside = Signal()
         m.d.comb += inside.eq((y >= 0) & (y < h) & (x >= 0) & (x < w))
-        m.d.comb += rd.addr.eq(ch * (h * w) + y.as_unsigned()[:bits_for_range(h)] * w
-                               + x.as_unsigned()[:bits_for_range(w)])
+        yu, xu = y.as_unsigned()[:bits_for_range(hmax)], x.as_unsigned()[:bits_for_range(wmax)]
+        if len(pools) == 1:
+            _, h0, w0 = pools[0].in_shape
+            m.d.comb += rd.addr.eq(ch * (h0 * w0) + yu * w0 + xu)
+        else:
+            # the address multiplies stay by constants: one per pool geometry, switched by the layer
+            with m.Switch(self.layer_index):
+                for i, l in enumerate(pools):
+                    _, hi, wi = l.in_shape
+                    with m.Case(i):
+                        m.d.comb += rd.addr.eq(ch * (hi * wi) + yu * wi + xu)
         inside_d = Signal()
         best = Signal(signed(ACT_BITS), init=-128)
         m.d.comb += self.o.payload.eq(best)
@@ -98,26 +117,26 @@ class MaxPoolUnit(wiring.Component):
             with m.If(self.i.valid):
                 m.d.sync += wptr.eq(wptr + 1)
                 with m.If(wptr == n_in - 1):
-                    m.d.sync += [wptr.eq(0), ch.eq(0), oy.eq(0), ox.eq(0), by.eq(-p), bx.eq(-p),
+                    m.d.sync += [wptr.eq(0), ch.eq(0), oy.eq(0), ox.eq(0), by.eq(p), bx.eq(p),
                                  dy.eq(0), dx.eq(0), j.eq(0), best.eq(-128), filling.eq(0)]
         with m.Elif(~emitting):
             # scan: cycle j issues window read j (j < k*k) and folds read j-1 (j >= 1)
             m.d.sync += [j.eq(j + 1), inside_d.eq(inside)]
-            with m.If(dx == k - 1):
-                m.d.sync += [dx.eq(0), dy.eq(Mux(dy == k - 1, 0, dy + 1))]
+            with m.If(dx == k1):
+                m.d.sync += [dx.eq(0), dy.eq(Mux(dy == k1, 0, dy + 1))]
             with m.Else():
                 m.d.sync += dx.eq(dx + 1)
             with m.If((j > 0) & inside_d & (rd.data > best)):
                 m.d.sync += best.eq(rd.data)
-            with m.If(j == k * k):
+            with m.If(j == kk):
                 m.d.sync += emitting.eq(1)
         with m.Elif(self.o.ready):
             m.d.sync += [j.eq(0), dy.eq(0), dx.eq(0), best.eq(-128), emitting.eq(0)]
-            with m.If(ox == wo - 1):
-                m.d.sync += [ox.eq(0), bx.eq(-p)]
-                with m.If(oy == ho - 1):
-                    m.d.sync += [oy.eq(0), by.eq(-p)]
-                    with m.If(ch == c - 1):
+            with m.If(ox == wo1):
+                m.d.sync += [ox.eq(0), bx.eq(p)]
+                with m.If(oy == ho1):
+                    m.d.sync += [oy.eq(0), by.eq(p)]
+                    with m.If(ch == c1):
                         m.d.sync += [ch.eq(0), filling.eq(1)]
                     with m.Else():
                         m.d.sync += ch.eq(ch + 1)

@@ -18,6 +18,20 @@ def buffer_memory(shape, depth: int) -> Memory:
     return Memory(shape=shape, depth=max(depth, 2), init=[], attrs={"no_rw_check": 1})
 
 
-def rom_memory(rom: Rom) -> Memory:
-    """A memory initialised with exactly the ROM file's words (the plan checked kind, width and depth)."""
-    return Memory(shape=unsigned(rom.width), depth=rom.depth, init=rom.words, attrs={"no_rw_check": 1})
+def rom_memory(*roms: Rom) -> Memory:
+    """A memory initialised with exactly the ROM file's words (the plan checked kind, width and depth).
+
+    Several ROMs (the same memory of the layers sharing a datapath) are laid end to end in one memory as
+    wide as the widest, each word zero-extended (:func:`rom_offsets`: where each starts)."""
+    words = [w for rom in roms for w in rom.words]
+    return Memory(shape=unsigned(max(rom.width for rom in roms)), depth=max(len(words), 2 if len(roms) > 1 else 1),
+                  init=words, attrs={"no_rw_check": 1})
+
+
+def rom_offsets(roms) -> list[int]:
+    """The first word of each of ``roms`` in the memory :func:`rom_memory` lays them out in."""
+    out, at = [], 0
+    for rom in roms:
+        out.append(at)
+        at += rom.depth
+    return out

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import ACT_BITS
 from .memories import buffer_memory
+from .per_layer import LayerSelect, as_list
 
 if TYPE_CHECKING:
     from .plan import LayerPlan
@@ -30,7 +31,7 @@ class OutputBuffer(wiring.Component):
 
     Parameters
     ----------
-    plan : LayerPlan
+    plan : LayerPlan, or a list of them sharing the buffer (``layer`` input: the active one)
         The output size N*Ho*Wo.
 
     Attributes
@@ -40,9 +41,11 @@ class OutputBuffer(wiring.Component):
     act_out : Out(stream.Signature(signed(8)))
     """
 
-    def __init__(self, plan: LayerPlan):
-        self.elements = plan.out_elements
+    def __init__(self, plan: LayerPlan | list):
+        self.plans = as_list(plan)
+        self.elements = max(p.out_elements for p in self.plans)
         super().__init__({
+            **({"layer": In(range(len(self.plans)))} if len(self.plans) > 1 else {}),
             "i": In(stream.Signature(signed(ACT_BITS), always_ready=True)),
             "clear": In(1),
             "publish": In(1),
@@ -51,19 +54,20 @@ class OutputBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = self.elements
-        m.submodules.omem = omem = buffer_memory(signed(ACT_BITS), n)
+        sel = LayerSelect(m, self.layer if len(self.plans) > 1 else None, len(self.plans))
+        n = sel([p.out_elements for p in self.plans], name="elements")
+        m.submodules.omem = omem = buffer_memory(signed(ACT_BITS), self.elements)
         o_wr = omem.write_port()
         # not transparent: the first act_out address is presented the cycle after the last write
         o_rd = omem.read_port()
 
-        wptr = Signal(range(n + 1))
+        wptr = Signal(range(self.elements + 1))
         m.d.comb += [o_wr.addr.eq(wptr), o_wr.data.eq(self.i.payload), o_wr.en.eq(self.i.valid)]
         with m.If(self.i.valid):
             m.d.sync += wptr.eq(wptr + 1)
 
-        rptr = Signal(range(n + 1))
-        rptr_next = Signal(range(n + 2), init=1)
+        rptr = Signal(range(self.elements + 1))
+        rptr_next = Signal(range(self.elements + 2), init=1)
         valid = Signal()
         m.d.comb += [self.act_out.valid.eq(valid), self.act_out.payload.eq(o_rd.data)]
         take = valid & self.act_out.ready

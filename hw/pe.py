@@ -45,6 +45,7 @@ class ProcessingElement(wiring.Component):
     entry_in : In(entry_layout)
     x_in : In(ArrayLayout(signed(8), L)); x_out : Out(same), registered copy of ``x_in``.
     phase_in : In(range(P)); phase_out : Out(range(P)), registered copy (only when P > 1).
+    layer : In (only for a datapath shared by several layers): the active layer, passed to it.
     psum_in : In(signed(32)); psum_out : Out(signed(32)), registered.
     """
 
@@ -66,6 +67,8 @@ class ProcessingElement(wiring.Component):
         }
         if self.phases > 1:
             members.update(phase_in=In(range(self.phases)), phase_out=Out(range(self.phases)))
+        if "layer" in product.signature.members:
+            members["layer"] = In(product.signature.members["layer"].shape)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -75,6 +78,8 @@ class ProcessingElement(wiring.Component):
         with m.If(self.load):
             m.d.sync += entry.eq(self.entry_in)
         m.d.comb += [product.entry.eq(entry), product.x.eq(self.x_in)]
+        if "layer" in product.signature.members:
+            m.d.comb += product.layer.eq(self.layer)
         prod = product.product
         if self.pipelined:
             prod = Signal.like(product.product, name="prod")

@@ -1,7 +1,7 @@
 """Requantization unit: the numeric contract of :mod:`sparsyn.sw.requant` in a 6-stage pipeline."""
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Mux, Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,18 +34,26 @@ class RequantUnit(wiring.Component):
     Latency :data:`REQUANT_LATENCY` = 6 cycles, throughput one value per cycle, no back-pressure
     (``always_ready`` streams).
 
+    Parameters
+    ----------
+    relu : bool or None
+        The clamp of every value; ``None``: chosen per value by the ``relu_in`` input (a unit shared by
+        layers with and without ReLU), which travels down the pipeline with its value.
+
     Attributes
     ----------
     i : In(stream.Signature(RequantInput, always_ready=True))
+    relu_in : In(1) (only with ``relu=None``), sampled with ``i``
     o : Out(stream.Signature(signed(8), always_ready=True))
     """
 
     latency = REQUANT_LATENCY
 
-    def __init__(self, relu: bool):
-        self.relu = bool(relu)
+    def __init__(self, relu: bool | None):
+        self.relu = None if relu is None else bool(relu)
         super().__init__({
             "i": In(stream.Signature(RequantInput, always_ready=True)),
+            **({"relu_in": In(1)} if relu is None else {}),
             "o": Out(stream.Signature(signed(ACT_BITS), always_ready=True)),
         })
 
@@ -87,11 +95,21 @@ class RequantUnit(wiring.Component):
 
         # 6: clamp, from the bits above the int8 range (OR/AND trees, no wide comparators):
         # shifted > 127 <=> non-negative with any of them set; < -128 <=> negative, not all set
-        lo = 0 if self.relu else ACT_MIN
         upper = shifted[ACT_BITS - 1:]                 # sign-extension bits of an in-range value
         negative = shifted[-1]
         over = ~negative & upper.any()
-        under = negative if self.relu else negative & ~upper.all()
+        if self.relu is None:
+            # the value's own clamp, delayed with it to the clamp stage
+            relu = self.relu_in
+            for s in range(REQUANT_LATENCY - 1):
+                reg = Signal(name=f"relu_{s}")
+                m.d.sync += reg.eq(relu)
+                relu = reg
+            lo = Mux(relu, 0, ACT_MIN)
+            under = negative & (relu | ~upper.all())
+        else:
+            lo = 0 if self.relu else ACT_MIN
+            under = negative if self.relu else negative & ~upper.all()
         with m.If(over):
             m.d.sync += self.o.payload.eq(ACT_MAX)
         with m.Elif(under):

@@ -9,11 +9,18 @@ from amaranth.lib.wiring import In, Out
 
 from .accumulator import AccumulatorBuffer, AccumulatorRead
 from .layouts import ACT_BITS, RequantConst
-from .memories import rom_memory
+from .memories import rom_memory, rom_offsets
+from .per_layer import LayerSelect, as_list
 from .requant import RequantUnit
 
 if TYPE_CHECKING:
     from .plan import LayerPlan
+
+
+def job_layout(plans) -> data.StructLayout:
+    """The pass-table layout wide enough for every layer of ``plans`` (one plan: its own)."""
+    from .layouts import pass_info
+    return pass_info(max(p.sections for p in plans), plans[0].array.cols)
 
 
 def requant_job(pass_layout: data.StructLayout) -> data.StructLayout:
@@ -39,7 +46,8 @@ class RequantSequencer(wiring.Component):
 
     Parameters
     ----------
-    plan : LayerPlan
+    plan : LayerPlan, or a list of them sharing the sequencer (``layer`` input: the active one; the
+        constants memory holds every layer's ``requant`` ROM end to end)
         Ho*Wo, C, ReLU, the pass-table layout and the ``requant`` ROM.
 
     Attributes
@@ -56,11 +64,15 @@ class RequantSequencer(wiring.Component):
     #: Cycles from a value's accumulator read to its output: accumulator read, requant unit.
     latency = AccumulatorBuffer.read_latency + RequantUnit.latency
 
-    def __init__(self, plan: LayerPlan):
-        self.pixels, self.cols, self.relu = plan.layer.pixels, plan.array.cols, plan.layer.relu
-        self.rom_memories = {"requant": rom_memory(plan.packed.roms["requant"])}
+    def __init__(self, plan: LayerPlan | list):
+        self.plans = plans = as_list(plan)
+        self.pixels, self.cols = max(p.layer.pixels for p in plans), plans[0].array.cols
+        #: word offset of each layer's requant ROM in the (shared) constants memory
+        self.requant_base = rom_offsets([p.packed.roms["requant"] for p in plans])
+        self.rom_memories = {"requant": rom_memory(*[p.packed.roms["requant"] for p in plans])}
         super().__init__({
-            "job": In(stream.Signature(requant_job(plan.layouts["passes"]))),
+            **({"layer": In(range(len(plans)))} if len(plans) > 1 else {}),
+            "job": In(stream.Signature(requant_job(job_layout(plans)))),
             "busy": Out(1),
             "acc": Out(AccumulatorRead(pixels=self.pixels, cols=self.cols)),
             "o": Out(stream.Signature(signed(ACT_BITS), always_ready=True)),
@@ -68,13 +80,18 @@ class RequantSequencer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, C = self.pixels, self.cols
+        C, plans = self.cols, self.plans
+        sel = LayerSelect(m, self.layer if len(plans) > 1 else None, len(plans))
+        P = sel([p.layer.pixels for p in plans], name="pixels")
+        relus = {bool(p.layer.relu) for p in plans}
         m.submodules.rqmem = rqmem = self.rom_memories["requant"]
-        m.submodules.requant = rq = RequantUnit(self.relu)
+        m.submodules.requant = rq = RequantUnit(relus.pop() if len(relus) == 1 else None)
+        if rq.relu is None:
+            m.d.comb += rq.relu_in.eq(sel.flag([p.layer.relu for p in plans], name="relu"))
         rq_rd = rqmem.read_port(domain="comb")
         job = Signal.like(self.job.payload)
-        phase = Signal(range(C * P + self.latency + 1))
-        rq_p = Signal(range(max(P, 2)))
+        phase = Signal(range(C * self.pixels + self.latency + 1))
+        rq_p = Signal(range(max(self.pixels, 2)))
         rq_ch = Signal(range(max(C, 2)))
         issue = Signal()
 
@@ -82,7 +99,7 @@ class RequantSequencer(wiring.Component):
         # registered constants -> requant unit -> o
         d_valid, d_ch = Signal(), Signal(range(max(C, 2)))
         d_const = Signal(RequantConst)
-        m.d.comb += [rq_rd.addr.eq(job.section * C + rq_ch), self.acc.bank.eq(job.bank), self.acc.pixel.eq(rq_p)]
+        m.d.comb += [rq_rd.addr.eq(sel(self.requant_base, name="requant_base") + job.section * C + rq_ch), self.acc.bank.eq(job.bank), self.acc.pixel.eq(rq_p)]
         m.d.sync += [d_valid.eq(issue), d_ch.eq(rq_ch), d_const.eq(rq_rd.data)]
         m.d.comb += [rq.i.valid.eq(d_valid), rq.i.payload.acc.eq(self.acc.data[d_ch]),
                      rq.i.payload.mult.eq(d_const.mult), rq.i.payload.shift.eq(d_const.shift)]

@@ -33,6 +33,8 @@ class ProductUnit(wiring.Component):
     product_width : int
         Signed width of ``product``; must hold ``sum_l |coeff_l| * 128``.
 
+    layers : int
+        Layers sharing the datapath (default 1); more adds the ``layer`` input.
     phases : int
         1 (default): ``product`` is the whole ``sum_l coeff_l * x_l``. P > 1: a time-multiplexed datapath;
         ``product`` is the part of the sum for ``phase`` (the parts of phases 0 .. P-1 add up to it).
@@ -42,6 +44,7 @@ class ProductUnit(wiring.Component):
     entry : In(entry_layout)
     x : In(ArrayLayout(signed(8), lanes))
     phase : In(range(phases)) (only when phases > 1)
+    layer : In(range(layers)) (only when layers > 1: a datapath shared by several layers)
     product : Out(signed(product_width))
     """
 
@@ -49,11 +52,13 @@ class ProductUnit(wiring.Component):
     #: computes a part of it in each phase 0 .. phases-1, selected by its ``phase`` input).
     phases = 1
 
-    def __init__(self, entry_layout, lanes: int, product_width: int, phases: int = 1):
+    def __init__(self, entry_layout, lanes: int, product_width: int, phases: int = 1, layers: int = 1):
         self.lanes = lanes
         self.product_width = product_width
         self.phases = int(phases)
         members = {
+            # a datapath shared by several layers (see sparsyn.hw.shared_product) selects by the active layer
+            **({"layer": In(range(layers))} if layers > 1 else {}),
             "entry": In(entry_layout),
             "x": In(data.ArrayLayout(signed(ACT_BITS), lanes)),
             "product": Out(signed(product_width)),

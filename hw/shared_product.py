@@ -1,0 +1,93 @@
+"""The PE datapath of an array that several layers share: each distinct datapath of those layers once,
+the active layer's product selected."""
+from __future__ import annotations
+
+import json
+
+from amaranth.hdl import Module, Shape, Signal, Value, signed, unsigned
+
+from sparsyn.sw.schemes import PackedLayer
+
+from .schemes.base import ProductUnit, make_product
+
+#: Packing metadata that describes the layer's size or schedule, not its PE datapath.
+_LAYER_FIELDS = {"n", "k", "in_channels", "kernel", "sections", "passes", "stats", "implicit_rows", "feed"}
+
+
+def product_key(packed: PackedLayer) -> str:
+    """Layers with the same key get the same PE datapath (scheme, datapath options, decode tables)."""
+    meta = {k: v for k, v in packed.meta.items() if k not in _LAYER_FIELDS}
+    tables = {name: list(packed.roms[name].words) for name in packed.meta.get("tables", {})}
+    return json.dumps([packed.scheme, meta, tables], sort_keys=True, default=str)
+
+
+def datapath_kinds(packed_layers: list[PackedLayer]) -> tuple[list[PackedLayer], list[int]]:
+    """The distinct PE datapaths of ``packed_layers`` (one representative packed layer each) and, per
+    layer, the index of its datapath."""
+    keys, reps, kind = {}, [], []
+    for p in packed_layers:
+        key = product_key(p)
+        if key not in keys:
+            keys[key] = len(reps)
+            reps.append(p)
+        kind.append(keys[key])
+    return reps, kind
+
+
+class SharedProduct(ProductUnit):
+    """One PE datapath per distinct kind, fed the same entry bits and activations; ``product`` is the active
+    layer's (latency 0, like every datapath).
+
+    The entry is the widest kind's entry width of raw bits (each kind reads its own layout from the low
+    bits), ``x`` the most lanes of any kind (each reads its first L). All kinds must hold each vector for
+    the same number of phases.
+
+    Parameters
+    ----------
+    products : list[ProductUnit] — one per kind, for this PE's position.
+    kind : list[int] — per layer, the index of its datapath in ``products``.
+
+    Attributes
+    ----------
+    layer : In(range(len(kind))) — the active layer (stable while it runs).
+    """
+
+    def __init__(self, products: list[ProductUnit], kind: list[int]):
+        self.products, self.kind = list(products), [int(k) for k in kind]
+        phases = {p.phases for p in self.products}
+        if len(phases) != 1:
+            raise ValueError(f"datapaths with different phases {sorted(phases)} cannot share an array")
+        entry = max(Shape.cast(p.signature.members["entry"].shape).width for p in self.products)
+        super().__init__(unsigned(entry), max(p.lanes for p in self.products),
+                         max(p.product_width for p in self.products), phases.pop(), layers=len(self.kind))
+
+    def elaborate(self, platform):
+        m = Module()
+        outs = []
+        for i, p in enumerate(self.products):
+            m.submodules[f"kind{i}"] = p
+            size = Shape.cast(p.signature.members["entry"].shape).width
+            m.d.comb += Value.cast(p.entry).eq(Value.cast(self.entry)[:size])
+            m.d.comb += [p.x[l].eq(self.x[l]) for l in range(p.lanes)]
+            if self.phases > 1:
+                m.d.comb += p.phase.eq(self.phase)
+            outs.append(p.product)
+        if len(outs) == 1:
+            m.d.comb += self.product.eq(outs[0])
+            return m
+        with m.Switch(self.layer):
+            for layer, k in enumerate(self.kind):
+                with m.Case(layer):
+                    m.d.comb += self.product.eq(outs[k])
+        return m
+
+
+def shared_product_factory(packed_layers: list[PackedLayer]):
+    """``factory(position) -> ProductUnit`` for an array shared by ``packed_layers`` (one layer: its own datapath)."""
+    reps, kind = datapath_kinds(packed_layers)
+    if len(packed_layers) == 1:
+        return lambda position: make_product(packed_layers[0], position)
+    return lambda position: SharedProduct([make_product(p, position) for p in reps], kind)
+
+
+__all__ = ["SharedProduct", "datapath_kinds", "product_key", "shared_product_factory", "signed"]
