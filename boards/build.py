@@ -93,10 +93,11 @@ def _overrides(board: Board, name: str, use_dsp: bool) -> dict:
             "nextpnr_opts": f"--report {name}.report.json --timing-allow-fail"}
 
 
-def elaborate_board(board, core, name: str = "top"):
-    """Elaborate ``core`` in ``board``'s top without any toolchain (``do_build=False``); returns the plan."""
+def elaborate_board(board, core, name: str = "top", top=None):
+    """Elaborate ``core`` in ``board``'s top (``top(board, core)``, default the self-test's :class:`BoardTop`)
+    without any toolchain (``do_build=False``); returns the plan."""
     b = _board(board)
-    return b.make_platform().build(BoardTop(b, core), name=name, do_build=False,
+    return b.make_platform().build((top or BoardTop)(b, core), name=name, do_build=False,
                                    **_overrides(b, name, use_dsp=False))
 
 
@@ -105,8 +106,9 @@ BUILD_MARKERS = (".sparsyn-build", "build.log")
 
 
 def build_core(board, core, out, *, config: dict | None = None, name: str = "top", progress: bool = True,
-               dsp: str = "auto", fmax_target_mhz: float | None = None, log=print) -> dict:
-    """Fit-check and build ``core`` (a self-test core) for ``board`` into folder ``out``; returns the report.
+               dsp: str = "auto", fmax_target_mhz: float | None = None, top=None, log=print) -> dict:
+    """Fit-check and build ``core`` for ``board`` into folder ``out``; returns the report. ``top(board, core)``
+    makes the board's top level (default :class:`BoardTop`: a self-test core with running / passed / failed).
 
     Tool logs stay in ``out`` (``top.rpt`` yosys, ``top.tim`` nextpnr, ``*.console.log``, ``build.log``);
     ``out/report.json`` and the printed table are written only after a complete build.
@@ -120,7 +122,7 @@ def build_core(board, core, out, *, config: dict | None = None, name: str = "top
     policy = dsp_policy(b, core, dsp)
     log(f"DSP: {policy['note']}")
     platform = _constrained_platform(b, fmax_target_mhz)
-    plan = platform.prepare(BoardTop(b, core), name=name, **_overrides(b, name, policy["use"]))
+    plan = platform.prepare((top or BoardTop)(b, core), name=name, **_overrides(b, name, policy["use"]))
     advice = FIT_ADVICE
     if not policy["use"] and policy.get("dsp_blocks_needed"):
         advice = (f"the multipliers need {policy['dsp_blocks_needed']} DSP blocks, the device has "
@@ -232,7 +234,7 @@ def make_selftest(manifest, model, packed, array: ArrayConfig | None = None, lay
 
 def build_board(board: str, manifest=None, array=None, layer: str | None = None, out=None, *,
                 progress: bool = True, dsp: str = "auto", fmax_target_mhz: float | None = None,
-                do_build: bool = True, log=print) -> dict:
+                do_build: bool = True, top: str = "selftest", baud: int | None = None, log=print) -> dict:
     """``sparsyn build``: the self-test bitstream of a manifest's model for ``board``; returns the report.
 
     ``array`` is ``"RxC"`` or an ArrayConfig (default per family: :data:`DEFAULT_ARRAY`); ``layer`` a
@@ -253,6 +255,11 @@ def build_board(board: str, manifest=None, array=None, layer: str | None = None,
     mpath = Path(manifest) if manifest else default_manifest(array or ArrayConfig.parse(DEFAULT_ARRAY[b.family]), log)
     model, packed, doc = load_manifest(mpath)
     arr = resolve_array(doc, array)
+    if top == "inference":
+        return _build_inference(b, mpath, arr, out, progress=progress, dsp=dsp, fmax_target_mhz=fmax_target_mhz,
+                                do_build=do_build, baud=baud, log=log)
+    if top != "selftest":
+        raise SparsynError(f"--top must be inference or selftest, not {top!r}")
     if layer is None and DEFAULT_LAYER[b.family] != "all":
         layer = pick_layer(model, None).name
         log(f"self-test runs layer {layer} (the largest conv layer; a whole-model engine has one array and "
@@ -268,3 +275,30 @@ def build_board(board: str, manifest=None, array=None, layer: str | None = None,
         fmax_target_mhz = PROJECT_FMAX_TARGET_MHZ.get(b.device)
     return build_core(b, core, out, config=config, progress=progress, dsp=dsp,
                       fmax_target_mhz=fmax_target_mhz, log=log)
+
+
+def _build_inference(b: Board, mpath: Path, arr: ArrayConfig, out, *, progress, dsp, fmax_target_mhz, do_build,
+                     baud, log) -> dict:
+    """``sparsyn build`` of the inference top: the whole model on the sequenced engine behind the UART link."""
+    from .infer import DEFAULT_BAUD, InferenceTop, inference_design
+    design = inference_design(mpath, b.name, baud=baud or DEFAULT_BAUD, array=arr, log=log)
+    core = design.core()
+    plan = design.plan
+    config = {"top": "inference", "model": plan.model.name, "engine": design.engine_kind,
+              "scheme": ",".join(sorted({p.scheme for p in (l.packed for l in _engine_plans(design))})),
+              "array": f"{arr.rows}x{arr.cols}", "baud": design.baud, "uart_divisor": design.divisor,
+              "design_hash": design.design_hash.hex(), "engine_cycles": int(plan.cycle_model["total"]),
+              "manifest": str(mpath)}
+    if not do_build:
+        return {"plan": elaborate_board(b, core, top=InferenceTop), "config": config}
+    if out is None:
+        from sparsyn.sw.paths import work_dir
+        out = work_dir() / "build" / b.name
+    if fmax_target_mhz is None:
+        fmax_target_mhz = PROJECT_FMAX_TARGET_MHZ.get(b.device)
+    return build_core(b, core, out, config=config, progress=progress, dsp=dsp, fmax_target_mhz=fmax_target_mhz,
+                      top=InferenceTop, log=log)
+
+
+def _engine_plans(design):
+    return design.plan.layers if design.engine_kind == "sequenced" else [s.engine for s in design.plan.segments]

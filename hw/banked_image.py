@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import ACT_BITS, act_vector, bits_for_range
 from .memories import buffer_memory
+from .per_layer import LayerSelect
 
 
 class FeedSignature(wiring.Signature):
@@ -75,7 +76,9 @@ class BankedImage(wiring.Component):
 
     The tensor is viewed as (outer, axis, inner) (e.g. C x H x W with axis = H, or 1 x C x H*W with
     axis = C): element ``(o, a, i)`` goes to bank ``a mod B`` at word ``o*ceil(A/B)*I + (a // B)*I + i``, in
-    each of the R copies (one per array row, so every row reads its own banks). A read of B consecutive
+    each of the R copies (one per array row, so every row reads its own banks). Several tensor shapes (the
+    layers sharing a feeder) may use the store: ``outer``/``axis``/``inner`` are then lists and the ``layer``
+    input selects the shape being written; the memories hold the largest. A read of B consecutive
     ``a`` values (one per bank) takes one cycle.
 
     Write side: ``act_in`` while ``busy`` is low (``ready = ~busy``); the element is registered first and
@@ -93,14 +96,22 @@ class BankedImage(wiring.Component):
     #: Cycles from ``addr`` to ``data``.
     latency = 1
 
-    def __init__(self, copies: int, banks: int, outer: int, axis: int, inner: int):
+    def __init__(self, copies: int, banks: int, outer, axis, inner):
         self.copies, self.banks = operator.index(copies), operator.index(banks)
-        self.outer, self.axis, self.inner = operator.index(outer), operator.index(axis), operator.index(inner)
-        #: words of one channel (outer index) in one bank, and of a whole bank
-        self.plane = -(-self.axis // self.banks) * self.inner
-        self.depth = self.outer * self.plane
+        #: per tensor shape that uses the store (several: the ``layer`` input selects; a list each)
+        self.outers = [operator.index(v) for v in (outer if isinstance(outer, (list, tuple)) else [outer])]
+        self.axes = [operator.index(v) for v in (axis if isinstance(axis, (list, tuple)) else [axis])]
+        self.inners = [operator.index(v) for v in (inner if isinstance(inner, (list, tuple)) else [inner])]
+        if not len(self.outers) == len(self.axes) == len(self.inners):
+            raise ValueError("outer, axis and inner must list the same number of shapes")
+        self.outer, self.axis, self.inner = self.outers[0], self.axes[0], self.inners[0]
+        #: words of one channel (outer index) in one bank, and of a whole bank (per shape)
+        self.planes = [-(-a // self.banks) * i for a, i in zip(self.axes, self.inners)]
+        self.plane = self.planes[0]
+        self.depth = max(o * pl for o, pl in zip(self.outers, self.planes))
         word = unsigned(bits_for_range(self.depth))
         super().__init__({
+            **({"layer": In(range(len(self.outers)))} if len(self.outers) > 1 else {}),
             "act_in": In(stream.Signature(signed(ACT_BITS))),
             "busy": In(1),
             "clear": In(1),
@@ -110,15 +121,20 @@ class BankedImage(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        B, A, inner, outer, plane, depth = self.banks, self.axis, self.inner, self.outer, self.plane, self.depth
+        B, depth = self.banks, self.depth
+        sel = LayerSelect(m, self.layer if len(self.outers) > 1 else None, len(self.outers))
+        A = sel(self.axes, name="axis")
+        inner = sel(self.inners, name="inner")
+        outer = sel(self.outers, name="outer")
+        plane = sel(self.planes, name="plane")
         mems = [[buffer_memory(signed(ACT_BITS), depth) for _ in range(B)] for _ in range(self.copies)]
         # the position (o, a, i) as counters: bank = a mod B, row = the word of (o, a // B, 0)
-        pos_i = Signal(range(max(inner, 2)))
-        pos_a = Signal(range(max(A, 2)))
-        pos_o = Signal(range(max(outer, 2)))
+        pos_i = Signal(range(max(max(self.inners), 2)))
+        pos_a = Signal(range(max(max(self.axes), 2)))
+        pos_o = Signal(range(max(max(self.outers), 2)))
         bank = Signal(range(max(B, 2)))
-        row = Signal(range(max(depth + plane, 2)))
-        chan = Signal(range(max(depth + plane, 2)))      # the word of (o, 0, 0)
+        row = Signal(range(max(depth + max(self.planes), 2)))
+        chan = Signal(range(max(depth + max(self.planes), 2)))      # the word of (o, 0, 0)
         write, value = Signal(), Signal(signed(ACT_BITS))      # the accepted element, registered
         m.d.comb += self.act_in.ready.eq(~self.busy)
         m.d.sync += [write.eq(self.act_in.valid & ~self.busy), value.eq(self.act_in.payload)]

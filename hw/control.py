@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparsyn.sw.array_format import row_groups
 
-from .layouts import weight_word
+from .layouts import bits_for_range, weight_word
 from .memories import rom_memory, rom_offsets
 from .per_layer import LayerSelect, as_list, select_word
 from .requant_sequencer import job_layout, requant_job
@@ -149,8 +149,14 @@ class LayerControl(wiring.Component):
 
     @staticmethod
     def _shared_lanes(plans):
+        """The row-descriptor layout of layers sharing the control: the feeder's (one feed), or for layers whose rows
+        are implicit (window / channels feeds, maybe both) ``{valid, index}`` wide enough for every layer."""
         from .feeders import feeder_class
-        return feeder_class(plans[0].feed).descriptor(plans)
+        if {p.feed for p in plans} == {plans[0].feed}:
+            return feeder_class(plans[0].feed).descriptor(plans)
+        if not all(p.packed.meta.get("implicit_rows") for p in plans):
+            raise ValueError("layers with explicit lane descriptors cannot share a control with other feeds")
+        return data.StructLayout({"valid": 1, "index": bits_for_range(max(row_groups(p.packed.meta) for p in plans))})
 
     def elaborate(self, platform):
         m = Module()
@@ -184,19 +190,18 @@ class LayerControl(wiring.Component):
         waddr = Signal(range(wmem.depth + 1))      # next weight-memory word to read
         w_read, l_read = Signal(), Signal()
         if self.implicit_rows:
-            if multi:
-                raise NotImplementedError("implicit row descriptors in a shared control")   # refused by the plan
-            # the row descriptor of row ``laddr`` of the section, one cycle later like a ROM read
-            meta = plan.packed.meta
-            groups = row_groups(meta)
-            span = -(-groups // R) * R                 # rows of a section
-            key = "channel" if meta["feed"] == "window" else "group"
-            laddr = Signal(range(max(span, 2)))        # the next row within its section
-            lane_word = Signal(plan.layouts["lanes"], name="lane_word")
-            m.d.sync += [lane_word.valid.eq(laddr < groups),
-                         getattr(lane_word, key).eq(Mux(laddr < groups, laddr, 0))]
+            # the row descriptor of row ``laddr`` of the section, one cycle later like a ROM read: valid, then
+            # the channel (window feed) / channel group (channels feed) = the row's place in its section
+            groups_of = [row_groups(p.packed.meta) for p in plans]
+            spans = [-(-g // R) * R for g in groups_of]         # rows of a section
+            groups = sel(groups_of, name="row_groups")
+            span1 = sel([v - 1 for v in spans], name="span_last")
+            laddr = Signal(range(max(max(spans), 2)))            # the next row within its section
+            lane_word = Signal(self.lane_layout, name="lane_word")
+            m.d.sync += [lane_word.as_value()[0].eq(laddr < groups),
+                         lane_word.as_value()[1:].eq(Mux(laddr < groups, laddr, 0))]
             with m.If(l_read):
-                m.d.sync += laddr.eq(Mux(laddr == span - 1, 0, laddr + 1))
+                m.d.sync += laddr.eq(Mux(laddr == span1, 0, laddr + 1))
         else:
             m.submodules.lmem = lmem = self.rom_memories["lanes"]
             l_rd = lmem.read_port()

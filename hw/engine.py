@@ -49,7 +49,7 @@ from .layouts import ACT_BITS
 from .output_buffer import OutputBuffer
 from .plan import EngineLimits, LayerPlan, plan_array_layer
 from .requant_sequencer import RequantSequencer
-from .per_layer import as_list
+from .per_layer import LayerSelect, as_list
 from .shared_product import shared_product_factory
 
 
@@ -144,7 +144,16 @@ class LayerEngine(wiring.Component):
 
         m.submodules.array = arr = SystolicArray(
             self.array, shared_product_factory([p.packed for p in plans]), pipelined=cyc.PIPELINED_PES)
-        m.submodules.act = act = feeder_class(plan.feed)(one)
+        # one activation feeder per row feed the layers use (usually one), each for its layers
+        feeds = list(dict.fromkeys(p.feed for p in plans))
+        feeders = {}
+        for f in feeds:
+            sub = [p for p in plans if p.feed == f]
+            feeders[f] = feeder_class(f)(sub if len(sub) > 1 else sub[0])
+            m.submodules["act" if len(feeds) == 1 else f"act_{f}"] = feeders[f]
+        act = feeders[feeds[0]]
+        if len({fd.latency for fd in feeders.values()}) != 1:
+            raise ValueError("the feeders of layers sharing a datapath must have the same latency")
         m.submodules.acc = acc = AccumulatorBuffer(one, lead=act.latency + arr.latency)
         m.submodules.requant = rq = RequantSequencer(one)
         m.submodules.output = out = OutputBuffer(one)
@@ -154,8 +163,14 @@ class LayerEngine(wiring.Component):
         for part in (ctl, acc, rq):
             self.rom_memories.update(part.rom_memories)
         if len(plans) > 1:
-            m.d.comb += [part.layer.eq(self.layer_index) for part in (arr, act, acc, rq, ctl)
+            m.d.comb += [part.layer.eq(self.layer_index) for part in (arr, acc, rq, ctl)
                          if "layer" in part.signature.members]
+            sel = LayerSelect(m, self.layer_index, len(plans))
+            for f, fd in feeders.items():
+                if "layer" in fd.signature.members:     # its layers' index among themselves
+                    sub = [p for p in plans if p.feed == f]
+                    m.d.comb += fd.layer.eq(sel([sub.index(p) if p.feed == f else 0 for p in plans],
+                                                name=f"{f}_layer"))
             # the outputs are read out after done, while the next layer's input is written (``layer_index``
             # already names that layer): the output buffer keeps the layer that was started
             out_layer = Signal.like(self.layer_index, name="out_layer")
@@ -164,14 +179,38 @@ class LayerEngine(wiring.Component):
             m.d.comb += out.layer.eq(out_layer)
 
         # ---- the engine's ports --------------------------------------------------------------------
-        wiring.connect(m, wiring.flipped(self.act_in), act.act_in)
         wiring.connect(m, out.act_out, wiring.flipped(self.act_out))
         m.d.comb += [ctl.start.eq(self.start), self.busy.eq(ctl.busy), self.done.eq(ctl.done),
                      self.cycles.eq(ctl.cycles)]
 
-        # ---- control -> activation buffer -> array -> accumulator buffer ------------------------
-        m.d.comb += [act.busy.eq(ctl.busy), act.clear.eq(ctl.clear), act.restart.eq(ctl.restart),
-                     act.issue.eq(ctl.issue), act.last.eq(ctl.step_last), act.lanes.eq(ctl.lanes)]
+        # ---- control -> activation feeder(s) -> array -> accumulator buffer ------------------------
+        for fd in feeders.values():
+            m.d.comb += [fd.busy.eq(ctl.busy), fd.clear.eq(ctl.clear), fd.restart.eq(ctl.restart),
+                         fd.issue.eq(ctl.issue), fd.last.eq(ctl.step_last)]
+            if len(feeds) == 1:
+                m.d.comb += fd.lanes.eq(ctl.lanes)
+            else:       # implicit row descriptors {valid, index} -> the feeder's {valid, channel / group}
+                for r in range(R):
+                    m.d.comb += [fd.lanes[r].as_value()[0].eq(ctl.lanes[r].as_value()[0]),
+                                 fd.lanes[r].as_value()[1:].eq(ctl.lanes[r].as_value()[1:])]
+        if len(feeds) == 1:
+            wiring.connect(m, wiring.flipped(self.act_in), act.act_in)
+            x, x_valid, pixel = act.x.payload, act.x.valid, act.pixel
+        else:
+            # the active layer's feeder takes the input (``layer_index`` names the layer whose input is written)
+            # and feeds the array; the others idle
+            feed_of = sel([feeds.index(p.feed) for p in plans], name="feed")
+            x = Signal.like(arr.x, name="x")
+            x_valid, pixel = Signal(), Signal()
+            with m.Switch(feed_of):
+                for k, f in enumerate(feeds):
+                    fd = feeders[f]
+                    with m.Case(k):
+                        m.d.comb += [fd.act_in.payload.eq(self.act_in.payload), fd.act_in.valid.eq(self.act_in.valid),
+                                     self.act_in.ready.eq(fd.act_in.ready), x_valid.eq(fd.x.valid),
+                                     pixel.eq(fd.pixel)]
+                        m.d.comb += [x[r][lane].eq(fd.x.payload[r][lane]) for r in range(R)
+                                     for lane in range(fd.signature.lanes)]
         if arr.phases > 1:
             # a held step's phase reaches the array with its activations (the feeder's latency later)
             phase = ctl.step_phase
@@ -180,9 +219,8 @@ class LayerEngine(wiring.Component):
                 m.d.sync += reg.eq(phase)
                 phase = reg
             m.d.comb += arr.phase.eq(phase)
-        m.d.comb += [arr.load.eq(ctl.load), arr.entries.eq(ctl.entries),
-                     arr.x.eq(act.x.payload), arr.x_valid.eq(act.x.valid)]
-        m.d.comb += [acc.issue.eq(act.pixel), acc.first.eq(ctl.info.first), acc.section.eq(ctl.info.section),
+        m.d.comb += [arr.load.eq(ctl.load), arr.entries.eq(ctl.entries), arr.x.eq(x), arr.x_valid.eq(x_valid)]
+        m.d.comb += [acc.issue.eq(pixel), acc.first.eq(ctl.info.first), acc.section.eq(ctl.info.section),
                      acc.bank.eq(ctl.bank), acc.clear.eq(ctl.clear),
                      acc.y.payload.eq(arr.y), acc.y.valid.eq(arr.y_valid)]
 

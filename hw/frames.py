@@ -67,6 +67,9 @@ class Deframer(wiring.Component):
         Events.
     in_frame : Out(1)
         A frame is being received.
+    crc : CRC16
+        The frame check unit (a submodule): ``crc.crc`` is the CRC of the frame's bytes after ``SYNC`` received
+        so far (read by the formal proofs).
     """
 
     def __init__(self, *, max_payload: int, timeout_cycles: int):
@@ -78,10 +81,11 @@ class Deframer(wiring.Component):
             raise ValueError(f"timeout_cycles {self.timeout_cycles} is below 1")
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(DeframerEvent)),
                           "in_frame": Out(1)})
+        self.crc = CRC16()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = crc = CRC16()
+        m.submodules.crc = crc = self.crc
         T = self.timeout_cycles
         idle = Signal(range(T + 1), init=T)         # cycles since the last byte, saturating
         garbage = Signal(8)
@@ -196,6 +200,9 @@ class Framer(wiring.Component):
         Frame bytes.
     busy : Out(1)
         A frame is being sent.
+    crc : CRC16
+        The frame check unit (a submodule): ``crc.crc`` is the CRC of the frame's bytes after ``SYNC`` sent so
+        far, up to the last payload byte (read by the formal proofs).
     """
 
     hdr: In(stream.Signature(FrameHeader))
@@ -203,9 +210,13 @@ class Framer(wiring.Component):
     o: Out(stream.Signature(8))
     busy: Out(1)
 
+    def __init__(self):
+        super().__init__()
+        self.crc = CRC16()
+
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = crc = CRC16()
+        m.submodules.crc = crc = self.crc
         cmd = Signal(8)
         length = Signal(16)
         count = Signal(16)

@@ -31,6 +31,7 @@ from sparsyn.sw.schedule import ArrayConfig
 
 from .cycles import utilization
 from .engine import LayerEngine, engine_signature
+from .engines import build_engine
 from .maxpool import MaxPoolUnit
 from .memories import rom_offsets
 from .model_engine import ModelPlan, plan_model
@@ -38,16 +39,15 @@ from .per_layer import LayerSelect
 from .plan import EngineLimits, LayerPlan
 from .shared_product import datapath_kinds
 
-#: The row feeds whose feeder can be shared by layers of different geometry.
-SHARED_FEEDS = ("lanes",)
 
 
 @dataclass
 class SequencedPlan:
     """Plain-data plan of a :class:`SequencedEngine`.
 
-    model : QuantModel; layers : the compute layers' LayerPlans in order; pools : per compute layer, the
-    max-pool layers that follow it; array : R x C with the most lanes any layer's PE takes;
+    model : QuantModel; layers : the compute layers' plans in order (LayerPlans run on the shared datapath; a
+    layer whose scheme brings its own engine, e.g. PermDNN's, keeps its plan and engine, dispatched by the
+    sequencer); pools : per compute layer, the max-pool layers that follow it; array : R x C with the most lanes any layer's PE takes;
     cycle_model : the exact cycle model (:func:`~sparsyn.hw.cycles.model_cycles` plus useful MACs and the
     utilization of the shared array); kinds : the distinct PE datapaths (one packed layer each) and per
     layer its kind.
@@ -68,14 +68,20 @@ class SequencedPlan:
         return self.base.segments[-1].out_elements
 
     @property
+    def shared(self) -> list[LayerPlan]:
+        """The plans of the layers on the shared datapath, in order."""
+        return [p for p in self.layers if isinstance(p, LayerPlan)]
+
+    @property
     def rom_offsets(self) -> dict[str, dict[str, int]]:
         """ROM name -> layer name -> first word of that layer's ROM in the shared memory of that name."""
         out = {}
-        for name in self.layers[0].packed.roms:
-            if name in self.layers[0].packed.meta.get("tables", {}):
+        shared = self.shared
+        for name in shared[0].packed.roms:
+            if name in shared[0].packed.meta.get("tables", {}):
                 continue
-            roms = [p.packed.roms[name] for p in self.layers]
-            out[name] = dict(zip((p.layer.name for p in self.layers), rom_offsets(roms)))
+            roms = [p.packed.roms[name] for p in shared]
+            out[name] = dict(zip((p.layer.name for p in shared), rom_offsets(roms)))
         return out
 
     @property
@@ -91,15 +97,19 @@ def plan_sequenced(model: QuantModel, packed: dict, array: ArrayConfig | None = 
                    limits: EngineLimits = EngineLimits()) -> SequencedPlan:
     """Plan ``model`` on one shared datapath; refuses (one line) what the sequenced engine cannot share."""
     base = plan_model(model, packed, array, limits)
-    plans = [s.engine for s in base.segments]
-    for p in plans:
-        if not isinstance(p, LayerPlan):
-            raise SparsynError(f"layer {p.layer.name} ({p.packed.scheme}) runs on its own engine, which the "
-                               "sequenced model engine does not dispatch yet; use the per-layer ModelEngine")
+    every = [s.engine for s in base.segments]
+    plans = [p for p in every if isinstance(p, LayerPlan)]        # the layers on the shared datapath
+    if not plans:
+        raise SparsynError(f"model {model.name} has no layer on the shared array; its engines run it directly")
     feeds = {p.feed for p in plans}
-    if len(feeds) > 1 or not feeds <= set(SHARED_FEEDS):
-        raise SparsynError(f"model {model.name}: its layers use the row feeds {sorted(feeds)}; the sequenced engine "
-                           f"shares the {', '.join(SHARED_FEEDS)} feed only so far; use the per-layer ModelEngine")
+    if len(feeds) > 1 and not all(p.packed.meta.get("implicit_rows") for p in plans):
+        raise SparsynError(f"model {model.name}: its layers use the row feeds {sorted(feeds)}, some with lane "
+                           "descriptor ROMs; one datapath shares several feeds only when every layer's rows are "
+                           "implicit (window / channels feeds); compress every layer with one scheme")
+    kernels = {tuple(p.layer.kernel) for p in plans if p.feed == "window"}
+    if len(kernels) > 1:
+        raise SparsynError(f"model {model.name}: its window-fed layers have kernels {sorted(kernels)}; one window "
+                           "feeder shifts one kernel size; use the per-layer ModelEngine")
     phases = {p.phases for p in plans}
     if len(phases) > 1:
         raise SparsynError(f"model {model.name}: its layers hold each step for {sorted(phases)} cycles; one shared "
@@ -114,7 +124,7 @@ def plan_sequenced(model: QuantModel, packed: dict, array: ArrayConfig | None = 
     lanes = max(p.model.get("pe_macs", p.array.lanes) for p in plans)
     cm["utilization"] = utilization(cm["useful_macs"], r, c, cm["total"], lanes)
     cm["datapaths"] = len(datapath_kinds([p.packed for p in plans])[0])
-    return SequencedPlan(model, plans, [list(s.pools) for s in base.segments], arr, cm, base)
+    return SequencedPlan(model, every, [list(s.pools) for s in base.segments], arr, cm, base)
 
 
 class SequencedEngine(wiring.Component):
@@ -136,7 +146,18 @@ class SequencedEngine(wiring.Component):
         self.plan = plan
         self.model = plan.model
         self.cycle_model = plan.cycle_model
-        self.datapath = LayerEngine(plan.layers)
+        shared = plan.shared
+        self.datapath = LayerEngine(shared)
+        #: the engines of the layers that bring their own (built from their plans, one each)
+        self.own = [build_engine(p) for p in plan.layers if not isinstance(p, LayerPlan)]
+        # per layer: (engine, index of the layer on the shared datapath or None)
+        self.route, k = [], 0
+        for p in plan.layers:
+            if isinstance(p, LayerPlan):
+                self.route.append((self.datapath, shared.index(p)))
+            else:
+                self.route.append((self.own[k], None))
+                k += 1
         depth = max((len(p) for p in plan.pools), default=0)
         #: unit j runs the j-th pool after any layer: its pools, and per layer the index among them (or None)
         self.unit_pools = [[p[j] for p in plan.pools if len(p) > j] for j in range(depth)]
@@ -153,9 +174,11 @@ class SequencedEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        plan, dp = self.plan, self.datapath
-        n = len(plan.layers)
+        plan, dp, route = self.plan, self.datapath, self.route
+        n, n_shared = len(plan.layers), len(plan.shared)
         m.submodules.datapath = dp
+        for k, eng in enumerate(self.own):
+            m.submodules[f"engine_{plan.layers[[r[0] for r in route].index(eng)].layer.name}"] = eng
         for j, unit in enumerate(self.units):
             m.submodules[f"pool{j}"] = unit
 
@@ -165,12 +188,16 @@ class SequencedEngine(wiring.Component):
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
-        # the datapath's geometry: the running layer; in a hand-over already the next (its input is written)
-        cur = Signal(range(max(n, 2)))
-        if n > 1:
+        # the shared datapath's layer: the running one; in a hand-over already the next (its input is written)
+        cur = Signal(range(max(n_shared, 2)))
+        if n_shared > 1:
             m.d.comb += dp.layer_index.eq(cur)
+        sel = LayerSelect(m, seg if n > 1 else None, n)
+        first_shared = route[0][1] or 0
+        next_shared = sel([(route[i + 1][1] or 0) if i + 1 < n else first_shared for i in range(n)],
+                          name="next_shared")
 
-        # ---- routing of the segment ``seg``: datapath outputs -> its pools -> next layer's input / act_out ------
+        # ---- routing of the segment ``seg``: its engine's outputs -> its pools -> next engine's input / act_out ------
         def link(src, dst, gate):
             m.d.comb += dst.payload.eq(src.payload)
             if gate is None:
@@ -178,49 +205,63 @@ class SequencedEngine(wiring.Component):
             else:
                 m.d.comb += [dst.valid.eq(src.valid & gate), src.ready.eq(dst.ready & gate)]
 
+        engine_done = Signal()
         with m.Switch(seg):
             for i, pools in enumerate(plan.pools):
                 with m.Case(i):
-                    src, last = dp.act_out, i == n - 1
+                    eng, last = route[i][0], i == n - 1
+                    m.d.comb += engine_done.eq(eng.done)
+                    src = eng.act_out
                     for j, pool in enumerate(pools):
                         unit = self.units[j]
                         if len(self.unit_pools[j]) > 1:
                             m.d.comb += unit.layer_index.eq(self.unit_pools[j].index(pool))
-                        link(src, unit.i, None if last or src is not dp.act_out else xfer)
+                        link(src, unit.i, None if last or src is not eng.act_out else xfer)
                         src = unit.o
-                    link(src, self.act_out if last else dp.act_in,
-                         None if last or src is not dp.act_out else xfer)
+                    link(src, self.act_out if last else route[i + 1][0].act_in,
+                         None if last or src is not eng.act_out else xfer)
         # the first layer's input from outside, while idle
+        first = route[0][0]
         with m.If(~busy):
-            m.d.comb += [dp.act_in.payload.eq(self.act_in.payload), dp.act_in.valid.eq(self.act_in.valid),
-                         self.act_in.ready.eq(dp.act_in.ready)]
+            m.d.comb += [first.act_in.payload.eq(self.act_in.payload), first.act_in.valid.eq(self.act_in.valid),
+                         self.act_in.ready.eq(first.act_in.ready)]
 
-        sel = LayerSelect(m, seg if n > 1 else None, n)
         n_next = sel([plan.layers[i + 1].in_elements if i + 1 < n else 1 for i in range(n)], name="next_inputs")
         count = Signal(range(max(p.in_elements for p in plan.layers) + 1))
+        next_ready = Signal()
+        with m.Switch(seg):
+            for i in range(n - 1):
+                with m.Case(i):
+                    nxt = route[i + 1][0].act_in
+                    m.d.comb += next_ready.eq(nxt.valid & nxt.ready)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += dp.start.eq(1)
-                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), seg.eq(0), cur.eq(0)]
+                    m.d.comb += first.start.eq(1)
+                    m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), seg.eq(0), cur.eq(first_shared)]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(dp.done):
+                with m.If(engine_done):
                     with m.If(seg == n - 1):
-                        # the input of the next image is written with layer 0's geometry
-                        m.d.sync += [busy.eq(0), done.eq(1), cur.eq(0)]
+                        # the input of the next image is written with the first layer's geometry
+                        m.d.sync += [busy.eq(0), done.eq(1), cur.eq(first_shared)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [count.eq(0), cur.eq(cur + 1)]
+                        m.d.sync += count.eq(0)
+                        if n_shared > 1:
+                            m.d.sync += cur.eq(next_shared)
                         m.next = "XFER"
             with m.State("XFER"):
                 m.d.comb += xfer.eq(1)
-                with m.If(dp.act_in.valid & dp.act_in.ready):
+                with m.If(next_ready):
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == n_next - 1):
                         m.next = "START"
             with m.State("START"):
-                m.d.comb += dp.start.eq(1)
+                with m.Switch(seg):
+                    for i in range(n - 1):
+                        with m.Case(i):
+                            m.d.comb += route[i + 1][0].start.eq(1)
                 m.d.sync += seg.eq(seg + 1)
                 m.next = "RUN"
         return m

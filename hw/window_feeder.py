@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 
+from sparsyn.sw.array_format import window_descriptor
 from sparsyn.sw.qmodel import QuantLayer
 
 from .banked_image import BankedImage, FeedSignature
 from .layouts import ACT_BITS, bits_for_range, signed_range
+from .per_layer import LayerSelect, as_list
 from .mux import mux_tree
 
 if TYPE_CHECKING:
@@ -64,51 +66,77 @@ class KernelWindowFeeder(wiring.Component):
     #: Cycles from ``issue`` to ``x``: registered bank addresses, block RAM read.
     latency = 2
 
-    def __init__(self, plan: LayerPlan):
-        self.layer = plan.layer
-        self.rows = plan.array.rows
-        kh, kw = self.layer.kernel
-        if plan.array.lanes != kh * kw:
-            raise ValueError(f"window feed of a {kh}x{kw} kernel needs {kh * kw} lanes, array has {plan.array.lanes}")
-        super().__init__(FeedSignature(plan.layouts["lanes"], self.rows, kh * kw))
+    def __init__(self, plan: LayerPlan | list):
+        self.plans = as_list(plan)
+        self.layers = [p.layer for p in self.plans]
+        self.rows = self.plans[0].array.rows
+        kh, kw = self.layers[0].kernel
+        for p in self.plans:
+            if tuple(p.layer.kernel) != (kh, kw):
+                raise ValueError("layers sharing a window feeder must have the same kernel size")
+            if p.array.lanes != kh * kw:
+                raise ValueError(f"window feed of a {kh}x{kw} kernel needs {kh * kw} lanes, array has {p.array.lanes}")
+        super().__init__(FeedSignature(self.descriptor(self.plans), self.rows, kh * kw, len(self.plans)))
+
+    @staticmethod
+    def descriptor(plans):
+        """The row descriptor of the layers sharing the feeder (the widest channel field)."""
+        return window_descriptor(max(p.layer.in_shape[0] for p in plans))
 
     def elaborate(self, platform):
         m = Module()
-        layer, R = self.layer, self.rows
-        cin, h, w = layer.in_shape
-        _, ho, wo = layer.out_shape
-        kh, kw = layer.kernel
-        s, p = layer.stride, layer.padding
-        t_row = (wo - 1) * s + kw
+        layers, R = self.layers, self.rows
+        multi = len(layers) > 1
+        sel = LayerSelect(m, self.layer if multi else None, len(layers))
+        kh, kw = layers[0].kernel
+        ss = [l.stride for l in layers]
+        ps = [l.padding for l in layers]
+        t_rows = [(l.out_shape[2] - 1) * l.stride + kw for l in layers]
+        s = sel(ss, name="stride")
+        neg_p = sel([-v for v in ps], name="neg_pad")
+        h, w = sel([l.in_shape[1] for l in layers], name="h"), sel([l.in_shape[2] for l in layers], name="w")
+        ho1 = sel([l.out_shape[1] - 1 for l in layers], name="ho_last")
+        t_row1 = sel([t - 1 for t in t_rows], name="t_row_last")
+        s1 = sel([v - 1 for v in ss], name="stride_m1")
+        pmax, smax = max(ps), max(ss)
+        hmax, wmax = max(l.in_shape[1] for l in layers), max(l.in_shape[2] for l in layers)
+        homax = max(l.out_shape[1] for l in layers)
 
         # ---- the image in kh row banks per array row (bank y mod kh, word c*plane + (y // kh)*w + x) ------
-        m.submodules.image = image = BankedImage(R, kh, cin, h, w)
-        hb, plane, depth = -(-h // kh), image.plane, image.depth
+        m.submodules.image = image = BankedImage(R, kh, [l.in_shape[0] for l in layers],
+                                                 [l.in_shape[1] for l in layers], [l.in_shape[2] for l in layers])
+        depth = image.depth
+        hb = -(-hmax // kh)
         wiring.connect(m, wiring.flipped(self.act_in), image.act_in)
         m.d.comb += [image.busy.eq(self.busy), image.clear.eq(self.clear)]
+        if multi:
+            m.d.comb += image.layer.eq(self.layer)
 
         # ---- scan: steps of one column, output rows, emit ----------------------------------------------
-        t = Signal(range(max(t_row, 2)))
-        oy = Signal(range(max(ho, 2)))
-        xc = Signal(signed_range(-p, t_row - p), init=-p)          # input column of this step
-        wait = Signal(range(max(kw, s, 2)), init=kw - 1)           # steps until the next emit
-        base_y0 = -p
-        qb0, ry0 = base_y0 // kh, base_y0 % kh
-        by = Signal(signed_range(-p, (ho - 1) * s - p), init=base_y0)   # oy*s - p
-        qb = Signal(signed_range(min(qb0, -1), (ho - 1) * s // kh + 1), init=qb0)   # by // kh
-        ry = Signal(range(max(kh, 2)), init=ry0)                   # by mod kh
-        sa, sb = divmod(s, kh)
+        t = Signal(range(max(max(t_rows), 2)))
+        oy = Signal(range(max(homax, 2)))
+        xc = Signal(signed_range(-pmax, max(t_rows) - min(ps)), init=-ps[0])   # input column of this step
+        wait = Signal(range(max(kw, smax, 2)), init=kw - 1)                   # steps until the next emit
+        # by = oy*s - p, qb = by // kh, ry = by mod kh (per layer at the first output row)
+        qb0s, ry0s = [(-v) // kh for v in ps], [(-v) % kh for v in ps]
+        qb0, ry0 = sel(qb0s, name="qb0"), sel(ry0s, name="ry0")
+        top = max((l.out_shape[1] - 1) * l.stride for l in layers)
+        by = Signal(signed_range(-pmax, top), init=-ps[0])
+        qb = Signal(signed_range(min(min(qb0s), -1), top // kh + 1), init=qb0s[0])
+        ry = Signal(range(max(kh, 2)), init=ry0s[0])
+        sa = sel([v // kh for v in ss], name="sa")
+        sb = sel([v % kh for v in ss], name="sb")
         emit = Signal()
         advance = Signal()          # the step's last cycle (held steps: see ``last``)
         m.d.comb += [advance.eq(self.issue & self.last), emit.eq(wait == 0), self.pixel.eq(advance & emit)]
-        row_end = t == t_row - 1
+        row_end = t == t_row1
         with m.If(self.restart):
-            m.d.sync += [t.eq(0), oy.eq(0), xc.eq(-p), wait.eq(kw - 1), by.eq(base_y0), qb.eq(qb0), ry.eq(ry0)]
+            m.d.sync += [t.eq(0), oy.eq(0), xc.eq(neg_p), wait.eq(kw - 1), by.eq(neg_p), qb.eq(qb0), ry.eq(ry0)]
         with m.Elif(advance):
             with m.If(row_end):
-                m.d.sync += [t.eq(0), xc.eq(-p), wait.eq(kw - 1)]
-                with m.If(oy == ho - 1):
-                    m.d.sync += [oy.eq(0), by.eq(base_y0), qb.eq(qb0), ry.eq(ry0)]
+                m.d.sync += [t.eq(0), xc.eq(neg_p), wait.eq(kw - 1)]
+                with m.If(oy == ho1):
+                    m.d.sync += [oy.eq(0), by.eq(neg_p), qb.eq(qb0), ry.eq(ry0)]
                 with m.Else():
                     m.d.sync += [oy.eq(oy + 1), by.eq(by + s)]
                     with m.If(ry + sb >= kh):
@@ -116,11 +144,28 @@ class KernelWindowFeeder(wiring.Component):
                     with m.Else():
                         m.d.sync += [ry.eq(ry + sb), qb.eq(qb + sa)]
             with m.Else():
-                m.d.sync += [t.eq(t + 1), xc.eq(xc + 1), wait.eq(Mux(wait == 0, s - 1, wait - 1))]
+                m.d.sync += [t.eq(t + 1), xc.eq(xc + 1), wait.eq(Mux(wait == 0, s1, wait - 1))]
 
         # ---- bank reads: bank i holds window row d_i = (i - ry) mod kh, input row by + d_i ---------------
         x_ok = (xc >= 0) & (xc < w)
-        xu = xc.as_unsigned()[:bits_for_range(w)]
+        xu = xc.as_unsigned()[:bits_for_range(wmax)]
+        abits = bits_for_range(depth)
+
+        def per_layer(value_of, name):
+            """A word-address term with per-layer constant multiplies (one per geometry, switched by the layer)."""
+            sig = Signal(unsigned(abits), name=name)
+            if not multi:
+                m.d.comb += sig.eq(value_of(0))
+            else:
+                with m.Switch(self.layer):
+                    for k in range(len(layers)):
+                        with m.Case(k):
+                            m.d.comb += sig.eq(value_of(k))
+            return sig
+
+        # each row's channel base (c * plane) and each bank's row base ((y // kh) * w)
+        chan_base = [per_layer(lambda k, r=r: self.lanes[r].channel * image.planes[k], f"chan_base_{r}")
+                     for r in range(R)]
         step1, step2, emit1, emit2 = Signal(), Signal(), Signal(), Signal()
         ry1, ry2 = Signal.like(ry), Signal.like(ry)
         m.d.sync += [step1.eq(advance), step2.eq(step1), emit1.eq(self.pixel), emit2.eq(emit1),
@@ -129,18 +174,19 @@ class KernelWindowFeeder(wiring.Component):
         for i in range(kh):
             wrapped = Signal(name=f"wrapped_{i}")            # i < ry: the row is in the next bank period
             m.d.comb += wrapped.eq(i < ry)
-            yi = Signal(signed_range(-p - kh, (ho - 1) * s - p + 2 * kh), name=f"y_{i}")
+            yi = Signal(signed_range(-pmax - kh, top + 2 * kh), name=f"y_{i}")
             m.d.comb += yi.eq(by + Mux(wrapped, i + kh, i) - ry)
             row_ok = (yi >= 0) & (yi < h)
-            qi = Signal(signed_range(min(qb0, -1) - 1, (ho - 1) * s // kh + 2), name=f"q_{i}")
+            qi = Signal(signed_range(min(min(qb0s), -1) - 1, top // kh + 2), name=f"q_{i}")
             m.d.comb += qi.eq(qb + wrapped)
             qu = qi.as_unsigned()[:bits_for_range(hb)]
+            row_base = per_layer(lambda k: qu * layers[k].in_shape[2], f"row_base_{i}")
             for r in range(R):
                 desc = self.lanes[r]
                 addr = Signal(unsigned(bits_for_range(depth)), name=f"addr_{r}_{i}")
                 ok0, ok = Signal(name=f"ok0_{r}_{i}"), Signal(name=f"ok_{r}_{i}")
                 ok_now = desc.valid & row_ok & x_ok
-                m.d.sync += [addr.eq(Mux(ok_now, desc.channel * plane + qu * w + xu, 0)), ok0.eq(ok_now), ok.eq(ok0)]
+                m.d.sync += [addr.eq(Mux(ok_now, chan_base[r] + row_base + xu, 0)), ok0.eq(ok_now), ok.eq(ok0)]
                 m.d.comb += image.addr[r][i].eq(addr)
                 val = Signal(signed(ACT_BITS), name=f"bank_{r}_{i}_data")
                 m.d.comb += val.eq(Mux(ok, image.data[r][i], 0))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from amaranth.hdl import Array, Assert, Assume, ClockDomain, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Assert, Assume, Cat, ClockDomain, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.back import rtlil
 
 from sparsyn.sw.errors import SparsynError
@@ -55,7 +55,10 @@ class Proof:
 
 def _any_const(shape, name):
     from amaranth.asserts import AnyConst
-    return AnyConst(shape, name=name) if "name" in AnyConst.__init__.__code__.co_varnames else AnyConst(shape)
+    try:
+        return AnyConst(shape, name=name)
+    except TypeError:                # amaranth 0.5: no name (AnyConst.__init__ is a C slot: no __code__ to inspect)
+        return AnyConst(shape)
 
 
 def _any_seq(shape):
@@ -412,10 +415,253 @@ def _im2col_proofs() -> list[Proof]:
     return out
 
 
+# ---- host link (UART, CRC, framing, command processor) -------------------------------------------------------
+def _delay_line(m, value, cycles, name):
+    """``value`` delayed by ``cycles`` (harness registers, init 0)."""
+    out = value
+    for i in range(cycles):
+        reg = Signal(len(value), name=f"{name}_d{i}")
+        m.d.sync += reg.eq(out)
+        out = reg
+    return out
+
+
+def _uart_loopback_harness(divisor: int) -> Module:
+    """UARTTx -> UARTRx, every byte / valid sequence: each byte the transmitter accepts comes out of the receiver
+    unchanged exactly ``UARTTx.latency + UARTRx.latency`` cycles later, nothing else comes out, no framing
+    error or overrun."""
+    from sparsyn.hw.uart import UARTRx, UARTTx
+    m = _clocked()
+    m.submodules.tx = tx = UARTTx(divisor)
+    m.submodules.rx = rx = UARTRx(divisor)
+    valid, byte = Signal(), Signal(8)
+    m.d.comb += [valid.eq(_any_seq(1)), byte.eq(_any_seq(8)), tx.i.valid.eq(valid), tx.i.payload.eq(byte),
+                 rx.rx.eq(tx.tx), rx.o.ready.eq(1)]
+    sent = Signal(9)
+    m.d.comb += sent.eq(Cat(byte, valid & tx.i.ready))
+    expect = _delay_line(m, sent, tx.latency + rx.latency, "sent")
+    m.d.comb += [Assert(rx.o.valid == expect[8]), Assert(~rx.error), Assert(~rx.overrun)]
+    with m.If(rx.o.valid):
+        m.d.comb += Assert(rx.o.payload == expect[:8])
+    return m
+
+
+def crc16_spec_matrices():
+    """The CRC-16 byte update of the **software spec** (:func:`sparsyn.sw.link_protocol.crc16_update`) as GF(2)
+    matrices, next = A*crc ^ B*byte, read from it on unit vectors and checked to be linear (in Python, on random
+    pairs). Returns (A, B) as 16 row masks each."""
+    import random
+
+    from sparsyn.sw.link_protocol import crc16_update
+    cols_a = [crc16_update(1 << j, 0) for j in range(16)]
+    cols_b = [crc16_update(0, 1 << j) for j in range(8)]
+
+    def apply(crc, byte):
+        out = 0
+        for j in range(16):
+            if (crc >> j) & 1:
+                out ^= cols_a[j]
+        for j in range(8):
+            if (byte >> j) & 1:
+                out ^= cols_b[j]
+        return out
+    rng = random.Random(0)
+    for _ in range(2000):
+        c, b = rng.randrange(1 << 16), rng.randrange(256)
+        if apply(c, b) != crc16_update(c, b):
+            raise AssertionError("the CRC spec is not linear over GF(2)")
+    rows_a = [sum(((cols_a[j] >> i) & 1) << j for j in range(16)) for i in range(16)]
+    rows_b = [sum(((cols_b[j] >> i) & 1) << j for j in range(8)) for i in range(16)]
+    return rows_a, rows_b
+
+
+def _crc16_harness() -> Module:
+    """The CRC16 unit against the software spec's update matrices and against ``amaranth.lib.crc`` (CCITT-FALSE),
+    every clear / en / byte sequence (k-induction: every reachable state); and the residue: any CRC state
+    followed by its own two bytes (high first) gives 0."""
+    from amaranth.lib import crc as amaranth_crc
+
+    from sparsyn.hw.crc16 import CRC16, crc16_next
+    from sparsyn.sw.link_protocol import CRC16_INIT
+    rows_a, rows_b = crc16_spec_matrices()
+    m = _clocked()
+    m.submodules.dut = dut = CRC16()
+    m.submodules.lib = lib = amaranth_crc.catalog.CRC16_CCITT_FALSE(data_width=8).create()
+    clear, en, byte = Signal(), Signal(), Signal(8)
+    m.d.comb += [clear.eq(_any_seq(1)), en.eq(_any_seq(1)), byte.eq(_any_seq(8)),
+                 dut.clear.eq(clear), dut.en.eq(en), dut.data.eq(byte),
+                 lib.start.eq(clear), lib.valid.eq(en), lib.data.eq(byte)]
+    ref = Signal(16, init=CRC16_INIT)
+    base = Signal(16)
+    ref_next = Signal(16)
+    m.d.comb += base.eq(Mux(clear, CRC16_INIT, ref))
+    m.d.comb += ref_next.eq(Cat(*[(base & rows_a[i]).xor() ^ (byte & rows_b[i]).xor() for i in range(16)]))
+    with m.If(en):
+        m.d.sync += ref.eq(ref_next)
+    with m.Elif(clear):
+        m.d.sync += ref.eq(CRC16_INIT)
+    m.d.comb += [Assert(dut.crc == ref), Assert(dut.next == ref_next), Assert(lib.crc == dut.crc)]
+    state = Signal(16)
+    m.d.comb += state.eq(_any_const(16, "state"))
+    m.d.comb += Assert(crc16_next(crc16_next(state, state[8:]), state[:8]) == 0)
+    return m
+
+
+def _crc16_spec_next(crc, byte):
+    """The software spec's CRC update as an Amaranth expression (its GF(2) matrices)."""
+    rows_a, rows_b = crc16_spec_matrices()
+    return Cat(*[(crc & rows_a[i]).xor() ^ (byte & rows_b[i]).xor() for i in range(16)])
+
+
+def _framer_deframer_harness(max_payload: int, corrupt: bool = False) -> Module:
+    """Framer -> Deframer with one frame of a symbolic cmd, length <= ``max_payload`` and payload, the
+    deframer's consumer ready or not at will: the events are exactly HEADER(cmd, length), DATA(payload[i]) in
+    order, END(cmd, crc_ok); all of them arrive by ``max_payload + 9`` cycles when the consumer is always ready.
+
+    ``corrupt``: one byte of the cmd, payload or CRC (symbolic position) is xored with a symbolic non-zero mask on
+    the way: no event may be an END with ``crc_ok`` (CRC-16 detects every error within 16 bits).
+
+    Lemmas (asserted, so later steps may use them): the framer's and the deframer's CRC units hold the spec's CRC
+    (:func:`crc16_spec_matrices`) of the bytes sent / received so far; with ``corrupt``, the received CRC differs
+    from the clean one by the CRC of the error alone. They keep each solver step to one byte's update: without
+    them Z3 must show two unrolled CRC networks over the whole symbolic frame equal (minutes per step).
+    """
+    from sparsyn.hw.frames import Deframer, EventKind, Framer
+    from sparsyn.sw.link_protocol import CRC16_INIT
+    m = _clocked()
+    m.submodules.framer = framer = Framer()
+    m.submodules.deframer = deframer = Deframer(max_payload=max_payload, timeout_cycles=4)
+    cmd, length = Signal(8), Signal(range(max_payload + 1))
+    payload = [Signal(8, name=f"p{i}") for i in range(max_payload)]
+    m.d.comb += [cmd.eq(_any_const(8, "cmd")), length.eq(_any_const(range(max_payload + 1), "length"))]
+    m.d.comb += [p.eq(_any_const(8, f"p{i}")) for i, p in enumerate(payload)]
+    m.d.comb += Assume(length <= max_payload)
+    hdr_sent, idx = Signal(), Signal(range(max_payload + 1))
+    m.d.comb += [framer.hdr.valid.eq(~hdr_sent), framer.hdr.payload.cmd.eq(cmd), framer.hdr.payload.length.eq(length)]
+    with m.If(framer.hdr.ready):
+        m.d.sync += hdr_sent.eq(1)
+    m.d.comb += [framer.data.valid.eq(idx < length), framer.data.payload.eq(Array(payload)[idx])]
+    with m.If(framer.data.valid & framer.data.ready):
+        m.d.sync += idx.eq(idx + 1)
+    # the line: framer bytes -> deframer, optionally one corrupted
+    pos = Signal(range(max_payload + 7))       # frame byte index on the line (0 = SYNC)
+    line = framer.o.valid & framer.o.ready
+    tx_byte, rx_byte, err = framer.o.payload, Signal(8), Signal(8)
+    with m.If(line):
+        m.d.sync += pos.eq(pos + 1)
+    m.d.comb += [deframer.i.valid.eq(framer.o.valid), framer.o.ready.eq(deframer.i.ready),
+                 deframer.i.payload.eq(rx_byte), rx_byte.eq(tx_byte ^ err)]
+    if corrupt:
+        where, mask = Signal(range(max_payload + 6)), Signal(8)
+        m.d.comb += [where.eq(_any_const(range(max_payload + 6), "where")), mask.eq(_any_const(8, "mask"))]
+        m.d.comb += Assume((mask != 0) & (where != 0) & (where != 2) & (where != 3) & (where < length + 6))
+        m.d.comb += err.eq(Mux(pos == where, mask, 0))
+    # lemmas: the spec's CRC of the bytes so far (SYNC excluded), sent (up to the payload) and received
+    ref_tx, ref_rx, ref_clean, diff = (Signal(16, init=CRC16_INIT, name=n) for n in ("ref_tx", "ref_rx",
+                                                                                      "ref_clean", "diff"))
+    m.d.comb += diff.eq(ref_rx ^ ref_clean)
+    with m.If(line):
+        with m.If(pos == 0):
+            m.d.sync += [ref_tx.eq(CRC16_INIT), ref_rx.eq(CRC16_INIT), ref_clean.eq(CRC16_INIT)]
+        with m.Else():
+            m.d.sync += [ref_rx.eq(_crc16_spec_next(ref_rx, rx_byte)),
+                         ref_clean.eq(_crc16_spec_next(ref_clean, tx_byte))]
+            with m.If(pos <= length + 3):
+                m.d.sync += ref_tx.eq(_crc16_spec_next(ref_tx, tx_byte))
+    m.d.comb += [Assert(framer.crc.crc == ref_tx), Assert(deframer.crc.crc == ref_rx)]
+    with m.If(pos <= length + 4):
+        m.d.comb += Assert(ref_clean == ref_tx)
+    if corrupt:
+        # the error's own CRC (from 0: the CRC update is linear), = ref_rx ^ ref_clean
+        err_crc = Signal(16)
+        with m.If(line & (pos != 0)):
+            m.d.sync += err_crc.eq(_crc16_spec_next(err_crc, err))
+        m.d.comb += Assert(diff == err_crc)
+    ready = Signal()
+    m.d.comb += [ready.eq(_any_seq(1)), deframer.o.ready.eq(ready)]
+    ev = deframer.o.payload
+    nevt = Signal(range(max_payload + 4))
+    got = deframer.o.valid & ready
+    with m.If(got):
+        m.d.sync += nevt.eq(nevt + 1)
+        if corrupt:
+            m.d.comb += Assert(~((ev.kind == EventKind.END) & ev.crc_ok))
+        else:
+            with m.If(nevt == 0):
+                m.d.comb += Assert((ev.kind == EventKind.HEADER) & (ev.byte == cmd) & (ev.length == length))
+            with m.Elif(nevt <= length):
+                m.d.comb += Assert((ev.kind == EventKind.DATA) & (ev.byte == Array(payload)[nevt - 1]))
+            with m.Elif(nevt == length + 1):
+                m.d.comb += Assert((ev.kind == EventKind.END) & (ev.byte == cmd) & ev.crc_ok)
+            with m.Else():
+                m.d.comb += Assert(0)
+    if not corrupt:
+        always_ready, cycle = Signal(init=1), Signal(range(max_payload + 16))
+        with m.If(~ready):
+            m.d.sync += always_ready.eq(0)
+        with m.If(cycle != max_payload + 15):
+            m.d.sync += cycle.eq(cycle + 1)
+        with m.If(always_ready & (cycle == max_payload + 9)):
+            m.d.comb += Assert(nevt == length + 2)
+    return m
+
+
+def _link_controller_plan(max_payload: int = 8):
+    from sparsyn.hw.host_link import plan_host_link
+    from sparsyn.sw.link_protocol import Identity, Region
+    regions = (Region(1, 4, True, True),)
+    identity = Identity(bytes(8), 1, 1, 1, bytes(8), max_payload, regions).encode()
+    return plan_host_link(divisor=4, identity=identity, regions=regions, max_payload=max_payload)
+
+
+def _bad_crc_never_executes_harness(ignore_crc: bool = False) -> Module:
+    """The command processor (LinkController) fed any event sequence (any kinds, bytes, lengths, valid / ready
+    timing) in which every END says ``crc_ok = 0``: the bus never writes or reads and the engine never runs.
+    (``ignore_crc``: every END is good instead — the proof must then fail: a WRITE / RUN is reachable.)"""
+    from sparsyn.hw.frames import EventKind
+    from sparsyn.hw.host_link import LinkController
+    m = _clocked()
+    m.submodules.dut = dut = LinkController(_link_controller_plan())
+    ev = dut.events.payload
+    m.d.comb += [dut.events.valid.eq(_any_seq(1)), ev.as_value().eq(_any_seq(len(ev.as_value()))),
+                 dut.reply_hdr.ready.eq(_any_seq(1)), dut.reply_data.ready.eq(_any_seq(1)),
+                 dut.busy.eq(_any_seq(1)), dut.done.eq(_any_seq(1)), dut.cycles.eq(_any_seq(32)),
+                 dut.bus.r_data.eq(_any_seq(8))]
+    m.d.comb += Assume(ev.kind.as_value() <= EventKind.GARBAGE.value)
+    with m.If(ev.kind == EventKind.END):
+        m.d.comb += Assume(ev.crc_ok == int(ignore_crc))
+    m.d.comb += [Assert(~dut.bus.w_en), Assert(~dut.bus.r_en), Assert(~dut.run)]
+    return m
+
+
+def _link_proofs() -> list[Proof]:
+    return [
+        Proof("link", "link_uart_loopback_div4", lambda: _uart_loopback_harness(4), mode="bmc", depth=50,
+              states="UARTTx -> UARTRx (divisor 4): every byte / valid sequence up to 50 cycles: each accepted byte "
+                     "comes out unchanged exactly Tx + Rx latency (42) cycles later; nothing else, no error / overrun"),
+        Proof("link", "link_uart_loopback_div4_two_bytes", lambda: _uart_loopback_harness(4), mode="bmc", depth=90,
+              slow=True,
+              states="UARTTx -> UARTRx (divisor 4), 90 cycles: two back-to-back bytes, both delivered unchanged"),
+        Proof("link", "link_crc16", _crc16_harness,
+              states="CRC16 unit = the software spec's GF(2) update matrices = amaranth.lib.crc CCITT-FALSE, every "
+                     "clear / en / byte sequence (k-induction); any state + its own CRC bytes -> residue 0"),
+        Proof("link", "link_framer_deframer_p3", lambda: _framer_deframer_harness(3), mode="bmc", depth=16,
+              states="Framer -> Deframer, one frame (any cmd, length <= 3, payload), any consumer stalls: exactly "
+                     "HEADER(cmd, length), DATA(payload) in order, END(cmd, crc_ok); all by 12 cycles without stalls"),
+        Proof("link", "link_deframer_detects_corruption_p3", lambda: _framer_deframer_harness(3, corrupt=True),
+              mode="bmc", depth=16,
+              states="Framer -> one corrupted byte (cmd, payload or CRC; any position and non-zero xor) -> Deframer: "
+                     "never an END with crc_ok"),
+        Proof("link", "link_bad_crc_never_executes", _bad_crc_never_executes_harness, mode="bmc", depth=28,
+              states="LinkController (max payload 8), any event sequence whose ENDs all have a bad CRC, any "
+                     "reply / engine timing: bus.w_en, bus.r_en and run never rise (28 cycles: a whole WRITE)"),
+    ]
+
+
 # ---- registry and runner -------------------------------------------------------------------------------------
 def proofs() -> list[Proof]:
     """Every proof, in the order ``sparsyn prove`` runs them."""
-    return _pe_proofs() + _requant_proofs() + _im2col_proofs()
+    return _pe_proofs() + _requant_proofs() + _im2col_proofs() + _link_proofs()
 
 
 def units() -> list[str]:

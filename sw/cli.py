@@ -15,6 +15,8 @@ COMMANDS = [
     "sparsyn.sim.cmd_sim",
     "sparsyn.sim.cmd_prove",
     "sparsyn.boards.cmd_build",
+    "sparsyn.boards.cmd_flash",
+    "sparsyn.boards.cmd_infer",
     "sparsyn.sw.cmd_sweep",
     "sparsyn.sw.cmd_bench",
     "sparsyn.sw.cmd_schemes",
@@ -31,6 +33,8 @@ typical flow:
   sparsyn generate --manifest work/digits --out work/rtl
   sparsyn sim --manifest work/digits --simulator verilator
   sparsyn build --board icebreaker --manifest work/digits
+  sparsyn flash --board icebreaker
+  sparsyn infer --board icebreaker --manifest work/digits --port /dev/ttyUSB1   (or --port sim)
 """
 
 

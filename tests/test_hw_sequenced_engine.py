@@ -19,7 +19,9 @@ def _default(scheme, array, **opts):
     return model, packed, digits()
 
 
-@pytest.mark.parametrize("scheme,opts", [("dense", {}), ("packcnn", {}), ("tight", {"alpha": 2}), ("ternary", {})])
+@pytest.mark.parametrize("scheme,opts", [("dense", {}), ("packcnn", {}), ("tight", {"alpha": 2}), ("ternary", {}),
+                                         ("permdiag", {"p": 4, "epochs": 2}),
+                                         ("pattern", {"prune_steps": 2, "finetune_epochs": 1})])
 def test_whole_model_on_one_datapath(scheme, opts):
     array = ArrayConfig(2, 2)
     model, packed, data = _default(scheme, array, **opts)
@@ -32,11 +34,16 @@ def test_whole_model_on_one_datapath(scheme, opts):
         got = outs[i].ravel()
         bad = np.nonzero(got != gold[i])[0]
         assert not len(bad), f"image {i}: logit {bad[0]} expected {gold[i][bad[0]]}, got {got[bad[0]]}"
-        # the cycle model is exact and equals the per-layer ModelEngine's (same FSM per layer)
+        # the cycle model is exact and equals the per-layer ModelEngine's (same FSM per layer); a PermDNN layer
+        # (its own engine, dispatched by the sequencer) skips zero inputs: its cycles depend on the image
         assert stats[i]["measured"] == stats[i]["cycles"] == plan.cycles(x[i].numpy().ravel())
     assert plan.cycle_model["total"] == plan_model(model, packed, array).cycle_model["total"]
     # one datapath kind per distinct PE: the first layer stays dense in every scheme but dense
-    assert plan.cycle_model["datapaths"] == (1 if scheme == "dense" else 2)
+    # (pattern: each layer has its own pattern table, hence its own datapath; its convs use the window feed and
+    # its linear layer the channels feed: two feeders)
+    assert plan.cycle_model["datapaths"] == {"dense": 1, "permdiag": 1, "pattern": 3}.get(scheme, 2)
+    if scheme == "permdiag":
+        assert len(engine.own) == 1 and len(plan.shared) == 2
 
 
 def test_one_array_and_memories_for_all_layers():
@@ -58,10 +65,10 @@ def test_one_array_and_memories_for_all_layers():
 
 
 def test_refuses_what_it_cannot_share():
+    """Layers with lane-descriptor ROMs and layers with implicit rows (another feed) cannot share the control."""
     array = ArrayConfig(2, 2)
-    model, packed, _ = _default("pattern", array)
-    with pytest.raises(SparsynError, match=r"row feeds \['lanes', 'window'\]|row feeds \['channels', 'window'\]"):
-        plan_sequenced(model, packed, array)
-    model, packed, _ = _default("permdiag", array)
-    with pytest.raises(SparsynError, match="runs on its own engine"):
-        plan_sequenced(model, packed, array)
+    model, packed, _ = _default("pattern", array, prune_steps=2, finetune_epochs=1)
+    _, dense, _ = _default("dense", array)
+    mixed = dict(packed, conv1=dense["conv1"])
+    with pytest.raises(SparsynError, match=r"row feeds \['channels', 'lanes', 'window'\], some with lane descriptor"):
+        plan_sequenced(model, mixed, array)

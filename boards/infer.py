@@ -1,0 +1,277 @@
+"""Inference on a board: the inference top (engine behind the UART host link) and the host side of ``sparsyn infer``.
+
+The same host code talks to a real board (``--port /dev/ttyUSB1``: pyserial) and to the RTL of the same top in
+simulation (``--port sim``: :class:`sparsyn.sim.board_sim.AmaranthBoard`, the UART at bit level). Per image it
+writes the quantized input into the INPUT region, sends RUN (the reply carries the engine's cycles), reads the
+OUTPUT region and checks every element against the golden model, which decodes the same ROM files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import io
+
+from sparsyn.sw.errors import SparsynError
+
+from .platforms import Board, get_board
+
+#: Default UART rate of the inference top (12 MHz / 12 and 25 MHz / 25: exact divisors on iCEBreaker and ULX3S).
+DEFAULT_BAUD = 1_000_000
+#: Largest frame payload the inference top accepts (its WRITE buffer, bytes).
+MAX_PAYLOAD = 256
+
+
+def board_uart(board: Board) -> None:
+    """Refuse (one line) a board without a UART resource for the host link."""
+    if board.name.startswith("orangecrab"):
+        raise SparsynError(f"board {board.name} has no UART: its USB port needs a gateware USB-serial, which "
+                           "sparsyn does not have yet; use --top selftest, or an iCEBreaker / ULX3S for inference")
+
+
+def link_divisor(board: Board, baud: int) -> int:
+    from sparsyn.hw.uart import uart_divisor
+    return uart_divisor(board.clock_hz, baud)
+
+
+@dataclass
+class InferenceDesign:
+    """Everything the build and the host agree on: the engine's plan, the identity and the link settings."""
+    board: Board
+    baud: int
+    divisor: int
+    engine_kind: str
+    plan: object
+    identity: object
+    design_hash: bytes
+    model_hash: bytes
+    note: str = ""
+
+    def core(self):
+        """A fresh InferenceCore (engine + host link) of this design."""
+        from sparsyn.hw.inference import InferenceCore
+        return InferenceCore(_build_engine(self.engine_kind, self.plan), self.identity, divisor=self.divisor)
+
+
+def _build_engine(kind: str, plan):
+    if kind == "sequenced":
+        from sparsyn.hw.sequenced_engine import SequencedEngine
+        return SequencedEngine(plan)
+    from sparsyn.hw.model_engine import ModelEngine
+    return ModelEngine(plan)
+
+
+def plan_engine(model, packed, array=None):
+    """The whole-model engine for a board: the sequenced engine (one shared datapath); a model it cannot share
+    yet falls back to the per-layer ModelEngine. Returns ``(kind, plan, note)``."""
+    from sparsyn.hw.model_engine import plan_model
+    from sparsyn.hw.sequenced_engine import plan_sequenced
+    try:
+        return "sequenced", plan_sequenced(model, packed, array), ""
+    except SparsynError as err:
+        note = str(err)
+    return "per-layer", plan_model(model, packed, array), note
+
+
+def design_hash(doc: dict, *, board: str, baud: int, engine: str) -> bytes:
+    """The 8-byte digest a board's inference bitstream answers IDENTIFY with: the manifest's seal, the board,
+    the baud rate, the engine and the sparsyn sources (a bitstream from other sources may be other RTL)."""
+    from .sweep import source_hash
+    text = json.dumps({"seal": doc.get("seal"), "board": board, "baud": int(baud), "engine": engine,
+                       "top": "inference", "source": source_hash()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).digest()[:8]
+
+
+def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=None, log=print) -> InferenceDesign:
+    """Plan the inference top of ``manifest`` for ``board`` (one-line refusals; nothing is built)."""
+    from sparsyn.hw.inference import inference_identity
+    from sparsyn.sw.manifest import load_manifest, resolve_array
+    b = get_board(board)
+    board_uart(b)
+    divisor = link_divisor(b, baud)
+    model, packed, doc = load_manifest(Path(manifest))
+    arr = resolve_array(doc, array)
+    kind, plan, note = plan_engine(model, packed, arr)
+    if note:
+        log(f"engine: per-layer ModelEngine ({note})")
+    dh = design_hash(doc, board=b.name, baud=baud, engine=kind)
+    mh = bytes.fromhex(str(doc.get("seal", "")).split(":")[-1][:16] or "00")
+    earr = plan.array if kind == "sequenced" else plan.segments[0].engine.array
+    ident = inference_identity(design_hash=dh, model_hash=mh, array=earr,
+                               in_elements=_in_elements(kind, plan), out_elements=_out_elements(kind, plan),
+                               max_payload=MAX_PAYLOAD)
+    return InferenceDesign(b, int(baud), divisor, kind, plan, ident, dh, mh, note)
+
+
+def _in_elements(kind, plan) -> int:
+    return plan.in_elements if kind == "sequenced" else math.prod(plan.model.input_shape)
+
+
+def _out_elements(kind, plan) -> int:
+    return plan.out_elements if kind == "sequenced" else plan.segments[-1].out_elements
+
+
+class InferenceTop(Elaboratable):
+    """A board's inference top: the :class:`~sparsyn.hw.inference.InferenceCore` on the board clock, its UART on
+    the board's ``uart`` resource (ULX3S: with ``uart_tx_enable`` driven high), the pass LED blinking while idle
+    (alive) and on while a RUN is in progress, the fail LED unused."""
+
+    def __init__(self, board: Board, core):
+        self.board, self.core = board, core
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        blink = Signal(max(1, math.ceil(math.log2(self.board.clock_hz / 2))))
+        m.d.sync += blink.eq(blink + 1)
+        if platform is None:
+            return m
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        # the UART receiver synchronizes rx itself; tx comes from a register that idles high
+        m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
+        try:
+            en = platform.request("uart_tx_enable", 0, dir="-")
+        except Exception:       # only the ULX3S has one
+            en = None
+        if en is not None:
+            m.submodules.tx_en = buf = io.Buffer("o", en)
+            m.d.comb += buf.o.eq(1)
+        resource, number, sub = self.board.pass_led
+        port = platform.request(resource, number, dir="-")
+        port = getattr(port, sub) if sub else port
+        m.submodules.led = led = io.Buffer("o", port)
+        m.d.comb += led.o.eq(core.running | blink[-1])
+        return m
+
+
+# ---- host side ----------------------------------------------------------------------------------------------------
+def open_port(port: str, design: InferenceDesign, log=print):
+    """A transport to the board: ``sim`` / ``sim:amaranth`` (the RTL in Amaranth's simulator) or a serial port."""
+    if port in ("sim", "sim:amaranth"):
+        from sparsyn.sim.board_sim import AmaranthBoard
+        log(f"port sim: the inference top's RTL in Amaranth's simulator at {design.board.clock_hz / 1e6:g} MHz, "
+            f"UART {design.baud} baud (divisor {design.divisor}) at bit level")
+        return AmaranthBoard(design.core(), divisor=design.divisor, clk_hz=design.board.clock_hz)
+    if port.startswith("sim:"):
+        raise SparsynError(f"simulator {port[4:]!r} is not available for --port sim yet; use --port sim (Amaranth)")
+    from sparsyn.sw.link_client import SerialTransport
+    return SerialTransport(port, design.baud)
+
+
+def test_images(model, count: int, data=None):
+    """``count`` test images (int8 codes, flat CHW) and labels from ``data`` (default: the digits test split)."""
+    from sparsyn.sw.data import digits
+    from sparsyn.sw.golden import quantize_input
+    data = data or digits()
+    if count < 1:
+        raise SparsynError(f"--images must be at least 1, not {count}")
+    n = min(count, len(data.test_x))
+    x = quantize_input(data.test_x[:n], model.input_scale)
+    return x, np.asarray(data.test_y[:n])
+
+
+def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = DEFAULT_BAUD, timeout_s: float = 2.0,
+              log=print) -> dict:
+    """``sparsyn infer``: stream test images through the board, check every logit against the golden model."""
+    import torch
+
+    from sparsyn.sw import link_protocol as lp
+    from sparsyn.sw.golden import run_golden
+    from sparsyn.sw.link_client import LinkClient
+    from sparsyn.sw.manifest import load_manifest
+    from sparsyn.hw.inference import REGION_INPUT, REGION_OUTPUT
+    design = inference_design(manifest, board, baud=baud, log=log)
+    model, packed, doc = load_manifest(Path(manifest))
+    x, labels = test_images(model, images)
+    gold = run_golden(model, x)[-1].numpy().reshape(len(x), -1)
+    transport = open_port(port, design, log)
+    rows = []
+    run_timeout = None
+    if port.startswith("sim"):
+        # simulated board time: a reply is due within a few frames; a RUN within a few times the cycle model
+        timeout_s = min(timeout_s, 20_000 * design.divisor / design.board.clock_hz)
+        run_timeout = 4 * design.plan.cycle_model["total"] / design.board.clock_hz + timeout_s
+    with LinkClient(transport, timeout_s=timeout_s, run_timeout_s=run_timeout) as client:
+        check_identity(client.identify(), design, port, manifest)
+        expect_cycles = None
+        for i in range(len(x)):
+            img = x[i].numpy().reshape(-1).astype(np.int64)
+            t0 = time.perf_counter()
+            client.write(REGION_INPUT, 0, bytes(int(v) & 0xFF for v in img))
+            t1 = time.perf_counter()
+            cycles = client.run()
+            t2 = time.perf_counter()
+            raw = client.read(REGION_OUTPUT, 0, gold.shape[1])
+            t3 = time.perf_counter()
+            got = np.array([b - 256 if b > 127 else b for b in raw], dtype=np.int64)
+            bad = np.nonzero(got != gold[i])[0]
+            if len(bad):
+                j = int(bad[0])
+                raise SparsynError(f"image {i}: output {model.layers[-1].name} element {j}: expected {gold[i][j]}, "
+                                   f"board gave {got[j]} ({len(bad)} of {len(got)} differ)")
+            expect_cycles = _expected_cycles(design, img)
+            if cycles != expect_cycles:
+                raise SparsynError(f"image {i}: the board counted {cycles} cycles, the cycle model says {expect_cycles}")
+            rows.append({"image": i, "label": int(labels[i]), "predicted": int(np.argmax(got)), "cycles": int(cycles),
+                         "write_s": t1 - t0, "run_s": t2 - t1, "read_s": t3 - t2})
+    acc = float(np.mean([r["label"] == r["predicted"] for r in rows]))
+    cyc = float(np.mean([r["cycles"] for r in rows]))
+    link_bytes = _link_bytes(design)
+    report = {"board": design.board.name, "port": port, "engine": design.engine_kind, "baud": design.baud,
+              "images": len(rows), "accuracy": acc, "bit_exact": True, "cycles_per_image": cyc,
+              "clock_mhz": design.board.clock_hz / 1e6,
+              "on_chip_us_per_image": cyc / design.board.clock_hz * 1e6,
+              "wall_s_per_image": float(np.mean([r["write_s"] + r["run_s"] + r["read_s"] for r in rows])),
+              "link_bytes_per_image": link_bytes,
+              "link_us_per_image": link_bytes * 10 / design.baud * 1e6,
+              "rows": rows}
+    return report
+
+
+def check_identity(ident, design: InferenceDesign, port: str, manifest) -> None:
+    """Refuse (one line: re-flash) a board that answers IDENTIFY with another design than ``design``."""
+    if ident.design_hash != design.design_hash or ident.model_hash != design.model_hash:
+        raise SparsynError(f"the board on {port} runs another design (hash {ident.design_hash.hex()}, model "
+                           f"{ident.model_hash.hex()}; this manifest / board / baud / sparsyn give "
+                           f"{design.design_hash.hex()}, model {design.model_hash.hex()}): re-flash it with "
+                           f"'sparsyn build --board {design.board.name} --manifest {manifest}' and "
+                           f"'sparsyn flash --board {design.board.name}'")
+
+
+def _expected_cycles(design: InferenceDesign, img) -> int:
+    return int(design.plan.cycles(img))
+
+
+def _link_bytes(design: InferenceDesign) -> int:
+    """UART bytes per image both ways: WRITE of the input, RUN, READ of the outputs, with their replies."""
+    from sparsyn.sw import link_protocol as lp
+    n_in = design.identity.regions[0].size
+    n_out = design.identity.regions[1].size
+    frames = -(-n_in // (MAX_PAYLOAD - 5))
+    frame = 6          # sync, cmd, length (2), crc (2)
+    write = n_in + frames * (frame + 5) + frames * frame
+    run = frame + frame + 4
+    read = frame + 7 + frame + n_out
+    return write + run + read
+
+
+def format_infer(report: dict) -> str:
+    return "\n".join([
+        f"{report['images']} images on {report['board']} via {report['port']} ({report['engine']} engine, "
+        f"{report['baud']} baud): every output bit-exact vs the golden model",
+        f"  accuracy          {report['accuracy'] * 100:.1f} %",
+        f"  on-chip cycles    {report['cycles_per_image']:.0f} per image = {report['on_chip_us_per_image']:.1f} us "
+        f"at {report['clock_mhz']:g} MHz",
+        f"  link              {report['link_bytes_per_image']} bytes per image = {report['link_us_per_image']:.0f} us "
+        f"at {report['baud']} baud",
+        f"  wall time         {report['wall_s_per_image'] * 1e3:.1f} ms per image (host side"
+        f"{', simulated board' if str(report['port']).startswith('sim') else ''})",
+    ])

@@ -1,0 +1,123 @@
+"""Inference on a board: ``sparsyn infer --port sim`` drives the inference top's RTL (UART at bit level) with the
+same host code as a real board; bit-exact logits, exact cycles; identity, flash and build refusals."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from sparsyn.boards.infer import check_identity, inference_design, run_infer
+from sparsyn.sw.errors import SparsynError
+
+
+def sparsyn(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sparsyn.sw.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def one_line(r):
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsyn: error: "), r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def dense_manifest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("infer") / "dense"
+    r = sparsyn("compress", "--scheme", "dense", "--array", "2x2", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_infer_on_the_simulated_icebreaker_is_bit_exact(dense_manifest, tmp_path):
+    r = sparsyn("infer", "--board", "icebreaker", "--manifest", str(dense_manifest), "--port", "sim",
+                "--images", "2", "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert "every output bit-exact vs the golden model" in r.stdout and "sequenced engine" in r.stdout
+    import json
+    rep = json.loads((tmp_path / "r.json").read_text())
+    design = inference_design(dense_manifest, "icebreaker", log=lambda *a: None)
+    assert rep["images"] == 2 and rep["bit_exact"]
+    # the board's cycle counter equals the cycle model for each image (run_infer checks it image by image)
+    assert rep["cycles_per_image"] == design.plan.cycle_model["total"]
+
+
+def test_a_board_with_another_design_is_refused(dense_manifest):
+    design = inference_design(dense_manifest, "icebreaker", log=lambda *a: None)
+    check_identity(design.identity, design, "sim", dense_manifest)
+    other = dataclasses.replace(design.identity, design_hash=b"\x01" * 8)
+    with pytest.raises(SparsynError, match="runs another design.*re-flash it"):
+        check_identity(other, design, "/dev/ttyUSB1", dense_manifest)
+    # another baud rate is another bitstream
+    assert inference_design(dense_manifest, "icebreaker", baud=115200, log=lambda *a: None).design_hash \
+        != design.design_hash
+
+
+def test_host_link_faults_are_answered_and_the_link_recovers(dense_manifest):
+    """Through the inference top's real UART RTL: a corrupted WRITE is refused (and writes nothing), garbage and a
+    truncated frame get error replies, and the next requests work."""
+    from sparsyn.hw.inference import REGION_INPUT
+    from sparsyn.sw import link_protocol as lp
+    from sparsyn.sw.link_client import LinkClient
+    design = inference_design(dense_manifest, "icebreaker", log=lambda *a: None)
+    from sparsyn.sim.board_sim import AmaranthBoard
+    board = AmaranthBoard(design.core(), divisor=design.divisor, clk_hz=design.board.clock_hz)
+    client = LinkClient(board, timeout_s=0.01)
+    client.write(REGION_INPUT, 0, bytes(range(16)))
+    bad = bytearray(lp.write_request(REGION_INPUT, 0, b"\xff" * 16))
+    bad[-1] ^= 0x40                                   # CRC corrupted
+    board.write(bytes(bad))
+    dec = lp.FrameDecoder()
+    frames = [f for f in dec.feed(board.read(8, 0.01)) if isinstance(f, lp.Frame)]
+    assert frames and frames[0].is_error and frames[0].error()[0] == lp.ErrorCode.BAD_CRC
+    assert client.read(REGION_INPUT, 0, 16) == bytes(range(16))      # nothing was written
+    board.write(b"\x00\x13\x37")                                      # garbage, then idle
+    frames = [f for f in lp.FrameDecoder().feed(board.read(8, 0.01)) if isinstance(f, lp.Frame)]
+    assert frames and frames[0].error()[0] == lp.ErrorCode.GARBAGE
+    board.write(lp.read_request(REGION_INPUT, 0, 4)[:5])              # truncated frame
+    frames = [f for f in lp.FrameDecoder().feed(board.read(8, 0.01)) if isinstance(f, lp.Frame)]
+    assert frames and frames[0].error()[0] == lp.ErrorCode.TRUNCATED
+    assert client.identify().design_hash == design.design_hash
+
+
+def test_boards_without_uart_and_bad_ports_are_one_line(dense_manifest):
+    line = one_line(sparsyn("build", "--board", "orangecrab-25f", "--manifest", str(dense_manifest)))
+    assert "gateware USB-serial" in line and "--top selftest" in line
+    line = one_line(sparsyn("infer", "--board", "icebreaker", "--manifest", str(dense_manifest), "--port",
+                            "/dev/does-not-exist", "--images", "1"))
+    assert "/dev/does-not-exist" in line
+    line = one_line(sparsyn("infer", "--board", "icebreaker", "--manifest", str(dense_manifest), "--port", "sim",
+                            "--baud", "6000000"))
+    assert "baud 6000000" in line
+
+
+def test_inference_top_fits_the_icebreaker(dense_manifest):
+    """The fit check of the whole digits model on one shared datapath behind the host link (no toolchain)."""
+    from sparsyn.boards.build import build_board
+    from sparsyn.boards.fit import check_fit, memory_census
+    from sparsyn.boards.platforms import get_board
+    res = build_board("icebreaker", manifest=dense_manifest, top="inference", do_build=False, log=lambda *a: None)
+    assert res["config"]["engine"] == "sequenced"
+    design = inference_design(dense_manifest, "icebreaker", log=lambda *a: None)
+    fit = check_fit(get_board("icebreaker").dev, memory_census(design.core()))
+    assert fit["bram_blocks"] <= 30
+
+
+def test_flash_uses_the_boards_programmer(tmp_path, monkeypatch):
+    bit = tmp_path / "top.bin"
+    bit.write_bytes(b"\x00\x01")
+    env = dict(__import__("os").environ, ICEPROG=str(tmp_path / "no-such-iceprog"))
+    line = one_line(sparsyn("flash", "--board", "icebreaker", "--bitstream", str(bit), env=env))
+    assert "iceprog" in line and "not installed" in line and "apt install" in line
+    fake = tmp_path / "fake-iceprog"
+    fake.write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path / 'flashed'}\n")
+    fake.chmod(0o755)
+    env["ICEPROG"] = str(fake)
+    r = sparsyn("flash", "--board", "icebreaker", "--bitstream", str(bit), env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "flashed").read_bytes() == b"\x00\x01"
+    line = one_line(sparsyn("flash", "--board", "ulx3s-85f", "--bitstream", str(bit), env=env))
+    assert ".bit" in line
+    line = one_line(sparsyn("flash", "--board", "icebreaker", "--bitstream", str(tmp_path / "none.bin"), env=env))
+    assert "does not exist" in line
