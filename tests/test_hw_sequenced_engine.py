@@ -19,7 +19,11 @@ def _default(scheme, array, **opts):
     return model, packed, digits()
 
 
-@pytest.mark.parametrize("scheme,opts", [("dense", {}), ("packcnn", {}), ("tight", {"alpha": 2}), ("ternary", {}),
+# short compression schedules: the structure, not the accuracy, is under test
+@pytest.mark.parametrize("scheme,opts", [("dense", {}), ("packcnn", {"prune_steps": 1, "finetune_epochs": 1}),
+                                         ("tight", {"alpha": 2, "prune_steps": 1, "finetune_epochs": 1,
+                                                    "anneal_steps": 20}),
+                                         ("ternary", {"penalty_epochs": 2, "finetune_epochs": 2}),
                                          ("permdiag", {"p": 4, "epochs": 2}),
                                          ("pattern", {"prune_steps": 2, "finetune_epochs": 1})])
 def test_whole_model_on_one_datapath(scheme, opts):
