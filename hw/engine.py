@@ -31,7 +31,7 @@ latency from the component that owns it.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Const, Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -49,6 +49,7 @@ from .layouts import ACT_BITS
 from .output_buffer import OutputBuffer
 from .plan import EngineLimits, LayerPlan, plan_array_layer
 from .requant_sequencer import RequantSequencer
+from .mux import mux_tree
 from .per_layer import LayerSelect, as_list
 from .shared_product import shared_product_factory
 
@@ -200,17 +201,19 @@ class LayerEngine(wiring.Component):
             # the active layer's feeder takes the input (``layer_index`` names the layer whose input is written)
             # and feeds the array; the others idle
             feed_of = sel([feeds.index(p.feed) for p in plans], name="feed")
+            fds = [feeders[f] for f in feeds]
             x = Signal.like(arr.x, name="x")
             x_valid, pixel = Signal(), Signal()
-            with m.Switch(feed_of):
-                for k, f in enumerate(feeds):
-                    fd = feeders[f]
-                    with m.Case(k):
-                        m.d.comb += [fd.act_in.payload.eq(self.act_in.payload), fd.act_in.valid.eq(self.act_in.valid),
-                                     self.act_in.ready.eq(fd.act_in.ready), x_valid.eq(fd.x.valid),
-                                     pixel.eq(fd.pixel)]
-                        m.d.comb += [x[r][lane].eq(fd.x.payload[r][lane]) for r in range(R)
-                                     for lane in range(fd.signature.lanes)]
+            # Mux trees (continuous assignments), see sparsyn.hw.mux.mux_tree
+            for k, fd in enumerate(fds):
+                m.d.comb += [fd.act_in.payload.eq(self.act_in.payload),
+                             fd.act_in.valid.eq(self.act_in.valid & (feed_of == k))]
+            m.d.comb += [self.act_in.ready.eq(mux_tree(feed_of, [fd.act_in.ready for fd in fds])),
+                         x_valid.eq(mux_tree(feed_of, [fd.x.valid for fd in fds])),
+                         pixel.eq(mux_tree(feed_of, [fd.pixel for fd in fds]))]
+            m.d.comb += [x[r][lane].eq(mux_tree(feed_of, [fd.x.payload[r][lane] if lane < fd.signature.lanes
+                                                          else Const(0, 8) for fd in fds]))
+                         for r in range(R) for lane in range(self.array.lanes)]
         if arr.phases > 1:
             # a held step's phase reaches the array with its activations (the feeder's latency later)
             phase = ctl.step_phase

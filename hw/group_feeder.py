@@ -12,6 +12,7 @@ from sparsyn.sw.array_format import group_descriptor
 from .banked_image import BankedImage, FeedSignature
 from .im2col import PixelScanner
 from .layouts import bits_for_range
+from .mux import mux_tree
 from .per_layer import LayerSelect, as_list
 
 if TYPE_CHECKING:
@@ -91,13 +92,8 @@ class ChannelGroupFeeder(wiring.Component):
         for r in range(R):
             desc = self.lanes[r]
             base = Signal(unsigned(bits_for_range(depth)), name=f"base_{r}")
-            if not multi:
-                m.d.comb += base.eq(desc.group * planes[0] + yu * layers[0].in_shape[2] + xu)
-            else:
-                with m.Switch(self.layer):
-                    for i, l in enumerate(layers):
-                        with m.Case(i):
-                            m.d.comb += base.eq(desc.group * planes[i] + yu * l.in_shape[2] + xu)
+            per = [desc.group * planes[i] + yu * l.in_shape[2] + xu for i, l in enumerate(layers)]
+            m.d.comb += base.eq(per[0] if not multi else mux_tree(self.layer, per))
             for j in range(L):
                 addr = Signal(unsigned(bits_for_range(depth)), name=f"addr_{r}_{j}")
                 ok0, ok = Signal(name=f"ok0_{r}_{j}"), Signal(name=f"ok_{r}_{j}")

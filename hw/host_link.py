@@ -146,7 +146,8 @@ class LinkController(wiring.Component):
     busy, done : In(1)
         The engine runs; the engine finished (level, until the next run).
     cycles : In(32)
-        The engine's cycle count of its last run.
+        The engine's cycle count of its last run, read while the RUN / CYCLES reply is sent (it must hold still
+        after ``done``: only this link starts the engine).
     """
 
     def __init__(self, plan: LinkPlan):
@@ -199,33 +200,40 @@ class LinkController(wiring.Component):
         running, launch_wait, free_slot = Signal(), Signal(), Signal()
         head = Signal(8 * READ_LENGTH)          # payload bytes 0..6: region, address, count (READ)
         region, address, count = head[:8], head[8:40], head[40:56]
-        addr = Signal(32)                       # the running bus address
+        aw = plan.addr_width
+        addr = Signal(aw)                       # the running bus address (bounds checked before: fits aw bits)
         widx = Signal(range(maxp + 1))          # WRITE: next buffer index to commit
         load = Signal(range(READ_LENGTH + 1))
         reply_cmd, reply_len, k = Signal(8), Signal(16), Signal(16)
-        SRC_WORD, SRC_ROM, SRC_BUS = 0, 1, 2
+        SRC_ERROR, SRC_CYCLES, SRC_ROM, SRC_BUS = 0, 1, 2, 3
         src = Signal(2)
-        word = Signal(32)
+        error_word = Signal(16)                 # an ERROR reply's payload: code, value
         out_byte = Signal(8)
         cmd = slot_byte
-        m.d.comb += [self.bus.region.eq(region), self.bus.addr.eq(addr[:plan.addr_width]),
+        m.d.comb += [self.bus.region.eq(region), self.bus.addr.eq(addr),
                      self.bus.w_data.eq(rp.data), rom_rp.addr.eq(k)]
 
         def reply(cmd_, length, source, value=None):
             m.d.sync += [reply_cmd.eq(cmd_), reply_len.eq(length), src.eq(source), k.eq(0)]
             if value is not None:
-                m.d.sync += word.eq(value)
+                m.d.sync += error_word.eq(value)
             m.next = "REPLY_HDR"
 
         def error(code):
-            reply(ERROR, 2, SRC_WORD, Cat(Const(int(code), 8), cmd))
+            reply(ERROR, 2, SRC_ERROR, Cat(Const(int(code), 8), cmd))
 
-        def bounds_ok(n, write):
-            ok = Const(0)
-            for r in plan.regions:
-                if r.writable if write else r.readable:
-                    ok = ok | ((region == r.id) & (address + n <= r.size))
-            return ok
+        # bounds: address + n <= size of the region (with the access the command needs); one adder for both
+        # commands, on the address bits a region can have (the upper ones must be 0)
+        is_write = cmd == WRITE
+        xfer = Signal(16)
+        end = Signal(max(aw, 16) + 1)
+        m.d.comb += [xfer.eq(Mux(is_write, slot_len - WRITE_HEADER, count)), end.eq(address[:aw] + xfer)]
+        in_bounds = Const(0)
+        for r in plan.regions:
+            if r.writable or r.readable:
+                allowed = is_write if not r.readable else (~is_write if not r.writable else 1)
+                in_bounds = in_bounds | ((region == r.id) & allowed & (end <= r.size))
+        in_bounds = in_bounds & (address[aw:] == 0)
 
         engine_busy = running | self.busy
         with m.FSM():
@@ -233,13 +241,13 @@ class LinkController(wiring.Component):
                 m.d.sync += launch_wait.eq(0)
                 with m.If(running & ~launch_wait & self.done & ~self.busy):
                     m.d.sync += [running.eq(0), free_slot.eq(0)]
-                    reply(RUN | REPLY_FLAG, 4, SRC_WORD, self.cycles)
+                    reply(RUN | REPLY_FLAG, 4, SRC_CYCLES)
                 with m.Elif(slot_valid):
                     m.d.sync += free_slot.eq(1)
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(slot_error):
-                    reply(ERROR, 2, SRC_WORD, Cat(slot_code, slot_byte))
+                    reply(ERROR, 2, SRC_ERROR, Cat(slot_code, slot_byte))
                 with m.Elif(~slot_crc_ok):
                     error(ErrorCode.BAD_CRC)
                 with m.Elif(cmd == IDENTIFY):
@@ -251,7 +259,7 @@ class LinkController(wiring.Component):
                     with m.If(slot_len != 0):
                         error(ErrorCode.BAD_LENGTH)
                     with m.Else():
-                        reply(CYCLES | REPLY_FLAG, 4, SRC_WORD, self.cycles)
+                        reply(CYCLES | REPLY_FLAG, 4, SRC_CYCLES)
                 with m.Elif(cmd == RUN):
                     with m.If(slot_len != 0):
                         error(ErrorCode.BAD_LENGTH)
@@ -278,17 +286,17 @@ class LinkController(wiring.Component):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(cmd == WRITE):
-                    with m.If(~bounds_ok(slot_len - WRITE_HEADER, write=True)):
+                    with m.If(~in_bounds):
                         error(ErrorCode.BAD_ADDRESS)
                     with m.Elif(slot_len == WRITE_HEADER):
-                        reply(WRITE | REPLY_FLAG, 0, SRC_WORD)
+                        reply(WRITE | REPLY_FLAG, 0, SRC_ERROR)
                     with m.Else():
                         m.d.sync += [addr.eq(address), widx.eq(WRITE_HEADER)]
                         m.next = "COMMIT_RD"
                 with m.Else():
                     with m.If(count > maxp):
                         error(ErrorCode.BAD_LENGTH)
-                    with m.Elif(~bounds_ok(count, write=False)):
+                    with m.Elif(~in_bounds):
                         error(ErrorCode.BAD_ADDRESS)
                     with m.Else():
                         m.d.sync += addr.eq(address)
@@ -300,7 +308,7 @@ class LinkController(wiring.Component):
                 m.d.comb += self.bus.w_en.eq(1)
                 m.d.sync += [addr.eq(addr + 1), widx.eq(widx + 1)]
                 with m.If(widx + 1 == slot_len):
-                    reply(WRITE | REPLY_FLAG, 0, SRC_WORD)
+                    reply(WRITE | REPLY_FLAG, 0, SRC_ERROR)
                 with m.Else():
                     m.next = "COMMIT_RD"
             with m.State("RUN_PULSE"):
@@ -319,8 +327,10 @@ class LinkController(wiring.Component):
                 m.next = "CAPTURE"
             with m.State("CAPTURE"):
                 with m.Switch(src):
-                    with m.Case(SRC_WORD):
-                        m.d.sync += out_byte.eq(word.word_select(k[:2], 8))
+                    with m.Case(SRC_ERROR):
+                        m.d.sync += out_byte.eq(error_word.word_select(k[0], 8))
+                    with m.Case(SRC_CYCLES):         # the engine holds it after done; only this link starts it
+                        m.d.sync += out_byte.eq(self.cycles.word_select(k[:2], 8))
                     with m.Case(SRC_ROM):
                         m.d.sync += out_byte.eq(rom_rp.data)
                     with m.Default():
@@ -377,7 +387,7 @@ class HostLink(wiring.Component):
     done : In(1)
         The engine finished (a level, high after completion until the next run).
     cycles : In(32)
-        The engine's cycle count of its last run.
+        The engine's cycle count of its last run (held after ``done``; sent in the RUN and CYCLES replies).
     """
 
     def __init__(self, *, divisor: int, identity: bytes, regions, max_payload: int = 256,

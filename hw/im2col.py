@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from sparsyn.sw.qmodel import QuantLayer
 
 from .layouts import bits_for_range, lane_descriptor, signed_range
+from .mux import mux_tree
 from .per_layer import LayerSelect, as_list
 
 
@@ -138,11 +139,7 @@ class LaneAddress(wiring.Component):
         w = sel([l.in_shape[2] for l in ls], name="w")
         inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
         m.d.comb += self.valid.eq(self.desc.valid & inside)
-        # the multiplies stay by constants: one per distinct geometry, then a switch over the layer
-        with m.If(self.valid):
-            with m.Switch(self.layer):
-                for i, l in enumerate(ls):
-                    _, hi, wi = l.in_shape
-                    with m.Case(i):
-                        m.d.comb += self.addr.eq(self.desc.channel * (hi * wi) + yu * wi + xu)
+        # the multiplies stay by constants: one per distinct geometry, then a Mux tree over the layer
+        per = [self.desc.channel * (l.in_shape[1] * l.in_shape[2]) + yu * l.in_shape[2] + xu for l in ls]
+        m.d.comb += self.addr.eq(Mux(self.valid, mux_tree(self.layer, per), 0))
         return m

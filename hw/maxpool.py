@@ -10,6 +10,7 @@ from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import MaxPoolLayer
 
 from .layouts import ACT_BITS, bits_for_range, signed_range
+from .mux import mux_tree
 from .per_layer import LayerSelect, as_list
 
 
@@ -97,12 +98,9 @@ class MaxPoolUnit(wiring.Component):
             _, h0, w0 = pools[0].in_shape
             m.d.comb += rd.addr.eq(ch * (h0 * w0) + yu * w0 + xu)
         else:
-            # the address multiplies stay by constants: one per pool geometry, switched by the layer
-            with m.Switch(self.layer_index):
-                for i, l in enumerate(pools):
-                    _, hi, wi = l.in_shape
-                    with m.Case(i):
-                        m.d.comb += rd.addr.eq(ch * (hi * wi) + yu * wi + xu)
+            # the address multiplies stay by constants: one per pool geometry, a Mux tree over the pool
+            m.d.comb += rd.addr.eq(mux_tree(self.layer_index, [ch * (l.in_shape[1] * l.in_shape[2])
+                                                               + yu * l.in_shape[2] + xu for l in pools]))
         inside_d = Signal()
         best = Signal(signed(ACT_BITS), init=-128)
         m.d.comb += self.o.payload.eq(best)

@@ -13,6 +13,8 @@ from typing import Sequence
 
 from amaranth.hdl import Const, Shape, Signal, Value
 
+from .mux import mux_tree
+
 
 def as_list(plans) -> list:
     """A single plan (or layer) as a one-element list; a sequence as a list."""
@@ -51,10 +53,9 @@ class LayerSelect:
         if len(set(values)) == 1:
             return Const(values[0], shape)
         sig = Signal(shape, name=name)
-        with self.m.Switch(self.layer):
-            for i, v in enumerate(values):
-                with self.m.Case(i):
-                    self.m.d.comb += sig.eq(v)
+        # a tree of Mux (continuous assignments), not a Switch: an ``always @*`` case whose inputs do not change
+        # after time 0 stays X in Icarus (see :func:`sparsyn.hw.mux.mux_tree`)
+        self.m.d.comb += sig.eq(mux_tree(self.layer, [Const(v, shape) for v in values]))
         return sig
 
     def flag(self, values: Sequence[bool], name: str | None = None) -> Value:
@@ -97,11 +98,6 @@ def select_word(m, layer, raw: Value, layouts: Sequence, dst, name: str | None =
     from amaranth.lib import data
     layouts = list(layouts)
     sig = Signal(dst, name=name)
-    if len(layouts) == 1:
-        m.d.comb += sig.as_value().eq(convert_bits(layouts[0], dst, raw[:Shape.cast(layouts[0]).width]))
-        return sig
-    with m.Switch(layer):
-        for i, lay in enumerate(layouts):
-            with m.Case(i):
-                m.d.comb += sig.as_value().eq(convert_bits(lay, dst, raw[:Shape.cast(lay).width]))
+    words = [convert_bits(lay, dst, raw[:Shape.cast(lay).width]) for lay in layouts]
+    m.d.comb += sig.as_value().eq(words[0] if len(words) == 1 else mux_tree(layer, words))
     return sig

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
@@ -35,6 +35,7 @@ from .engines import build_engine
 from .maxpool import MaxPoolUnit
 from .memories import rom_offsets
 from .model_engine import ModelPlan, plan_model
+from .mux import mux_tree
 from .per_layer import LayerSelect
 from .plan import EngineLimits, LayerPlan
 from .shared_product import datapath_kinds
@@ -198,46 +199,55 @@ class SequencedEngine(wiring.Component):
                           name="next_shared")
 
         # ---- routing of the segment ``seg``: its engine's outputs -> its pools -> next engine's input / act_out ------
-        def link(src, dst, gate):
-            m.d.comb += dst.payload.eq(src.payload)
-            if gate is None:
-                m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
-            else:
-                m.d.comb += [dst.valid.eq(src.valid & gate), src.ready.eq(dst.ready & gate)]
-
-        engine_done = Signal()
-        with m.Switch(seg):
-            for i, pools in enumerate(plan.pools):
-                with m.Case(i):
-                    eng, last = route[i][0], i == n - 1
-                    m.d.comb += engine_done.eq(eng.done)
-                    src = eng.act_out
-                    for j, pool in enumerate(pools):
-                        unit = self.units[j]
-                        if len(self.unit_pools[j]) > 1:
-                            m.d.comb += unit.layer_index.eq(self.unit_pools[j].index(pool))
-                        link(src, unit.i, None if last or src is not eng.act_out else xfer)
-                        src = unit.o
-                    link(src, self.act_out if last else route[i + 1][0].act_in,
-                         None if last or src is not eng.act_out else xfer)
-        # the first layer's input from outside, while idle
+        # Every stream edge (condition, source, sink, gate) is collected, then each sink's valid / payload and each
+        # source's ready are built as expressions (continuous assignments: an ``always @*`` case on ``seg`` would
+        # stay X in Icarus while ``seg`` keeps its initial value, see sparsyn.hw.mux.mux_tree).
+        at = [Signal(name=f"at_{i}") for i in range(n)]
+        m.d.comb += [at[i].eq(seg == i) for i in range(n)]
+        edges = []                                   # (condition, source stream, sink stream)
+        for i, pools in enumerate(plan.pools):
+            eng, last = route[i][0], i == n - 1
+            src, cond = eng.act_out, at[i] if last else at[i] & xfer
+            for pool in pools:
+                unit = self.units[pools.index(pool)]
+                edges.append((cond, src, unit.i))
+                # after a pool unit: the segment's hand-over (busy) or, after the last layer, its read-out
+                src, cond = unit.o, at[i] if last else at[i] & busy
+            edges.append((cond, src, self.act_out if last else route[i + 1][0].act_in))
+        for j, unit in enumerate(self.units):
+            if len(self.unit_pools[j]) > 1:
+                m.d.comb += unit.layer_index.eq(mux_tree(seg, [self.unit_pools[j].index(p[j]) if len(p) > j else 0
+                                                               for p in plan.pools]))
         first = route[0][0]
-        with m.If(~busy):
-            m.d.comb += [first.act_in.payload.eq(self.act_in.payload), first.act_in.valid.eq(self.act_in.valid),
-                         self.act_in.ready.eq(first.act_in.ready)]
+        edges.append((~busy, self.act_in, first.act_in))    # the first layer's input from outside, while idle
+        sinks, sources = {}, {}
+        for cond, src, dst in edges:
+            sinks.setdefault(id(dst), (dst, []))[1].append((cond, src))
+            sources.setdefault(id(src), (src, []))[1].append((cond, dst))
+        for dst, ins in sinks.values():
+            payload = ins[-1][1].payload
+            for cond, src in reversed(ins[:-1]):
+                payload = Mux(cond, src.payload, payload)
+            m.d.comb += [dst.payload.eq(payload),
+                         dst.valid.eq(Cat(*[cond & src.valid for cond, src in ins]).any())]
+        for src, outs in sources.values():
+            m.d.comb += src.ready.eq(Cat(*[cond & dst.ready for cond, dst in outs]).any())
+        engine_done = Signal()
+        m.d.comb += engine_done.eq(mux_tree(seg, [route[i][0].done for i in range(n)]))
 
         n_next = sel([plan.layers[i + 1].in_elements if i + 1 < n else 1 for i in range(n)], name="next_inputs")
         count = Signal(range(max(p.in_elements for p in plan.layers) + 1))
         next_ready = Signal()
-        with m.Switch(seg):
-            for i in range(n - 1):
-                with m.Case(i):
-                    nxt = route[i + 1][0].act_in
-                    m.d.comb += next_ready.eq(nxt.valid & nxt.ready)
+        m.d.comb += next_ready.eq(mux_tree(seg, [route[i + 1][0].act_in.valid & route[i + 1][0].act_in.ready
+                                                 for i in range(n - 1)] + [Const(0, 1)]))
+        starting = Signal()                          # the START state: start the next layer's engine
+        for eng in dict.fromkeys(r[0] for r in route):
+            nexts = [i for i in range(n - 1) if route[i + 1][0] is eng]
+            go = Cat(*[at[i] for i in nexts]).any() & starting if nexts else Const(0, 1)
+            m.d.comb += eng.start.eq(go | ((eng is first) & self.start & ~busy))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += first.start.eq(1)
                     m.d.sync += [busy.eq(1), done.eq(0), self.cycles.eq(0), seg.eq(0), cur.eq(first_shared)]
                     m.next = "RUN"
             with m.State("RUN"):
@@ -258,10 +268,7 @@ class SequencedEngine(wiring.Component):
                     with m.If(count == n_next - 1):
                         m.next = "START"
             with m.State("START"):
-                with m.Switch(seg):
-                    for i in range(n - 1):
-                        with m.Case(i):
-                            m.d.comb += route[i + 1][0].start.eq(1)
+                m.d.comb += starting.eq(1)
                 m.d.sync += seg.eq(seg + 1)
                 m.next = "RUN"
         return m

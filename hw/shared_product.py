@@ -8,6 +8,7 @@ from amaranth.hdl import Module, Shape, Signal, Value, signed, unsigned
 
 from sparsyn.sw.schemes import PackedLayer
 
+from .mux import mux_tree
 from .schemes.base import ProductUnit, make_product
 
 #: Packing metadata that describes the layer's size or schedule, not its PE datapath.
@@ -75,10 +76,7 @@ class SharedProduct(ProductUnit):
         if len(outs) == 1:
             m.d.comb += self.product.eq(outs[0])
             return m
-        with m.Switch(self.layer):
-            for layer, k in enumerate(self.kind):
-                with m.Case(layer):
-                    m.d.comb += self.product.eq(outs[k])
+        m.d.comb += self.product.eq(mux_tree(self.layer, [outs[k] for k in self.kind]))
         return m
 
 

@@ -154,13 +154,8 @@ class KernelWindowFeeder(wiring.Component):
         def per_layer(value_of, name):
             """A word-address term with per-layer constant multiplies (one per geometry, switched by the layer)."""
             sig = Signal(unsigned(abits), name=name)
-            if not multi:
-                m.d.comb += sig.eq(value_of(0))
-            else:
-                with m.Switch(self.layer):
-                    for k in range(len(layers)):
-                        with m.Case(k):
-                            m.d.comb += sig.eq(value_of(k))
+            m.d.comb += sig.eq(value_of(0) if not multi else mux_tree(self.layer, [value_of(k)
+                                                                                  for k in range(len(layers))]))
             return sig
 
         # each row's channel base (c * plane) and each bank's row base ((y // kh) * w)

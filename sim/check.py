@@ -147,6 +147,48 @@ def run_model_layers(compressed, array: ArrayConfig, simulator: str, test_dir: P
     return rows
 
 
+def run_sequenced(model, packed: dict, array: ArrayConfig | None, simulator: str, images, *,
+                  test_dir: Path | None = None, log=None, build_root: Path | None = None) -> dict:
+    """The whole model on the sequenced engine (one shared datapath) in ``simulator``: every logit of every image
+    vs the golden model, every image's cycles vs the exact cycle model. Returns ``{model, simulator, engine,
+    cycles_measured (per image), cycles_model, bit_exact, cycles_exact, outputs_checked, build_s, wall_s}``;
+    raises :class:`BenchFailure` (image / logit / expected / actual and the waveform path) or
+    :class:`CycleMismatch`."""
+    from sparsyn.hw.sequenced_engine import SequencedEngine, plan_sequenced
+    from sparsyn.sw.golden import run_golden
+    check_simulator(simulator)
+    plan = plan_sequenced(model, packed, array)
+    engine = SequencedEngine(plan)
+    batch = torch.as_tensor(np.asarray(images), dtype=torch.int64).reshape(-1, *model.input_shape)
+    expected = run_golden(model, batch)[-1].reshape(batch.shape[0], -1).numpy()
+    flat = batch.reshape(batch.shape[0], -1).numpy()
+    model_all = [int(plan.cycles(x)) for x in flat]
+    bld = build(engine, simulator, f"model_{model.name}".replace("-", "_"), log=log, root=build_root)
+    out_shape = [int(expected.shape[1]), 1, 1]
+    params = {"layer": {"name": model.name, "in_shape": list(model.input_shape), "out_shape": out_shape},
+              "images": flat.tolist(), "expected": expected.tolist(), "timeout_cycles": 2 * max(model_all) + 1000}
+
+    def describe(res):
+        got = np.asarray(res.get("outputs") or [], dtype=np.int64)
+        for i in range(min(len(got), len(expected))):
+            bad = np.nonzero(got[i] != expected[i])[0]
+            if len(bad):
+                j = int(bad[0])
+                return (f"model {model.name} ({simulator}): image {i}, output {model.layers[-1].name} element {j}: "
+                        f"expected {expected[i][j]}, got {got[i][j]}")
+        return None
+
+    res = run_bench(bld, ENGINE_BENCH, params, test_dir=test_dir, describe=describe)
+    for i, (measured, want) in enumerate(zip(res["cycles"], model_all)):
+        if measured != want:
+            raise CycleMismatch(f"model {model.name} ({simulator}): image {i} took {measured} cycles, the cycle model "
+                                f"says {want}")
+    return {"model": model.name, "simulator": simulator, "engine": "sequenced", "cycles_measured": res["cycles"],
+            "cycles_model": model_all, "bit_exact": True, "cycles_exact": True,
+            "outputs_checked": res["outputs_checked"], "build_s": bld.build_s, "build_cached": bld.cached,
+            "wall_s": res["wall_s"]}
+
+
 def model_inputs(model, images: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``images`` digits test images quantized with the model's input scale, and every layer's golden output."""
     from sparsyn.sw.data import digits

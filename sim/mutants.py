@@ -79,6 +79,14 @@ MUTANTS = [
            "pattern PE: the zero id multiplies its (ignored) weights"),
     Mutant("pack_swapped_entries", "sw/array_format.py", "bits |= e << (col * ew)", "bits |= e << ((c - 1 - col) * ew)",
            ("tests/test_sw_manifest.py", "tests/test_hw_engine.py"), "array ROM format: PE columns swapped in a word"),
+    Mutant("sequenced_handover_short", "hw/sequenced_engine.py", "with m.If(count == n_next - 1):",
+           "with m.If(count == n_next - 2):", ("tests/test_hw_sequenced_engine.py::test_whole_model_on_one_datapath",),
+           "sequenced engine: the next layer starts one input element early"),
+    Mutant("per_layer_select_first", "hw/per_layer.py",
+           "self.m.d.comb += sig.eq(mux_tree(self.layer, [Const(v, shape) for v in values]))",
+           "self.m.d.comb += sig.eq(Const(values[0], shape))",
+           ("tests/test_hw_sequenced_engine.py::test_whole_model_on_one_datapath",),
+           "shared datapath: every layer gets the first layer's constants"),
 ]
 
 

@@ -11,3 +11,32 @@ def simulator(request) -> str:
     if reason:
         pytest.skip(reason)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def compressed_digits():
+    """``compressed_digits(scheme, array, **opts) -> (qmodel, packed)``: the default digits model compressed as
+    ``sparsyn compress`` does, once per configuration in the test session (short schedules keep it quick)."""
+    from sparsyn.sim.check import compressed_default
+    from sparsyn.sw.schemes import get_scheme
+    cache = {}
+
+    def get(scheme, array, **opts):
+        key = (scheme, str(array), tuple(sorted(opts.items())))
+        if key not in cache:
+            qmodel, packed, _, _ = compressed_default(get_scheme(scheme)(array=array, **opts), images=1)
+            cache[key] = (qmodel, packed)
+        return cache[key]
+    return get
+
+
+#: Short compression schedules per scheme for tests of the hardware (the structure, not the accuracy, is tested).
+QUICK_OPTS = {"dense": {}, "packcnn": {"prune_steps": 1, "finetune_epochs": 1},
+              "tight": {"alpha": 2, "prune_steps": 1, "finetune_epochs": 1, "anneal_steps": 20},
+              "ternary": {"penalty_epochs": 2, "finetune_epochs": 2},
+              "permdiag": {"p": 4, "epochs": 2}, "pattern": {"prune_steps": 2, "finetune_epochs": 1}}
+
+
+@pytest.fixture(scope="session")
+def quick_opts():
+    return QUICK_OPTS

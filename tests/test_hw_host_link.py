@@ -563,3 +563,13 @@ def test_framer_bytes_are_encode_frame():
     sim.add_testbench(bench)
     sim.run()
     assert bytes(out) == b"".join(lp.encode_frame(c, p) for c, p in replies)
+
+
+def test_bad_crc_proof_is_not_vacuous(tmp_path):
+    """The 'bad CRC never executes' harness with every END good instead: SymbiYosys finds a write / run (the
+    harness can reach the bus and the engine within its depth)."""
+    from sparsyn.sim import formal
+    proof = formal.Proof("mutant", "bad_crc_ignored", lambda: formal._bad_crc_never_executes_harness(ignore_crc=True),
+                         mode="bmc", depth=28)
+    row = formal.run_proof(proof, tmp_path, timeout=300)
+    assert row["status"] == "fail", open(row["log"]).read()[-2000:]

@@ -10,25 +10,23 @@ from sparsyn.sw.golden import quantize_input, run_golden
 from sparsyn.sw.schedule import ArrayConfig
 
 
-def _default(scheme, array, **opts):
-    """The default digits model compressed with ``scheme`` (as ``sparsyn compress`` does) and the data."""
-    from sparsyn.sim.check import compressed_default
+SCHEMES = ["dense", "packcnn", "tight", "ternary", "permdiag", "pattern"]
+
+
+@pytest.fixture
+def default(compressed_digits, quick_opts):
+    """``default(scheme) -> (qmodel, packed, digits)``: the digits model compressed (short schedules) for 2x2."""
     from sparsyn.sw.data import digits
-    from sparsyn.sw.schemes import get_scheme
-    model, packed, _, _ = compressed_default(get_scheme(scheme)(array=array, **opts), images=1)
-    return model, packed, digits()
+
+    def get(scheme):
+        return (*compressed_digits(scheme, ArrayConfig(2, 2), **quick_opts[scheme]), digits())
+    return get
 
 
-# short compression schedules: the structure, not the accuracy, is under test
-@pytest.mark.parametrize("scheme,opts", [("dense", {}), ("packcnn", {"prune_steps": 1, "finetune_epochs": 1}),
-                                         ("tight", {"alpha": 2, "prune_steps": 1, "finetune_epochs": 1,
-                                                    "anneal_steps": 20}),
-                                         ("ternary", {"penalty_epochs": 2, "finetune_epochs": 2}),
-                                         ("permdiag", {"p": 4, "epochs": 2}),
-                                         ("pattern", {"prune_steps": 2, "finetune_epochs": 1})])
-def test_whole_model_on_one_datapath(scheme, opts):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_whole_model_on_one_datapath(scheme, default):
     array = ArrayConfig(2, 2)
-    model, packed, data = _default(scheme, array, **opts)
+    model, packed, data = default(scheme)
     plan = plan_sequenced(model, packed, array)
     engine = SequencedEngine(plan)
     x = quantize_input(data.test_x[:2], model.input_scale)
@@ -50,11 +48,11 @@ def test_whole_model_on_one_datapath(scheme, opts):
         assert len(engine.own) == 1 and len(plan.shared) == 2
 
 
-def test_one_array_and_memories_for_all_layers():
+def test_one_array_and_memories_for_all_layers(default):
     """The shared datapath builds the array once and lays the layers' ROMs end to end, word for word."""
     from amaranth.hdl import Fragment
     array = ArrayConfig(2, 2)
-    model, packed, _ = _default("dense", array)
+    model, packed, _ = default("dense")
     plan = plan_sequenced(model, packed, array)
     engine = SequencedEngine(plan)
     Fragment.get(engine, None)
@@ -68,11 +66,23 @@ def test_one_array_and_memories_for_all_layers():
     assert plan.rom_bits == sum(pk.rom_bits for pk in packed.values())
 
 
-def test_refuses_what_it_cannot_share():
+def test_refuses_what_it_cannot_share(default):
     """Layers with lane-descriptor ROMs and layers with implicit rows (another feed) cannot share the control."""
     array = ArrayConfig(2, 2)
-    model, packed, _ = _default("pattern", array, prune_steps=2, finetune_epochs=1)
-    _, dense, _ = _default("dense", array)
+    model, packed, _ = default("pattern")
+    _, dense, _ = default("dense")
     mixed = dict(packed, conv1=dense["conv1"])
     with pytest.raises(SparsynError, match=r"row feeds \['channels', 'lanes', 'window'\], some with lane descriptor"):
         plan_sequenced(model, mixed, array)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_whole_model_rtl_on_both_simulators(scheme, simulator, default, tmp_path):
+    """The sequenced engine's Verilog on Icarus and Verilator (cocotb, the engine bench's scoreboard): every logit
+    of every image bit-exact, every image's cycles = the cycle model."""
+    from sparsyn.sim.check import model_inputs, run_sequenced
+    model, packed, _ = default(scheme)
+    x, _ = model_inputs(model, 2)
+    res = run_sequenced(model, packed, ArrayConfig(2, 2), simulator, x, test_dir=tmp_path)
+    assert res["bit_exact"] and res["cycles_exact"] and res["outputs_checked"] == 20
+    assert res["cycles_measured"] == res["cycles_model"]
