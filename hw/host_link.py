@@ -128,7 +128,7 @@ class LinkController(wiring.Component):
     IDENTIFY / CYCLES are answered. A RUN while ``busy`` is high also gets BUSY.
 
     Latency: a reply header is offered 3 cycles after END (IDENTIFY, CYCLES, errors), after the 8-cycle header
-    load + 1 check (READ), or after 2 cycles per written byte (WRITE); a reply payload byte every 3 cycles at
+    load + 2 cycles of bounds check + 1 check (READ), or after 2 cycles per written byte (WRITE); a reply payload byte every 3 cycles at
     most (FETCH, CAPTURE, SEND) — far faster than the UART. Throughput: one request at a time.
 
     Parameters
@@ -224,16 +224,20 @@ class LinkController(wiring.Component):
 
         # bounds: address + n <= size of the region (with the access the command needs); one adder for both
         # commands, on the address bits a region can have (the upper ones must be 0)
+        # Pipelined over the BOUNDS_SUM / BOUNDS_CMP states (the adder, then the compares, each into a register), so the check is not
+        # one long path into the FSM: the request's header is stable from the end of LOAD on.
         is_write = cmd == WRITE
         xfer = Signal(16)
         end = Signal(max(aw, 16) + 1)
-        m.d.comb += [xfer.eq(Mux(is_write, slot_len - WRITE_HEADER, count)), end.eq(address[:aw] + xfer)]
-        in_bounds = Const(0)
+        m.d.comb += xfer.eq(Mux(is_write, slot_len - WRITE_HEADER, count))
+        m.d.sync += end.eq(address[:aw] + xfer)
+        in_bounds_now = Const(0)
         for r in plan.regions:
             if r.writable or r.readable:
                 allowed = is_write if not r.readable else (~is_write if not r.writable else 1)
-                in_bounds = in_bounds | ((region == r.id) & allowed & (end <= r.size))
-        in_bounds = in_bounds & (address[aw:] == 0)
+                in_bounds_now = in_bounds_now | ((region == r.id) & allowed & (end <= r.size))
+        in_bounds, too_long = Signal(), Signal()
+        m.d.sync += [in_bounds.eq(in_bounds_now & (address[aw:] == 0)), too_long.eq(count > maxp)]
 
         engine_busy = running | self.busy
         with m.FSM():
@@ -283,7 +287,11 @@ class LinkController(wiring.Component):
                 with m.If(load != 0):
                     m.d.sync += head.eq(Cat(head[8:], rp.data))
                 with m.If(load == READ_LENGTH):
-                    m.next = "CHECK"
+                    m.next = "BOUNDS_SUM"
+            with m.State("BOUNDS_SUM"):             # end = address + n, registered
+                m.next = "BOUNDS_CMP"
+            with m.State("BOUNDS_CMP"):             # the compares against the regions, registered
+                m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(cmd == WRITE):
                     with m.If(~in_bounds):
@@ -294,7 +302,7 @@ class LinkController(wiring.Component):
                         m.d.sync += [addr.eq(address), widx.eq(WRITE_HEADER)]
                         m.next = "COMMIT_RD"
                 with m.Else():
-                    with m.If(count > maxp):
+                    with m.If(too_long):
                         error(ErrorCode.BAD_LENGTH)
                     with m.Elif(~in_bounds):
                         error(ErrorCode.BAD_ADDRESS)

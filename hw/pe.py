@@ -74,7 +74,9 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.product = product = self.product
-        entry = Signal(self.entry_layout)
+        # data registers without reset (like the x pass-through and the product register): yosys packs the ones
+        # around a multiplier into the DSP block, whose paths nextpnr then times
+        entry = Signal(self.entry_layout, reset_less=True)
         with m.If(self.load):
             m.d.sync += entry.eq(self.entry_in)
         m.d.comb += [product.entry.eq(entry), product.x.eq(self.x_in)]
@@ -82,7 +84,7 @@ class ProcessingElement(wiring.Component):
             m.d.comb += product.layer.eq(self.layer)
         prod = product.product
         if self.pipelined:
-            prod = Signal.like(product.product, name="prod")
+            prod = Signal.like(product.product, name="prod", reset_less=True)
             m.d.sync += prod.eq(product.product)
         m.d.sync += self.x_out.eq(self.x_in)
         if self.phases == 1:

@@ -68,13 +68,15 @@ class RequantUnit(wiring.Component):
         m.d.sync += [shifts[s].eq(shifts[s - 1]) for s in range(1, len(shifts))]
 
         # 1: input registers
-        acc = Signal(signed(ACC_BITS))
-        mult = Signal(unsigned(MULT_BITS))
+        # the multipliers' input and output registers are reset-less data registers, so yosys can pack them into
+        # the DSP blocks (an iCE40 SB_MAC16 with its registers is timed by nextpnr; a combinational one is not)
+        acc = Signal(signed(ACC_BITS), reset_less=True)
+        mult = Signal(unsigned(MULT_BITS), reset_less=True)
         m.d.sync += [acc.eq(self.i.payload.acc), mult.eq(self.i.payload.mult)]
 
         # 2: two half products (registered), rounding constant 2**(shift-1) (shift >= 1)
-        p_hi = Signal(signed(ACC_BITS - _HALF + MULT_BITS + 1))
-        p_lo = Signal(unsigned(_HALF + MULT_BITS))
+        p_hi = Signal(signed(ACC_BITS - _HALF + MULT_BITS + 1), reset_less=True)
+        p_lo = Signal(unsigned(_HALF + MULT_BITS), reset_less=True)
         half = Signal(unsigned(MAX_SHIFT))
         m.d.sync += [p_hi.eq(acc[_HALF:].as_signed() * mult),
                      p_lo.eq(acc[:_HALF] * mult),
