@@ -40,6 +40,9 @@ def add_parser(sub):
                         "it); selftest (the default with --layer): a built-in image through the engine, pass / fail "
                         "LED, no host needed")
     p.add_argument("--baud", type=int, metavar="RATE", help="UART rate of the inference top (default 1000000)")
+    p.add_argument("--weights", choices=("auto", "ebr", "spram"), default="auto",
+                   help="inference top: weights in block RAM from the bitstream (ebr), in the iCE40UP's SPRAM loaded "
+                        "by 'sparsyn infer' over the link (spram), or auto (default: EBR when they fit)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
     p.set_defaults(func=run)
 
@@ -64,5 +67,5 @@ def run(args) -> int:
         raise SparsynError("--layer is a self-test option; the inference top runs the whole model (use --top selftest)")
     build_board(args.board, manifest=args.manifest, array=args.array, layer=args.layer, out=args.out,
                 progress=not args.no_progress, dsp=args.dsp, fmax_target_mhz=args.clock_target, top=args.top,
-                baud=args.baud)
+                baud=args.baud, weights=args.weights)
     return 0

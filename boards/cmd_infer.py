@@ -16,6 +16,8 @@ def add_parser(sub):
     p.add_argument("--images", type=int, default=10, metavar="N", help="test images (default 10)")
     p.add_argument("--baud", type=int, default=None, metavar="RATE", help="UART rate the bitstream was built with "
                    "(default 1000000)")
+    p.add_argument("--weights", choices=("auto", "ebr", "spram"), default="auto",
+                   help="as given to 'sparsyn build' (spram: the weights are loaded over the link first)")
     p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="seconds to wait for a reply (default 2)")
     p.add_argument("--report", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=run)
@@ -31,7 +33,7 @@ def run(args) -> int:
     if not Path(args.manifest).exists():
         raise SparsynError(f"manifest {args.manifest} does not exist; create one with 'sparsyn compress --out DIR'")
     report = run_infer(args.manifest, args.board, args.port, images=args.images, baud=args.baud or DEFAULT_BAUD,
-                       timeout_s=args.timeout)
+                       timeout_s=args.timeout, weights=args.weights)
     print(format_infer(report))
     if args.report:
         write_json(Path(args.report), report)

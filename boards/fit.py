@@ -39,6 +39,9 @@ class MemoryUse:
     copies: int = 1
     blocks: int = 0
     logic_bits: int = 0
+    #: where it goes: ``"bram"`` (EBR / DP16KD), ``"spram"`` (a weight store's SPRAM), ``"logic"`` (async reads)
+    kind: str = "bram"
+    spram_blocks: int = 0
 
     @property
     def bits(self) -> int:
@@ -76,8 +79,13 @@ def estimate(device: Device, memories: list[MemoryUse]) -> list[MemoryUse]:
     """Fill in copies / blocks / logic bits of each memory for ``device``'s family."""
     ports = BRAM_PORTS[device.family]
     for mem in memories:
+        if ".wstore." in f".{mem.path}.":
+            # a SpramStore's bank: one SB_SPRAM256KA per 16 K words (the behavioural model elsewhere)
+            mem.kind, mem.copies, mem.blocks = "spram", 1, 0
+            mem.spram_blocks = -(-mem.depth // 16384)
+            continue
         if mem.comb_reads or mem.sync_reads == 0:
-            mem.copies, mem.blocks, mem.logic_bits = 1, 0, mem.bits
+            mem.copies, mem.blocks, mem.logic_bits, mem.kind = 1, 0, mem.bits, "logic"
             continue
         per_block = ports if (mem.writes == 0 or ports == 1) else 1
         mem.copies = -(-mem.sync_reads // per_block)
@@ -93,6 +101,10 @@ def check_fit(device: Device, memories: list[MemoryUse], where: str = "", advice
     estimate(device, memories)
     blocks = sum(m.blocks for m in memories)
     logic_bits = sum(m.logic_bits for m in memories)
+    sprams = sum(m.spram_blocks for m in memories)
+    if sprams > device.spram_blocks:
+        raise SparsynError(f"design does not fit: its weight store needs {sprams} SPRAMs but {where or device.name} "
+                           f"has {device.spram_blocks}; use a smaller model or a smaller --array")
     where = where or device.name
     advice = advice or "use a smaller --array or --layer, or a board with a bigger FPGA (e.g. ulx3s-85f)"
     biggest = sorted(memories, key=lambda m: (m.blocks, m.bits), reverse=True)[:3]
@@ -106,6 +118,7 @@ def check_fit(device: Device, memories: list[MemoryUse], where: str = "", advice
         raise SparsynError(f"design does not fit: {logic_bits} bits of asynchronously read memory ({parts}) "
                            f"need flip-flops but {where} has {device.ffs}; {advice}")
     return {"bram_blocks": blocks, "bram_blocks_available": device.bram_blocks,
+            "spram_blocks": sprams, "spram_blocks_available": device.spram_blocks,
             "bram_kbits_each": device.bram_kbits, "logic_bits": logic_bits,
             "memory_bits": sum(m.bits * m.copies for m in memories),
             "memories": [{**asdict(m), "bits": m.bits} for m in memories]}

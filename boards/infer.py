@@ -52,17 +52,30 @@ class InferenceDesign:
     design_hash: bytes
     model_hash: bytes
     note: str = ""
+    #: where the shared datapath's weights are: ``"ebr"`` (in the bitstream) or ``"spram"`` (loaded by the host)
+    weights_in: str = "ebr"
+    fit: dict | None = None
 
     def core(self):
         """A fresh InferenceCore (engine + host link) of this design."""
         from sparsyn.hw.inference import InferenceCore
-        return InferenceCore(_build_engine(self.engine_kind, self.plan), self.identity, divisor=self.divisor)
+        return InferenceCore(_build_engine(self.engine_kind, self.plan, self.weights_in), self.identity,
+                             divisor=self.divisor)
+
+    @property
+    def weight_image(self) -> bytes:
+        """The bytes the host writes into the SPRAM weight store (empty with the weights in EBR)."""
+        if self.weights_in != "spram":
+            return b""
+        from sparsyn.hw.spram import spram_image
+        roms = [p.packed.roms["weights"] for p in self.plan.shared]
+        return spram_image([w for r in roms for w in r.words], max(r.width for r in roms))
 
 
-def _build_engine(kind: str, plan):
+def _build_engine(kind: str, plan, weights_in: str = "ebr"):
     if kind == "sequenced":
         from sparsyn.hw.sequenced_engine import SequencedEngine
-        return SequencedEngine(plan)
+        return SequencedEngine(plan, weights_in=weights_in)
     from sparsyn.hw.model_engine import ModelEngine
     return ModelEngine(plan)
 
@@ -79,34 +92,63 @@ def plan_engine(model, packed, array=None):
     return "per-layer", plan_model(model, packed, array), note
 
 
-def design_hash(doc: dict, *, board: str, baud: int, engine: str) -> bytes:
+def design_hash(doc: dict, *, board: str, baud: int, engine: str, weights_in: str = "ebr") -> bytes:
     """The 8-byte digest a board's inference bitstream answers IDENTIFY with: the manifest's seal, the board,
     the baud rate, the engine and the sparsyn sources (a bitstream from other sources may be other RTL)."""
     from .sweep import source_hash
     text = json.dumps({"seal": doc.get("seal"), "board": board, "baud": int(baud), "engine": engine,
-                       "top": "inference", "source": source_hash()}, sort_keys=True)
+                       "weights": weights_in, "top": "inference", "source": source_hash()}, sort_keys=True)
     return hashlib.sha256(text.encode()).digest()[:8]
 
 
-def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=None, log=print) -> InferenceDesign:
-    """Plan the inference top of ``manifest`` for ``board`` (one-line refusals; nothing is built)."""
+def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=None, weights: str = "auto",
+                     log=print) -> InferenceDesign:
+    """Plan the inference top of ``manifest`` for ``board`` (one-line refusals; nothing is built). ``weights``:
+    ``ebr`` (in the bitstream), ``spram`` (iCE40UP: loaded by the host over the link from the same ROM files) or
+    ``auto`` (EBR when the design fits the block RAMs, else SPRAM)."""
     from sparsyn.hw.inference import inference_identity
     from sparsyn.sw.manifest import load_manifest, resolve_array
     b = get_board(board)
     board_uart(b)
+    if weights not in ("auto", "ebr", "spram"):
+        raise SparsynError(f"--weights must be auto, ebr or spram, not {weights!r}")
     divisor = link_divisor(b, baud)
     model, packed, doc = load_manifest(Path(manifest))
     arr = resolve_array(doc, array)
     kind, plan, note = plan_engine(model, packed, arr)
     if note:
         log(f"engine: per-layer ModelEngine ({note})")
-    dh = design_hash(doc, board=b.name, baud=baud, engine=kind)
+    if weights == "spram" and (kind != "sequenced" or not b.dev.spram_blocks):
+        raise SparsynError(f"--weights spram needs the sequenced engine on an iCE40UP board ({b.name}: "
+                           f"{b.dev.spram_blocks} SPRAMs, engine {kind}); use --weights ebr")
     mh = bytes.fromhex(str(doc.get("seal", "")).split(":")[-1][:16] or "00")
     earr = plan.array if kind == "sequenced" else plan.segments[0].engine.array
-    ident = inference_identity(design_hash=dh, model_hash=mh, array=earr,
-                               in_elements=_in_elements(kind, plan), out_elements=_out_elements(kind, plan),
-                               max_payload=MAX_PAYLOAD)
-    return InferenceDesign(b, int(baud), divisor, kind, plan, ident, dh, mh, note)
+
+    def design(where: str) -> InferenceDesign:
+        dh = design_hash(doc, board=b.name, baud=baud, engine=kind, weights_in=where)
+        d = InferenceDesign(b, int(baud), divisor, kind, plan, None, dh, mh, note, where)
+        d.identity = inference_identity(design_hash=dh, model_hash=mh, array=earr,
+                                        in_elements=_in_elements(kind, plan), out_elements=_out_elements(kind, plan),
+                                        max_payload=MAX_PAYLOAD, weight_bytes=len(d.weight_image))
+        return d
+
+    if weights != "auto":
+        return design(weights)
+    first = design("ebr")
+    if kind != "sequenced" or not b.dev.spram_blocks:
+        return first
+    from .fit import check_fit, memory_census
+    try:
+        first.fit = check_fit(b.dev, memory_census(first.core()), where=f"the {b.device} on {b.name}")
+        return first
+    except SparsynError as err:
+        second = design("spram")
+        try:
+            second.fit = check_fit(b.dev, memory_census(second.core()), where=f"the {b.device} on {b.name}")
+        except SparsynError:
+            raise err from None
+        log(f"weights: in SPRAM (loaded over the host link), the block RAMs do not hold them ({err})")
+        return second
 
 
 def _in_elements(kind, plan) -> int:
@@ -179,7 +221,7 @@ def test_images(model, count: int, data=None):
 
 
 def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = DEFAULT_BAUD, timeout_s: float = 2.0,
-              log=print) -> dict:
+              weights: str = "auto", log=print) -> dict:
     """``sparsyn infer``: stream test images through the board, check every logit against the golden model."""
     import torch
 
@@ -188,7 +230,7 @@ def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = 
     from sparsyn.sw.link_client import LinkClient
     from sparsyn.sw.manifest import load_manifest
     from sparsyn.hw.inference import REGION_INPUT, REGION_OUTPUT
-    design = inference_design(manifest, board, baud=baud, log=log)
+    design = inference_design(manifest, board, baud=baud, weights=weights, log=log)
     model, packed, doc = load_manifest(Path(manifest))
     x, labels = test_images(model, images)
     gold = run_golden(model, x)[-1].numpy().reshape(len(x), -1)
@@ -201,6 +243,14 @@ def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = 
         run_timeout = 4 * design.plan.cycle_model["total"] / design.board.clock_hz + timeout_s
     with LinkClient(transport, timeout_s=timeout_s, run_timeout_s=run_timeout) as client:
         check_identity(client.identify(), design, port, manifest)
+        weight_load_s = 0.0
+        if design.weights_in == "spram":
+            from sparsyn.hw.inference import REGION_WEIGHTS
+            image = design.weight_image
+            log(f"loading {len(image)} bytes of weights (the manifest's ROM words) into the board's SPRAM")
+            t0 = time.perf_counter()
+            client.write(REGION_WEIGHTS, 0, image)
+            weight_load_s = time.perf_counter() - t0
         expect_cycles = None
         for i in range(len(x)):
             img = x[i].numpy().reshape(-1).astype(np.int64)
@@ -232,7 +282,8 @@ def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = 
               "wall_s_per_image": float(np.mean([r["write_s"] + r["run_s"] + r["read_s"] for r in rows])),
               "link_bytes_per_image": link_bytes,
               "link_us_per_image": link_bytes * 10 / design.baud * 1e6,
-              "rows": rows}
+              "weights_in": design.weights_in, "weight_bytes_loaded": len(design.weight_image),
+              "weight_load_s": weight_load_s, "rows": rows}
     return report
 
 

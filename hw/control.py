@@ -19,6 +19,42 @@ if TYPE_CHECKING:
     from .plan import LayerPlan
 
 
+class ByteWrite(wiring.Signature):
+    """A byte write port from the writer's side (the host link loading a memory).
+
+    Parameters
+    ----------
+    addr_width : int — address bits (>= 1), keyword or positional.
+
+    Interface attributes
+    --------------------
+    addr : Out(addr_width); data : Out(8); en : Out(1)
+    """
+
+    def __init__(self, addr_width: int):
+        self._addr_width = operator.index(addr_width)
+        if self._addr_width < 1:
+            raise ValueError(f"addr_width must be at least 1, not {addr_width!r}")
+        super().__init__({"addr": Out(self._addr_width), "data": Out(8), "en": Out(1)})
+
+    @property
+    def addr_width(self) -> int:
+        return self._addr_width
+
+    def __eq__(self, other):
+        return isinstance(other, ByteWrite) and other.addr_width == self.addr_width
+
+    def __repr__(self):
+        return f"ByteWrite({self._addr_width})"
+
+
+class _StoreReadPort:
+    """A weight store's read side with a memory read port's names (``addr``, ``data``)."""
+
+    def __init__(self, store):
+        self.addr, self.data = store.r_addr, store.r_data
+
+
 class LayerControl(wiring.Component):
     """Walks the pass table of one layer per image and drives the datapath.
 
@@ -54,6 +90,8 @@ class LayerControl(wiring.Component):
         preload; >= 2: the pass-table read ahead).
     last_pass : int
         Cycles of a section's last pass (>= 2), up to the last accumulator write.
+    weights_in : ``"ebr"`` (default: block RAM initialised from the ``weights`` ROMs) or ``"spram"`` (a
+        :class:`~.spram.SpramStore` the host loads with the same words over ``weights_load``; read the same way).
 
     Attributes
     ----------
@@ -80,6 +118,8 @@ class LayerControl(wiring.Component):
     requant_busy : In(1)
     publish : Out(1)
         Done: the output buffer may be read.
+    weights_load : In(ByteWrite) (only with ``weights_in="spram"``)
+        Byte writes into the weight store (:func:`~.spram.spram_image` layout), taken while not busy.
     rom_memories : dict
         ``{"weights", "lanes", "passes"[, "ids"]: Memory}``, initialised from the layer's ROMs; with
         split entries (``index_bits`` > 0) the ``ids`` memory is read at the weights' address and each PE
@@ -105,9 +145,13 @@ class LayerControl(wiring.Component):
         """Cycles of the LOAD phase: R lane-descriptor words read, the last one arrives ``rom_latency`` later."""
         return rows + cls.rom_latency
 
-    def __init__(self, plan: LayerPlan | list, *, pass_period, last_pass):
+    def __init__(self, plan: LayerPlan | list, *, pass_period, last_pass, weights_in: str = "ebr"):
         self.plans = plans = as_list(plan)
         self.plan = plans[0]
+        if weights_in not in ("ebr", "spram"):
+            raise ValueError(f"weights_in must be 'ebr' or 'spram', not {weights_in!r}")
+        #: where the weight memory is: block RAM initialised from the ROM files, or SPRAM the host loads with them
+        self.weights_in = weights_in
         #: per layer: cycles of a pass followed by another pass of its section / of a section's last pass
         self.pass_period = [operator.index(v) for v in as_list(pass_period)]
         self.last_pass = [operator.index(v) for v in as_list(last_pass)]
@@ -119,7 +163,15 @@ class LayerControl(wiring.Component):
                  + (("ids",) if self.index_bits[0] else ()))
         #: name -> the first word of each layer's ROM in that memory (layers sharing the control: end to end)
         self.rom_base = {name: rom_offsets([p.packed.roms[name] for p in plans]) for name in names}
-        self.rom_memories = {name: rom_memory(*[p.packed.roms[name] for p in plans]) for name in names}
+        self.rom_memories = {name: rom_memory(*[p.packed.roms[name] for p in plans]) for name in names
+                             if not (name == "weights" and weights_in == "spram")}
+        #: the weight memory's words (every layer's ``weights`` ROM end to end) and width
+        self.weight_words = [w for p in plans for w in p.packed.roms["weights"].words]
+        self.weight_width = max(p.packed.roms["weights"].width for p in plans)
+        if weights_in == "spram":
+            from .spram import SpramStore
+            #: the SPRAM weight store (the host loads ``weight_words`` into it, see :func:`~.spram.spram_image`)
+            self.weight_store = SpramStore(self.weight_width, len(self.weight_words))
         R, C = plans[0].array.rows, plans[0].array.cols
         multi = len(plans) > 1
         self.pass_layout = pass_layout = job_layout(plans) if multi else plans[0].layouts["passes"]
@@ -145,6 +197,8 @@ class LayerControl(wiring.Component):
             "job": Out(stream.Signature(requant_job(pass_layout))),
             "requant_busy": In(1),
             "publish": Out(1),
+            **({"weights_load": In(ByteWrite(Shape.cast(self.weight_store.signature.members["w_addr"].shape).width))}
+               if weights_in == "spram" else {}),
         })
 
     @staticmethod
@@ -174,10 +228,17 @@ class LayerControl(wiring.Component):
         load_len = self.load_cycles(R)
         base = {name: sel(v, name=f"{name}_base") for name, v in self.rom_base.items()}
 
-        m.submodules.wmem = wmem = self.rom_memories["weights"]
+        if self.weights_in == "spram":
+            m.submodules.wstore = wmem = self.weight_store
+            w_rd = _StoreReadPort(wmem)
+            m.d.comb += [wmem.w_addr.eq(self.weights_load.addr), wmem.w_data.eq(self.weights_load.data),
+                         wmem.w_en.eq(self.weights_load.en & ~self.busy)]
+        else:
+            m.submodules.wmem = wmem = self.rom_memories["weights"]
+            w_rd = wmem.read_port()
         # one spare word at the end: the table is read one pass ahead (see ``info`` below)
         m.submodules.ptab = ptab = self.rom_memories["passes"]
-        w_rd, pt_rd = wmem.read_port(), ptab.read_port()
+        pt_rd = ptab.read_port()
 
         busy, done, info, bank = self.busy, self.done, self.info, self.bank
         # the phase of the current step (held T cycles); a pass is a whole number of steps, so it is 0 at

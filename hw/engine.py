@@ -102,7 +102,7 @@ class LayerEngine(wiring.Component):
         After done: the N*Ho*Wo outputs in CHW order; the read pointer resets on ``start``.
     """
 
-    def __init__(self, plan: LayerPlan | list):
+    def __init__(self, plan: LayerPlan | list, *, weights_in: str = "ebr"):
         #: the plans of the layers this datapath runs (one for a LayerEngine of its own; several when the
         #: sequenced model engine reuses it layer after layer, see :mod:`.sequenced_engine`)
         self.plans = as_list(plan)
@@ -116,10 +116,21 @@ class LayerEngine(wiring.Component):
         #: in every cycle, so built as each PE's LUT decoder rather than a block RAM), word for word the ROM's
         self.rom_tables: dict[str, list[int]] = {name: list(plan.packed.roms[name].words)
                                                  for name in plan.packed.meta.get("tables", {})}
-        sig = engine_signature()
+        self.weights_in = weights_in
+        S = [p.steps * p.phases for p in self.plans]
+        from .feeders import feeder_class
+        lat = feeder_class(plan.feed).latency
+        R, C = plan.array.rows, plan.array.cols
+        #: the control (built here: its weight store's size is part of the engine's ports)
+        self.control = LayerControl(self.plans[0] if len(self.plans) == 1 else self.plans,
+                                    pass_period=[cyc.pass_period(R, C, s) for s in S],
+                                    last_pass=[cyc.last_pass_cycles(R, C, s, lat) for s in S], weights_in=weights_in)
+        members = dict(engine_signature().members)
         if len(self.plans) > 1:
-            sig = wiring.Signature({**sig.members, "layer_index": In(range(len(self.plans)))})
-        super().__init__(sig)
+            members["layer_index"] = In(range(len(self.plans)))
+        if weights_in == "spram":
+            members["weights_load"] = self.control.signature.members["weights_load"]
+        super().__init__(wiring.Signature(members))
 
     @classmethod
     def plan(cls, layer: QuantLayer, packed: PackedLayer, limits: EngineLimits = EngineLimits()) -> LayerPlan:
@@ -158,9 +169,9 @@ class LayerEngine(wiring.Component):
         m.submodules.acc = acc = AccumulatorBuffer(one, lead=act.latency + arr.latency)
         m.submodules.requant = rq = RequantSequencer(one)
         m.submodules.output = out = OutputBuffer(one)
-        m.submodules.control = ctl = LayerControl(
-            one, pass_period=[cyc.pass_period(R, C, s) for s in S],
-            last_pass=[cyc.last_pass_cycles(R, C, s, act.latency) for s in S])
+        m.submodules.control = ctl = self.control
+        if self.weights_in == "spram":
+            wiring.connect(m, wiring.flipped(self.weights_load), ctl.weights_load)
         for part in (ctl, acc, rq):
             self.rom_memories.update(part.rom_memories)
         if len(plans) > 1:

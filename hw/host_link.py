@@ -166,7 +166,9 @@ class LinkController(wiring.Component):
         maxp = plan.max_payload
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=maxp, init=[])
         m.submodules.identity = rom = memory.Memory(shape=8, depth=len(plan.identity), init=list(plan.identity))
-        wp, rp, rom_rp = buf.write_port(), buf.read_port(), rom.read_port()
+        # the identity is a few dozen bytes: read asynchronously it is LUT logic, not a block RAM (the address k is
+        # set in FETCH, the byte taken in CAPTURE as with the synchronous reads)
+        wp, rp, rom_rp = buf.write_port(), buf.read_port(), rom.read_port(domain="comb")
 
         # ---- receiver: events -> payload buffer + job slot ----------------------------------------------------
         slot_valid, slot_error, slot_crc_ok = Signal(), Signal(), Signal()
@@ -240,6 +242,7 @@ class LinkController(wiring.Component):
         m.d.sync += [in_bounds.eq(in_bounds_now & (address[aw:] == 0)), too_long.eq(count > maxp)]
 
         engine_busy = running | self.busy
+        last_step = Signal()                    # the byte being committed / sent is the last one
         with m.FSM():
             with m.State("IDLE"):
                 m.d.sync += launch_wait.eq(0)
@@ -311,11 +314,12 @@ class LinkController(wiring.Component):
                         reply(READ | REPLY_FLAG, count, SRC_BUS)
             with m.State("COMMIT_RD"):              # the CRC was good: buffer -> bus, one byte per 2 cycles
                 m.d.comb += rp.addr.eq(widx)
+                m.d.sync += last_step.eq(widx + 1 == slot_len)      # registered: off the FSM's decision path
                 m.next = "COMMIT_WR"
             with m.State("COMMIT_WR"):
                 m.d.comb += self.bus.w_en.eq(1)
                 m.d.sync += [addr.eq(addr + 1), widx.eq(widx + 1)]
-                with m.If(widx + 1 == slot_len):
+                with m.If(last_step):
                     reply(WRITE | REPLY_FLAG, 0, SRC_ERROR)
                 with m.Else():
                     m.next = "COMMIT_RD"
@@ -334,6 +338,7 @@ class LinkController(wiring.Component):
                 m.d.comb += self.bus.r_en.eq(src == SRC_BUS)
                 m.next = "CAPTURE"
             with m.State("CAPTURE"):
+                m.d.sync += last_step.eq(k + 1 == reply_len)
                 with m.Switch(src):
                     with m.Case(SRC_ERROR):
                         m.d.sync += out_byte.eq(error_word.word_select(k[0], 8))
@@ -349,7 +354,7 @@ class LinkController(wiring.Component):
                 with m.If(self.reply_data.ready):
                     m.d.sync += [k.eq(k + 1), addr.eq(addr + 1)]
                     m.next = "FETCH"
-                    with m.If(k + 1 == reply_len):
+                    with m.If(last_step):
                         m.next = "FINISH"
             with m.State("FINISH"):
                 with m.If(free_slot):

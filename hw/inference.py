@@ -18,21 +18,23 @@ from sparsyn.sw.link_protocol import Identity, Region
 
 from .host_link import HostLink
 
-#: Region ids of the inference core (the IDENTIFY reply lists them with their sizes).
-REGION_INPUT, REGION_OUTPUT = 1, 2
+#: Region ids of the inference core (the IDENTIFY reply lists them with their sizes): the input image, the
+#: outputs, and — when the weights live in SPRAM — the weight store the host loads before the first RUN.
+REGION_INPUT, REGION_OUTPUT, REGION_WEIGHTS = 1, 2, 3
 
 
-def inference_regions(in_elements: int, out_elements: int) -> tuple[Region, ...]:
-    return (Region(REGION_INPUT, in_elements, writable=True, readable=True),
-            Region(REGION_OUTPUT, out_elements, writable=False, readable=True))
+def inference_regions(in_elements: int, out_elements: int, weight_bytes: int = 0) -> tuple[Region, ...]:
+    return ((Region(REGION_INPUT, in_elements, writable=True, readable=True),
+             Region(REGION_OUTPUT, out_elements, writable=False, readable=True))
+            + ((Region(REGION_WEIGHTS, weight_bytes, writable=True, readable=False),) if weight_bytes else ()))
 
 
 def inference_identity(*, design_hash: bytes, model_hash: bytes, array, in_elements: int, out_elements: int,
-                       max_payload: int = 256) -> Identity:
+                       max_payload: int = 256, weight_bytes: int = 0) -> Identity:
     """The IDENTIFY reply of an inference core (what :class:`InferenceCore` answers and the host expects)."""
     return Identity(design_hash=bytes(design_hash)[:8].ljust(8, b"\0"), rows=array.rows, cols=array.cols,
                     lanes=array.lanes, model_hash=bytes(model_hash)[:8].ljust(8, b"\0"), max_payload=max_payload,
-                    regions=inference_regions(in_elements, out_elements))
+                    regions=inference_regions(in_elements, out_elements, weight_bytes))
 
 
 class InferenceCore(wiring.Component):
@@ -61,8 +63,9 @@ class InferenceCore(wiring.Component):
         self.divisor = operator.index(divisor)
         self.timeout_cycles = timeout_cycles
         self.in_elements, self.out_elements = engine.in_elements, engine.out_elements
-        if identity.regions != inference_regions(self.in_elements, self.out_elements):
-            raise ValueError("the identity's regions are not this engine's input / output sizes")
+        self.weight_bytes = len(engine.weight_image) if "weights_load" in engine.signature.members else 0
+        if identity.regions != inference_regions(self.in_elements, self.out_elements, self.weight_bytes):
+            raise ValueError("the identity's regions are not this engine's input / output / weight store sizes")
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "running": Out(1), "runs": Out(16)})
 
     def elaborate(self, platform):
@@ -77,18 +80,22 @@ class InferenceCore(wiring.Component):
 
         m.submodules.in_mem = in_mem = Memory(shape=unsigned(8), depth=max(n_in, 2), init=[])
         m.submodules.out_mem = out_mem = Memory(shape=unsigned(8), depth=max(n_out, 2), init=[])
-        in_wr, in_rd, in_host = in_mem.write_port(), in_mem.read_port(), in_mem.read_port()
+        # one read port on the input: the RUN's load streams it, otherwise the host may read it back (one block RAM)
+        in_wr, in_rd = in_mem.write_port(), in_mem.read_port()
         out_wr, out_rd = out_mem.write_port(), out_mem.read_port()
 
         # ---- the host's bus: writes into the input, reads of input / output ---------------------------------------
         bus = link.bus
+        if self.weight_bytes:
+            m.d.comb += [eng.weights_load.addr.eq(bus.addr), eng.weights_load.data.eq(bus.w_data),
+                         eng.weights_load.en.eq(bus.w_en & (bus.region == REGION_WEIGHTS))]
         m.d.comb += [in_wr.addr.eq(bus.addr), in_wr.data.eq(bus.w_data),
                      in_wr.en.eq(bus.w_en & (bus.region == REGION_INPUT)),
-                     in_host.addr.eq(bus.addr), out_rd.addr.eq(bus.addr)]
+                     in_rd.addr.eq(bus.addr), out_rd.addr.eq(bus.addr)]
         from_output = Signal()
         with m.If(bus.r_en):
             m.d.sync += from_output.eq(bus.region == REGION_OUTPUT)
-        m.d.comb += bus.r_data.eq(Mux(from_output, out_rd.data, in_host.data))
+        m.d.comb += bus.r_data.eq(Mux(from_output, out_rd.data, in_rd.data))
 
         # ---- RUN: input memory -> engine -> output memory ---------------------------------------------------------
         ptr = Signal(range(max(n_in, n_out) + 1))

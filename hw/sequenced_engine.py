@@ -143,12 +143,14 @@ class SequencedEngine(wiring.Component):
     cycle_model : dict — :attr:`SequencedPlan.cycle_model`.
     """
 
-    def __init__(self, plan: SequencedPlan):
+    def __init__(self, plan: SequencedPlan, *, weights_in: str = "ebr"):
         self.plan = plan
         self.model = plan.model
         self.cycle_model = plan.cycle_model
         shared = plan.shared
-        self.datapath = LayerEngine(shared)
+        #: where the shared datapath's weights are: ``"ebr"`` (from the bitstream) or ``"spram"`` (loaded by the host)
+        self.weights_in = weights_in
+        self.datapath = LayerEngine(shared if len(shared) > 1 else shared[0], weights_in=weights_in)
         #: the engines of the layers that bring their own (built from their plans, one each)
         self.own = [build_engine(p) for p in plan.layers if not isinstance(p, LayerPlan)]
         # per layer: (engine, index of the layer on the shared datapath or None)
@@ -163,7 +165,18 @@ class SequencedEngine(wiring.Component):
         #: unit j runs the j-th pool after any layer: its pools, and per layer the index among them (or None)
         self.unit_pools = [[p[j] for p in plan.pools if len(p) > j] for j in range(depth)]
         self.units = [MaxPoolUnit(pools) for pools in self.unit_pools]
-        super().__init__(engine_signature())
+        members = dict(engine_signature().members)
+        if weights_in == "spram":
+            members["weights_load"] = self.datapath.signature.members["weights_load"]
+        super().__init__(wiring.Signature(members))
+
+    @property
+    def weight_image(self) -> bytes:
+        """What the host writes into the SPRAM weight store: the ``weights`` ROM words of the shared layers, end to
+        end (:func:`~sparsyn.hw.spram.spram_image`)."""
+        from .spram import spram_image
+        ctl = self.datapath.control
+        return spram_image(ctl.weight_words, ctl.weight_width)
 
     @property
     def in_elements(self) -> int:
@@ -178,6 +191,8 @@ class SequencedEngine(wiring.Component):
         plan, dp, route = self.plan, self.datapath, self.route
         n, n_shared = len(plan.layers), len(plan.shared)
         m.submodules.datapath = dp
+        if self.weights_in == "spram":
+            wiring.connect(m, wiring.flipped(self.weights_load), dp.weights_load)
         for k, eng in enumerate(self.own):
             m.submodules[f"engine_{plan.layers[[r[0] for r in route].index(eng)].layer.name}"] = eng
         for j, unit in enumerate(self.units):
