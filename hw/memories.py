@@ -35,3 +35,29 @@ def rom_offsets(roms) -> list[int]:
         out.append(at)
         at += rom.depth
     return out
+
+
+#: ROMs of at most this many bits are read asynchronously into a register (LUT logic + flip-flops) instead of
+#: occupying a block RAM: a per-channel constants table of a small layer is a few hundred bits.
+SMALL_ROM_BITS = 1024
+
+
+class RegisteredRead:
+    """A read port with a synchronous read's timing (``data`` = the word at ``addr`` one cycle earlier, always
+    enabled) on a memory small enough to be logic: an asynchronous read into a register."""
+
+    def __init__(self, m, mem, name: str):
+        from amaranth.hdl import Signal
+        port = mem.read_port(domain="comb")
+        self.addr = port.addr
+        self.data = Signal.like(port.data, name=f"{name}_data")
+        m.d.sync += self.data.eq(port.data)
+
+
+def rom_read_port(m, mem, name: str):
+    """``mem.read_port()`` (latency 1, always enabled), or a :class:`RegisteredRead` for a ROM of at most
+    :data:`SMALL_ROM_BITS` bits (so it is not worth a block RAM)."""
+    from amaranth.hdl import Shape
+    if Shape.cast(mem.shape).width * mem.depth <= SMALL_ROM_BITS:
+        return RegisteredRead(m, mem, name)
+    return mem.read_port()

@@ -27,7 +27,7 @@ from sparsyn.sw.qmodel import QuantLayer
 from sparsyn.sw.schemes import PackedLayer
 
 from .engine import engine_signature
-from .memories import rom_memory
+from .memories import rom_memory, rom_read_port
 from .mux import mux_tree
 from .nonzero_buffer import NonzeroBuffer
 from .output_buffer import OutputBuffer
@@ -93,8 +93,8 @@ class PermDiagEngine(wiring.Component):
             m.submodules[f"rom_{name}"] = mem
         w_rd = self.rom_memories["weights"].read_port()
         k_rd = self.rom_memories["offsets"].read_port()
-        b_rd = self.rom_memories["bias"].read_port()
-        r_rd = self.rom_memories["requant"].read_port()
+        b_rd = rom_read_port(m, self.rom_memories["bias"], "bias")
+        r_rd = rom_read_port(m, self.rom_memories["requant"], "requant")
 
         m.submodules.nz = nz = NonzeroBuffer(meta["in_channels"], hw, p)
         pes = [PermDiagPE(p, M, depth, ob) for _ in range(P)]
