@@ -125,6 +125,10 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
     earr = plan.array if kind == "sequenced" else plan.segments[0].engine.array
 
     def design(where: str) -> InferenceDesign:
+        if where == "spram":
+            from sparsyn.hw.spram import check_spram_store
+            roms = [p.packed.roms["weights"] for p in plan.shared]
+            check_spram_store(max(r.width for r in roms), sum(r.depth for r in roms), b.dev.spram_blocks)
         dh = design_hash(doc, board=b.name, baud=baud, engine=kind, weights_in=where)
         d = InferenceDesign(b, int(baud), divisor, kind, plan, None, dh, mh, note, where)
         d.identity = inference_identity(design_hash=dh, model_hash=mh, array=earr,
@@ -142,8 +146,8 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
         first.fit = check_fit(b.dev, memory_census(first.core()), where=f"the {b.device} on {b.name}")
         return first
     except SparsynError as err:
-        second = design("spram")
         try:
+            second = design("spram")
             second.fit = check_fit(b.dev, memory_census(second.core()), where=f"the {b.device} on {b.name}")
         except SparsynError:
             raise err from None

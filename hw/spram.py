@@ -37,6 +37,17 @@ def spram_image(words, width: int) -> bytes:
     return b"".join(int(w).to_bytes(n, "little") for w in words)
 
 
+def check_spram_store(width: int, depth: int, sprams: int = UP5K_SPRAMS) -> None:
+    """Refuse (one line) a weight memory that ``sprams`` SPRAMs cannot hold as a :class:`SpramStore`."""
+    from sparsyn.sw.errors import SparsynError
+    width, depth = operator.index(width), operator.index(depth)
+    if spram_banks(width) > sprams:
+        raise SparsynError(f"a {width}-bit weight word needs {spram_banks(width)} SPRAMs side by side, the device has "
+                           f"{sprams}; use --weights ebr or a smaller --array")
+    if depth > SPRAM_DEPTH:
+        raise SparsynError(f"{depth} weight words exceed the {SPRAM_DEPTH} words of a SPRAM; use a smaller model")
+
+
 def _is_ice40up(platform) -> bool:
     return platform is not None and str(getattr(platform, "device", "")).startswith("iCE40UP")
 
@@ -50,7 +61,7 @@ class SpramStore(wiring.Component):
     Parameters
     ----------
     width : int — bits per word (1 .. 64: at most the UP5K's four SPRAMs side by side).
-    depth : int — words (1 .. 16384).
+    depth : int — words (1 .. 16384). Both checked by :func:`check_spram_store` (call it while planning).
 
     Attributes
     ----------
@@ -62,10 +73,7 @@ class SpramStore(wiring.Component):
 
     def __init__(self, width: int, depth: int):
         self.width, self.depth = operator.index(width), operator.index(depth)
-        if not 1 <= self.width <= SPRAM_WIDTH * UP5K_SPRAMS:
-            raise ValueError(f"a SPRAM word of {self.width} bits needs more than {UP5K_SPRAMS} SPRAMs side by side")
-        if not 1 <= self.depth <= SPRAM_DEPTH:
-            raise ValueError(f"{self.depth} words exceed the {SPRAM_DEPTH} of a SPRAM")
+        check_spram_store(self.width, self.depth)      # the plan refuses first (see boards.infer)
         self.banks = spram_banks(self.width)
         self.bytes_per_word = 2 * self.banks
         super().__init__({
