@@ -48,6 +48,15 @@ class ByteWrite(wiring.Signature):
         return f"ByteWrite({self._addr_width})"
 
 
+def weight_store_shape(plans) -> tuple[list[int], int, int]:
+    """The weight memory of layers sharing a control: its words (every ``weights`` ROM end to end), its width, and
+    the byte-address bits of that memory as a SPRAM weight store (:func:`~.spram.spram_image` layout)."""
+    from .spram import spram_banks
+    words = [w for p in plans for w in p.packed.roms["weights"].words]
+    width = max(p.packed.roms["weights"].width for p in plans)
+    return words, width, max(1, (max(len(words) * 2 * spram_banks(width), 2) - 1).bit_length())
+
+
 class _StoreReadPort:
     """A weight store's read side with a memory read port's names (``addr``, ``data``)."""
 
@@ -166,8 +175,7 @@ class LayerControl(wiring.Component):
         self.rom_memories = {name: rom_memory(*[p.packed.roms[name] for p in plans]) for name in names
                              if not (name == "weights" and weights_in == "spram")}
         #: the weight memory's words (every layer's ``weights`` ROM end to end) and width
-        self.weight_words = [w for p in plans for w in p.packed.roms["weights"].words]
-        self.weight_width = max(p.packed.roms["weights"].width for p in plans)
+        self.weight_words, self.weight_width, store_addr_bits = weight_store_shape(plans)
         if weights_in == "spram":
             from .spram import SpramStore
             #: the SPRAM weight store (the host loads ``weight_words`` into it, see :func:`~.spram.spram_image`)
@@ -197,8 +205,7 @@ class LayerControl(wiring.Component):
             "job": Out(stream.Signature(requant_job(pass_layout))),
             "requant_busy": In(1),
             "publish": Out(1),
-            **({"weights_load": In(ByteWrite(Shape.cast(self.weight_store.signature.members["w_addr"].shape).width))}
-               if weights_in == "spram" else {}),
+            **({"weights_load": In(ByteWrite(store_addr_bits))} if weights_in == "spram" else {}),
         })
 
     @staticmethod

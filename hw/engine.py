@@ -43,7 +43,7 @@ from sparsyn.sw.schemes import PackedLayer
 from . import cycles as cyc
 from .accumulator import AccumulatorBuffer
 from .array import SystolicArray
-from .control import LayerControl
+from .control import ByteWrite, LayerControl, weight_store_shape
 from .feeders import feeder_class
 from .layouts import ACT_BITS
 from .output_buffer import OutputBuffer
@@ -121,15 +121,15 @@ class LayerEngine(wiring.Component):
         from .feeders import feeder_class
         lat = feeder_class(plan.feed).latency
         R, C = plan.array.rows, plan.array.cols
-        #: the control (built here: its weight store's size is part of the engine's ports)
-        self.control = LayerControl(self.plans[0] if len(self.plans) == 1 else self.plans,
-                                    pass_period=[cyc.pass_period(R, C, s) for s in S],
-                                    last_pass=[cyc.last_pass_cycles(R, C, s, lat) for s in S], weights_in=weights_in)
+        self._control_args = dict(pass_period=[cyc.pass_period(R, C, s) for s in S],
+                                  last_pass=[cyc.last_pass_cycles(R, C, s, lat) for s in S], weights_in=weights_in)
+        #: the weight memory's words (every layer's ``weights`` ROM end to end) and width (the SPRAM image's source)
+        self.weight_words, self.weight_width, store_addr_bits = weight_store_shape(self.plans)
         members = dict(engine_signature().members)
         if len(self.plans) > 1:
             members["layer_index"] = In(range(len(self.plans)))
         if weights_in == "spram":
-            members["weights_load"] = self.control.signature.members["weights_load"]
+            members["weights_load"] = In(ByteWrite(store_addr_bits))
         super().__init__(wiring.Signature(members))
 
     @classmethod
@@ -169,7 +169,8 @@ class LayerEngine(wiring.Component):
         m.submodules.acc = acc = AccumulatorBuffer(one, lead=act.latency + arr.latency)
         m.submodules.requant = rq = RequantSequencer(one)
         m.submodules.output = out = OutputBuffer(one)
-        m.submodules.control = ctl = self.control
+        # a fresh control (and memories) per elaboration: a board build elaborates the design more than once
+        m.submodules.control = ctl = LayerControl(plans[0] if len(plans) == 1 else plans, **self._control_args)
         if self.weights_in == "spram":
             wiring.connect(m, wiring.flipped(self.weights_load), ctl.weights_load)
         for part in (ctl, acc, rq):

@@ -64,10 +64,10 @@ def _model_total(plan: ModelPlan, x) -> int:
         i = index[seg.engine.layer.name]
         layer_in = x if i == 0 else by_name[plan.model.layers[i - 1].name].reshape(-1)
         totals.append(seg.engine.cycles(np.asarray(layer_in).reshape(-1)))
-    return model_cycles(totals, _handovers(plan.segments))["total"]
+    return model_cycles(totals, handovers(plan.segments))["total"]
 
 
-def _handovers(segments) -> list:
+def handovers(segments) -> list:
     return [(s.engine.layer.n * s.engine.layer.pixels, [maxpool_cycles(p) for p in s.pools]) for s in segments[:-1]]
 
 
@@ -95,7 +95,7 @@ def plan_model(model: QuantModel, packed: dict, array: ArrayConfig | None = None
             raise SparsynError(f"layer {layer.name} of kind {layer.kind} has no hardware unit")
     if not segments:
         raise SparsynError(f"model {model.name} has no conv/linear layer to run")
-    cm = model_cycles([s.engine.model["total"] for s in segments], _handovers(segments))
+    cm = model_cycles([s.engine.model["total"] for s in segments], handovers(segments))
     macs = sum(s.engine.model["useful_macs"] for s in segments)
     # one array's MAC lanes (the widest layer's PE) over the whole run, transfers included
     arr = segments[0].engine.array

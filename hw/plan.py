@@ -201,3 +201,19 @@ def plan_array_layer(layer: QuantLayer, packed: PackedLayer, limits: EngineLimit
     plan.model = cyc.layer_cycles(list(zip(plan.section_passes, plan.section_channels)), array, layer,
                                   plan.steps * plan.phases, FEEDERS[feed].latency, scheme.pe_macs(packed))
     return plan
+
+
+def with_phases(plan: LayerPlan, phases: int) -> LayerPlan:
+    """``plan`` with every step held for ``phases`` cycles (>= its own: a datapath shared with layers whose PE is
+    time-multiplexed over more phases; its own PE adds 0 in the extra ones), the cycle model recomputed."""
+    import dataclasses
+    from .feeders import FEEDERS
+    if phases < plan.phases:
+        raise ValueError(f"layer {plan.layer.name} needs {plan.phases} phases, not {phases}")
+    if phases == plan.phases:
+        return plan
+    new = dataclasses.replace(plan, phases=phases)
+    scheme = get_scheme(plan.packed.scheme)
+    new.model = cyc.layer_cycles(list(zip(new.section_passes, new.section_channels)), new.array, new.layer,
+                                 new.steps * phases, FEEDERS[new.feed].latency, scheme.pe_macs(new.packed))
+    return new

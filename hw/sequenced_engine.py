@@ -37,7 +37,7 @@ from .memories import rom_offsets
 from .model_engine import ModelPlan, plan_model
 from .mux import mux_tree
 from .per_layer import LayerSelect
-from .plan import EngineLimits, LayerPlan
+from .plan import EngineLimits, LayerPlan, with_phases
 from .shared_product import datapath_kinds
 
 
@@ -111,10 +111,19 @@ def plan_sequenced(model: QuantModel, packed: dict, array: ArrayConfig | None = 
     if len(kernels) > 1:
         raise SparsynError(f"model {model.name}: its window-fed layers have kernels {sorted(kernels)}; one window "
                            "feeder shifts one kernel size; use the per-layer ModelEngine")
-    phases = {p.phases for p in plans}
-    if len(phases) > 1:
-        raise SparsynError(f"model {model.name}: its layers hold each step for {sorted(phases)} cycles; one shared "
-                           "array needs the same PE phases in every layer (compress with one setting)")
+    # a time-multiplexed PE datapath (pattern with fewer multipliers than kept weights) holds each step for its
+    # phases; on one array every layer holds its steps for the most phases any layer's datapath needs
+    phases = max(p.phases for p in plans)
+    if any(p.phases != phases for p in plans):
+        plans = [with_phases(p, phases) for p in plans]
+        shared = iter(plans)
+        every = [next(shared) if isinstance(p, LayerPlan) else p for p in every]
+        from .cycles import model_cycles
+        from .model_engine import handovers
+        for seg, p in zip(base.segments, every):
+            seg.engine = p
+        base.cycle_model.update(model_cycles([s.engine.model["total"] for s in base.segments],
+                                             handovers(base.segments)))
     shapes = {(p.array.rows, p.array.cols) for p in plans}
     if len(shapes) > 1:
         raise SparsynError(f"model {model.name}: its layers were packed for different arrays {sorted(shapes)}; "
@@ -175,8 +184,7 @@ class SequencedEngine(wiring.Component):
         """What the host writes into the SPRAM weight store: the ``weights`` ROM words of the shared layers, end to
         end (:func:`~sparsyn.hw.spram.spram_image`)."""
         from .spram import spram_image
-        ctl = self.datapath.control
-        return spram_image(ctl.weight_words, ctl.weight_width)
+        return spram_image(self.datapath.weight_words, self.datapath.weight_width)
 
     @property
     def in_elements(self) -> int:

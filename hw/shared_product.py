@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from amaranth.hdl import Module, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, Value, signed, unsigned
 
 from sparsyn.sw.schemes import PackedLayer
 
@@ -40,8 +40,8 @@ class SharedProduct(ProductUnit):
     layer's (latency 0, like every datapath).
 
     The entry is the widest kind's entry width of raw bits (each kind reads its own layout from the low
-    bits), ``x`` the most lanes of any kind (each reads its first L). All kinds must hold each vector for
-    the same number of phases.
+    bits), ``x`` the most lanes of any kind (each reads its first L). Every vector is held for the most phases of
+    any kind (``phases``); a kind with fewer contributes 0 in the phases beyond its own.
 
     Parameters
     ----------
@@ -55,12 +55,11 @@ class SharedProduct(ProductUnit):
 
     def __init__(self, products: list[ProductUnit], kind: list[int]):
         self.products, self.kind = list(products), [int(k) for k in kind]
-        phases = {p.phases for p in self.products}
-        if len(phases) != 1:
-            raise ValueError(f"datapaths with different phases {sorted(phases)} cannot share an array")
         entry = max(Shape.cast(p.signature.members["entry"].shape).width for p in self.products)
+        # every step is held for the most phases any datapath needs; one with fewer adds 0 in its extra phases
         super().__init__(unsigned(entry), max(p.lanes for p in self.products),
-                         max(p.product_width for p in self.products), phases.pop(), layers=len(self.kind))
+                         max(p.product_width for p in self.products), max(p.phases for p in self.products),
+                         layers=len(self.kind))
 
     def elaborate(self, platform):
         m = Module()
@@ -70,9 +69,12 @@ class SharedProduct(ProductUnit):
             size = Shape.cast(p.signature.members["entry"].shape).width
             m.d.comb += Value.cast(p.entry).eq(Value.cast(self.entry)[:size])
             m.d.comb += [p.x[l].eq(self.x[l]) for l in range(p.lanes)]
-            if self.phases > 1:
+            out = p.product
+            if p.phases > 1:
                 m.d.comb += p.phase.eq(self.phase)
-            outs.append(p.product)
+            if p.phases < self.phases:
+                out = Mux(self.phase < p.phases, p.product, 0)
+            outs.append(out)
         if len(outs) == 1:
             m.d.comb += self.product.eq(outs[0])
             return m

@@ -34,7 +34,9 @@ def compressed_digits():
 QUICK_OPTS = {"dense": {}, "packcnn": {"prune_steps": 1, "finetune_epochs": 1},
               "tight": {"alpha": 2, "prune_steps": 1, "finetune_epochs": 1, "anneal_steps": 20},
               "ternary": {"penalty_epochs": 2, "finetune_epochs": 2},
-              "permdiag": {"p": 4, "epochs": 2}, "pattern": {"prune_steps": 2, "finetune_epochs": 1}}
+              "permdiag": {"p": 4, "epochs": 2}, "pattern": {"prune_steps": 2, "finetune_epochs": 1},
+              # one multiplier per PE: the convs' PEs take 4 phases per step, the linear layer's 2
+              "pattern-m1": {"prune_steps": 2, "finetune_epochs": 1, "mults": 1}}
 
 
 @pytest.fixture(scope="session")
