@@ -12,7 +12,8 @@ from sparsyn.sw.array_format import row_groups
 
 from .layouts import bits_for_range, weight_word
 from .memories import rom_memory, rom_offsets
-from .per_layer import LayerSelect, as_list, select_word
+from .per_layer import LayerSelect, as_list, convert_bits, select_word
+from .shared_product import entry_targets
 from .requant_sequencer import job_layout, requant_job
 
 if TYPE_CHECKING:
@@ -184,8 +185,10 @@ class LayerControl(wiring.Component):
         multi = len(plans) > 1
         self.pass_layout = pass_layout = job_layout(plans) if multi else plans[0].layouts["passes"]
         self.lane_layout = plans[0].layouts["lanes"] if not multi else self._shared_lanes(plans)
+        #: per layer, the entry layout of the PE datapath that runs it (see sparsyn.hw.shared_product)
+        self.entry_targets = entry_targets([p.packed for p in plans]) if multi else [plans[0].entry_layout]
         self.entry_layout = (plans[0].entry_layout if not multi
-                             else unsigned(max(p.entry_layout.size for p in plans)))
+                             else unsigned(max(Shape.cast(t).width for t in self.entry_targets)))
         super().__init__({
             **({"layer": In(range(len(plans)))} if multi else {}),
             "start": In(1),
@@ -310,8 +313,9 @@ class LayerControl(wiring.Component):
             m.d.comb += i_rd.addr.eq(waddr - base["weights"] + base["ids"])
             ids = i_rd.data
 
-        def entries_of(p, ib):
-            """The layer's weight word (and ids word) as its C PE entries, each widened to the shared entry."""
+        def entries_of(p, ib, target):
+            """The layer's weight word (and ids word) as its C PE entries, each converted to the entry layout of the
+            datapath that runs the layer (field by field: the same fields, widened) and widened to the shared entry."""
             size = Shape.cast(p.entry_layout).width
             wb, ew = size - ib, Shape.cast(self.entry_layout).width
             cols = []
@@ -319,20 +323,24 @@ class LayerControl(wiring.Component):
                 e = w_rd.data[c * wb:(c + 1) * wb]
                 if ib:
                     e = Cat(ids[c * ib:(c + 1) * ib], e)
-                if ew > size:
-                    e = Cat(e, Const(0, ew - size))
+                if target != p.entry_layout:
+                    e = convert_bits(p.entry_layout, target, e)
+                tw = Shape.cast(target).width
+                if ew > tw:
+                    e = Cat(e, Const(0, ew - tw))
                 cols.append(e)
             return Cat(*cols)
 
         if not multi and not self.index_bits[0]:
             m.d.sync += self.entries.eq(w_rd.data)
         elif not multi:
-            m.d.sync += self.entries.as_value().eq(entries_of(plan, self.index_bits[0]))
+            m.d.sync += self.entries.as_value().eq(entries_of(plan, self.index_bits[0], plan.entry_layout))
         else:
             with m.Switch(self.layer):
                 for i, p in enumerate(plans):
                     with m.Case(i):
-                        m.d.sync += self.entries.as_value().eq(entries_of(p, self.index_bits[i]))
+                        m.d.sync += self.entries.as_value().eq(entries_of(p, self.index_bits[i],
+                                                                          self.entry_targets[i]))
         m.d.sync += self.load.eq(load)
         with m.If(w_read):
             m.d.sync += waddr.eq(waddr + 1)

@@ -87,7 +87,10 @@ class Deframer(wiring.Component):
         m = Module()
         m.submodules.crc = crc = self.crc
         T = self.timeout_cycles
-        idle = Signal(range(T + 1), init=T)         # cycles since the last byte, saturating
+        # cycles until the line counts as idle (T after the last byte), counting down; ``expired`` is its zero as a
+        # register, so the timeout is one flag on the FSM's paths rather than a wide compare
+        left = Signal(range(T + 1), init=0)
+        expired = Signal(init=1)
         garbage = Signal(8)
         cmd = Signal(8)
         length = Signal(16)
@@ -97,13 +100,13 @@ class Deframer(wiring.Component):
         m.d.comb += self.i.ready.eq(can_emit)
         take = self.i.valid & can_emit
         byte = self.i.payload
-        timed_out = (idle == T) & ~self.i.valid & can_emit
+        timed_out = expired & ~self.i.valid & can_emit
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(take):
-            m.d.sync += idle.eq(0)
-        with m.Elif(idle != T):
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += [left.eq(T), expired.eq(0)]
+        with m.Elif(~expired):
+            m.d.sync += [left.eq(left - 1), expired.eq(left == 1)]
         m.d.comb += crc.data.eq(byte)
 
         def emit(kind, byte_=0, length_=0, crc_ok=0):

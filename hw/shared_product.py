@@ -22,9 +22,74 @@ def product_key(packed: PackedLayer) -> str:
     return json.dumps([packed.scheme, meta, tables], sort_keys=True, default=str)
 
 
+def _field_values(layout, value: int) -> dict | None:
+    """A flat struct entry's integer fields (signed fields sign-extended); None for other layouts."""
+    from amaranth.lib import data
+    if not isinstance(layout, data.StructLayout):
+        return None
+    out = {}
+    for name, field in layout:
+        shape = Shape.cast(field.shape) if not isinstance(field.shape, data.Layout) else None
+        if shape is None:
+            return None
+        raw = (value >> field.offset) & ((1 << shape.width) - 1)
+        out[name] = raw - (1 << shape.width) if shape.signed and raw >> (shape.width - 1) else raw
+    return out
+
+
+def convert_entry(src, dst, value: int) -> int | None:
+    """Entry ``value`` of layout ``src`` as an entry of layout ``dst`` (the same fields, widened — what
+    :func:`~.per_layer.convert_bits` does in hardware); None if a nonzero field has no place in ``dst``."""
+    fields = _field_values(src, value)
+    if fields is None or _field_values(dst, 0) is None:
+        return None
+    out = 0
+    for name, v in fields.items():
+        if name not in dst.members:
+            if v:
+                return None
+            continue
+        f = dst[name]
+        shape = Shape.cast(f.shape)
+        lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (0, (1 << shape.width) - 1)
+        if not lo <= v <= hi:
+            return None
+        out |= (v & ((1 << shape.width) - 1)) << f.offset
+    return out
+
+
+#: Entries of at most this many bits are checked exhaustively when one datapath may run another's layers.
+_ABSORB_BITS = 12
+
+
+def absorbs(target: PackedLayer, other: PackedLayer) -> bool:
+    """Whether ``target``'s PE datapath computes every entry of ``other``'s exactly: for each of ``other``'s entry
+    values, converted field by field into ``target``'s entry layout, the software specs' coefficients agree lane
+    for lane (``target``'s extra lanes 0) — checked exhaustively (e.g. a dense int8 first layer on the mux-input PE
+    of tight / packcnn: weight w at lane 0). The PE phases must agree."""
+    from sparsyn.sw.schemes import get_scheme
+    a, b = get_scheme(other.scheme), get_scheme(target.scheme)
+    if a.pe_phases(other) != b.pe_phases(target) or b.lanes(target) < a.lanes(other):
+        return False
+    src, dst = a.entry_layout(other), b.entry_layout(target)
+    if Shape.cast(src).width > _ABSORB_BITS:
+        return False
+    for v in range(1 << Shape.cast(src).width):
+        w = convert_entry(src, dst, v)
+        if w is None:
+            return False
+        want = tuple(a.entry_coefficients(other, v))
+        got = tuple(b.entry_coefficients(target, w))
+        if got != want + (0,) * (len(got) - len(want)):
+            return False
+    return True
+
+
 def datapath_kinds(packed_layers: list[PackedLayer]) -> tuple[list[PackedLayer], list[int]]:
     """The distinct PE datapaths of ``packed_layers`` (one representative packed layer each) and, per
-    layer, the index of its datapath."""
+    layer, the index of its datapath. A datapath that :func:`absorbs` another's layers runs them too (their
+    entries converted field by field on the way to the PE), so e.g. a dense first layer needs no multipliers of
+    its own next to a tight / packcnn array."""
     keys, reps, kind = {}, [], []
     for p in packed_layers:
         key = product_key(p)
@@ -32,7 +97,21 @@ def datapath_kinds(packed_layers: list[PackedLayer]) -> tuple[list[PackedLayer],
             keys[key] = len(reps)
             reps.append(p)
         kind.append(keys[key])
-    return reps, kind
+    merged = list(range(len(reps)))
+    for i, rep in enumerate(reps):
+        for j, other in enumerate(reps):
+            if i != j and merged[j] == j and merged[i] == i and absorbs(other, rep):
+                merged[i] = j
+                break
+    keep = sorted(set(merged))
+    return [reps[k] for k in keep], [keep.index(merged[k]) for k in kind]
+
+
+def entry_targets(packed_layers: list[PackedLayer]) -> list:
+    """Per layer, the entry layout of the datapath that runs it (its own, or the absorbing datapath's)."""
+    from sparsyn.sw.schemes import get_scheme
+    reps, kind = datapath_kinds(packed_layers)
+    return [get_scheme(reps[k].scheme).entry_layout(reps[k]) for k in kind]
 
 
 class SharedProduct(ProductUnit):

@@ -44,10 +44,11 @@ def test_whole_model_on_one_datapath(scheme, default):
         assert plan.cycle_model["total"] == per_layer.cycle_model["total"]
     else:   # the layers with fewer PE phases hold their steps longer on the shared array
         assert plan.cycle_model["total"] > per_layer.cycle_model["total"]
-    # one datapath kind per distinct PE: the first layer stays dense in every scheme but dense
+    # one datapath kind per distinct PE: the first layer stays dense in every scheme; tight's and packcnn's mux-input
+    # PE runs it too (a dense entry is its weight at lane 0), ternary's adder PE cannot
     # (pattern: each layer has its own pattern table, hence its own datapath; its convs use the window feed and
     # its linear layer the channels feed: two feeders)
-    assert plan.cycle_model["datapaths"] == {"dense": 1, "permdiag": 1, "pattern": 3, "pattern-m1": 3}.get(scheme, 2)
+    assert plan.cycle_model["datapaths"] == {"ternary": 2, "pattern": 3, "pattern-m1": 3}.get(scheme, 1)
     if scheme == "pattern-m1":
         # PEs time-multiplexed over different phases per layer: every layer holds its steps for the most
         assert {p.phases for p in plan.shared} == {4}
@@ -93,3 +94,18 @@ def test_whole_model_rtl_on_both_simulators(scheme, simulator, default, tmp_path
     res = run_sequenced(model, packed, ArrayConfig(2, 2), simulator, x, test_dir=tmp_path)
     assert res["bit_exact"] and res["cycles_exact"] and res["outputs_checked"] == 20
     assert res["cycles_measured"] == res["cycles_model"]
+
+
+def test_a_datapath_runs_another_kinds_layers_only_when_the_specs_agree(default):
+    """``absorbs`` checks every entry of the other kind against the software specs' coefficients."""
+    from sparsyn.hw.shared_product import absorbs, convert_entry
+    _, tight, _ = default("tight")
+    _, ternary, _ = default("ternary")
+    assert tight["conv1"].scheme == "dense" and tight["conv2"].scheme == "tight"
+    assert absorbs(tight["conv2"], tight["conv1"])          # weight w -> (index 0, weight w): w at lane 0
+    assert not absorbs(ternary["conv2"], ternary["conv1"])  # a ternary code cannot hold an int8 weight
+    assert not absorbs(tight["conv1"], tight["conv2"])      # a dense entry has no lane index
+    from sparsyn.sw.schemes import get_scheme
+    dense_layout = get_scheme("dense").entry_layout(tight["conv1"])
+    tight_layout = get_scheme("tight").entry_layout(tight["conv2"])
+    assert convert_entry(dense_layout, tight_layout, 0xFF) is not None
