@@ -227,9 +227,6 @@ def test_images(model, count: int, data=None):
 def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = DEFAULT_BAUD, timeout_s: float = 2.0,
               weights: str = "auto", log=print) -> dict:
     """``sparsyn infer``: stream test images through the board, check every logit against the golden model."""
-    import torch
-
-    from sparsyn.sw import link_protocol as lp
     from sparsyn.sw.golden import run_golden
     from sparsyn.sw.link_client import LinkClient
     from sparsyn.sw.manifest import load_manifest
@@ -307,7 +304,6 @@ def _expected_cycles(design: InferenceDesign, img) -> int:
 
 def _link_bytes(design: InferenceDesign) -> int:
     """UART bytes per image both ways: WRITE of the input, RUN, READ of the outputs, with their replies."""
-    from sparsyn.sw import link_protocol as lp
     n_in = design.identity.regions[0].size
     n_out = design.identity.regions[1].size
     frames = -(-n_in // (MAX_PAYLOAD - 5))

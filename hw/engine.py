@@ -150,8 +150,7 @@ class LayerEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plans, plan = self.plans, self.plan
-        R, C = plan.array.rows, plan.array.cols
-        S = [p.steps * p.phases for p in plans]          # issue cycles per pass
+        R = plan.array.rows
         one = plans[0] if len(plans) == 1 else plans
 
         m.submodules.array = arr = SystolicArray(

@@ -95,7 +95,6 @@ def convert_bits(src, dst, bits: Value) -> Value:
 
 def select_word(m, layer, raw: Value, layouts: Sequence, dst, name: str | None = None) -> Value:
     """A word of layout ``dst`` from ``raw``, which holds a word of ``layouts[layer]`` in its low bits."""
-    from amaranth.lib import data
     layouts = list(layouts)
     sig = Signal(dst, name=name)
     words = [convert_bits(lay, dst, raw[:Shape.cast(lay).width]) for lay in layouts]

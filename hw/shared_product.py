@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from amaranth.hdl import Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Shape, Value, unsigned
 
 from sparsyn.sw.schemes import PackedLayer
 
@@ -169,4 +169,5 @@ def shared_product_factory(packed_layers: list[PackedLayer]):
     return lambda position: SharedProduct([make_product(p, position) for p in reps], kind)
 
 
-__all__ = ["SharedProduct", "datapath_kinds", "product_key", "shared_product_factory", "signed"]
+__all__ = ["SharedProduct", "absorbs", "convert_entry", "datapath_kinds", "entry_targets", "product_key",
+           "shared_product_factory"]

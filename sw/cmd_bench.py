@@ -25,6 +25,9 @@ def add_parser(sub):
                                    "the analytic model). --fpga: array-size sweep through synthesis and "
                                    "place & route. --scheme NAME: that scheme's compression/accuracy/cycle tables.")
     p.add_argument("--fpga", action="store_true", help="FPGA resource / Fmax sweep over array sizes")
+    p.add_argument("--boards", action="store_true",
+                   help="the whole digits model on the iCEBreaker per scheme (inference top): LC, FF, EBR, SPRAM, "
+                        "DSP, timed Fmax, cycles and images/s, array utilization, link time per image")
     p.add_argument("--mutants", action="store_true",
                    help="mutation check: apply each listed bug to a scratch copy, run its tests, report killed / "
                         "survived (every mutant must be killed; also 'make mutate')")
@@ -74,6 +77,8 @@ def run(args) -> int:
         doc = _call("sparsyn.sim.mutants", "run_mutant_bench", quick=args.quick)
     elif args.fpga:
         doc = _call("sparsyn.boards.bench", "run_fpga_bench", quick=args.quick)
+    elif args.boards:
+        doc = _call("sparsyn.boards.infer_bench", "run_board_bench", quick=args.quick)
     else:
         doc = _call("sparsyn.sim.bench", "run_sim_bench", quick=args.quick)
     if args.json:

@@ -138,3 +138,16 @@ def test_weights_in_spram_are_loaded_over_the_link(dense_manifest):
                                                   log=lambda *a: None).design_hash
     with pytest.raises(SparsynError, match="needs the sequenced engine on an iCE40UP board"):
         inference_design(dense_manifest, "ulx3s-85f", weights="spram", log=lambda *a: None)
+
+
+@pytest.mark.slow
+def test_whole_digits_model_builds_for_the_icebreaker_fully_timed(dense_manifest, tmp_path):
+    """The UP5K build of the inference top (whole digits model, one shared datapath, UART link): it fits, every
+    path is timed (no combinational DSP) and the timed Fmax reaches the 30 MHz target."""
+    from sparsyn.boards.build import build_board
+    rep = build_board("icebreaker", manifest=dense_manifest, top="inference", out=tmp_path / "b",
+                      progress=False, log=lambda *a: None)
+    clock = next(iter(rep["fmax"].values()))
+    assert "comb_dsp" not in clock, clock
+    assert clock["achieved_mhz"] >= 30, clock
+    assert rep["resources"]["lut"]["used"] <= 5280 and (tmp_path / "b" / "top.bin").is_file()
