@@ -52,6 +52,8 @@ class ProcessingElement(wiring.Component):
     def __init__(self, product: ProductUnit, pipelined: bool = False):
         self.product = product
         self.pipelined = bool(pipelined)
+        if product.registered and not self.pipelined:
+            raise ValueError("a datapath that registers its product needs pipelined=True")
         self.entry_layout = product.signature.members["entry"].shape
         self.lanes = product.lanes
         self.phases = product.phases
@@ -83,7 +85,7 @@ class ProcessingElement(wiring.Component):
         if "layer" in product.signature.members:
             m.d.comb += product.layer.eq(self.layer)
         prod = product.product
-        if self.pipelined:
+        if self.pipelined and not product.registered:
             prod = Signal.like(product.product, name="prod", reset_less=True)
             m.d.sync += prod.eq(product.product)
         m.d.sync += self.x_out.eq(self.x_in)

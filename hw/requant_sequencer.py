@@ -91,6 +91,9 @@ class RequantSequencer(wiring.Component):
         rq_rd = rqmem.read_port(domain="comb")
         job = Signal.like(self.job.payload)
         phase = Signal(range(C * self.pixels + self.latency + 1))
+        # the job's values and its last busy cycle, registered when it is accepted (off the compare paths)
+        total = Signal.like(phase, name="total")
+        last = Signal.like(phase, name="last")
         rq_p = Signal(range(max(self.pixels, 2)))
         rq_ch = Signal(range(max(C, 2)))
         issue = Signal()
@@ -106,9 +109,9 @@ class RequantSequencer(wiring.Component):
         wiring.connect(m, rq.o, wiring.flipped(self.o))
 
         with m.If(self.busy):
-            m.d.comb += issue.eq(phase < job.channels * P)
+            m.d.comb += issue.eq(phase < total)
             m.d.sync += phase.eq(phase + 1)
-            with m.If(phase == job.channels * P + (self.latency - 1)):
+            with m.If(phase == last):
                 m.d.sync += self.busy.eq(0)
         with m.If(issue):
             with m.If(rq_p == P - 1):
@@ -118,5 +121,7 @@ class RequantSequencer(wiring.Component):
 
         m.d.comb += self.job.ready.eq(~self.busy)
         with m.If(self.job.valid & self.job.ready):
-            m.d.sync += [self.busy.eq(1), phase.eq(0), rq_p.eq(0), rq_ch.eq(0), job.eq(self.job.payload)]
+            m.d.sync += [self.busy.eq(1), phase.eq(0), rq_p.eq(0), rq_ch.eq(0), job.eq(self.job.payload),
+                         total.eq(self.job.payload.channels * P),
+                         last.eq(self.job.payload.channels * P + (self.latency - 1))]
         return m

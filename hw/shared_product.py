@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from amaranth.hdl import Module, Mux, Shape, Value, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, Value, unsigned
 
 from sparsyn.sw.schemes import PackedLayer
 
@@ -116,7 +116,7 @@ def entry_targets(packed_layers: list[PackedLayer]) -> list:
 
 class SharedProduct(ProductUnit):
     """One PE datapath per distinct kind, fed the same entry bits and activations; ``product`` is the active
-    layer's (latency 0, like every datapath).
+    layer's (latency 0 like every datapath, or 1 with ``registered``).
 
     The entry is the widest kind's entry width of raw bits (each kind reads its own layout from the low
     bits), ``x`` the most lanes of any kind (each reads its first L). Every vector is held for the most phases of
@@ -126,14 +126,19 @@ class SharedProduct(ProductUnit):
     ----------
     products : list[ProductUnit] — one per kind, for this PE's position.
     kind : list[int] — per layer, the index of its datapath in ``products``.
+    registered : bool — register each kind's product before the selection (latency 1 instead of 0; a pipelined PE
+        then adds no register of its own).
 
     Attributes
     ----------
     layer : In(range(len(kind))) — the active layer (stable while it runs).
     """
 
-    def __init__(self, products: list[ProductUnit], kind: list[int]):
+    def __init__(self, products: list[ProductUnit], kind: list[int], *, registered: bool = False):
         self.products, self.kind = list(products), [int(k) for k in kind]
+        #: each kind's product is registered before the selection (latency 1): the multipliers feed registers
+        #: directly, so yosys packs those into the DSP blocks and nextpnr times the paths
+        self.registered = bool(registered)
         entry = max(Shape.cast(p.signature.members["entry"].shape).width for p in self.products)
         # every step is held for the most phases any datapath needs; one with fewer adds 0 in its extra phases
         super().__init__(unsigned(entry), max(p.lanes for p in self.products),
@@ -153,6 +158,10 @@ class SharedProduct(ProductUnit):
                 m.d.comb += p.phase.eq(self.phase)
             if p.phases < self.phases:
                 out = Mux(self.phase < p.phases, p.product, 0)
+            if self.registered:
+                reg = Signal.like(p.product, name=f"kind{i}_product", reset_less=True)
+                m.d.sync += reg.eq(out)
+                out = reg
             outs.append(out)
         if len(outs) == 1:
             m.d.comb += self.product.eq(outs[0])
@@ -166,7 +175,7 @@ def shared_product_factory(packed_layers: list[PackedLayer]):
     reps, kind = datapath_kinds(packed_layers)
     if len(packed_layers) == 1:
         return lambda position: make_product(packed_layers[0], position)
-    return lambda position: SharedProduct([make_product(p, position) for p in reps], kind)
+    return lambda position: SharedProduct([make_product(p, position) for p in reps], kind, registered=True)
 
 
 __all__ = ["SharedProduct", "absorbs", "convert_entry", "datapath_kinds", "entry_targets", "product_key",
