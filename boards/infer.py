@@ -67,9 +67,10 @@ class InferenceDesign:
         """The bytes the host writes into the SPRAM weight store (empty with the weights in EBR)."""
         if self.weights_in != "spram":
             return b""
+        from sparsyn.hw.control import weight_store_shape
         from sparsyn.hw.spram import spram_image
-        roms = [p.packed.roms["weights"] for p in self.plan.shared]
-        return spram_image([w for r in roms for w in r.words], max(r.width for r in roms))
+        words, width, _ = weight_store_shape(self.plan.shared)
+        return spram_image(words, width)
 
 
 def _build_engine(kind: str, plan, weights_in: str = "ebr"):
@@ -126,9 +127,10 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
 
     def design(where: str) -> InferenceDesign:
         if where == "spram":
+            from sparsyn.hw.control import weight_store_shape
             from sparsyn.hw.spram import check_spram_store
-            roms = [p.packed.roms["weights"] for p in plan.shared]
-            check_spram_store(max(r.width for r in roms), sum(r.depth for r in roms), b.dev.spram_blocks)
+            words, width, _ = weight_store_shape(plan.shared)
+            check_spram_store(width, len(words), b.dev.spram_blocks)
         dh = design_hash(doc, board=b.name, baud=baud, engine=kind, weights_in=where)
         d = InferenceDesign(b, int(baud), divisor, kind, plan, None, dh, mh, note, where)
         d.identity = inference_identity(design_hash=dh, model_hash=mh, array=earr,
