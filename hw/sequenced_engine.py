@@ -48,10 +48,10 @@ class SequencedPlan:
 
     model : QuantModel; layers : the compute layers' plans in order (LayerPlans run on the shared datapath; a
     layer whose scheme brings its own engine, e.g. PermDNN's, keeps its plan and engine, dispatched by the
-    sequencer); pools : per compute layer, the max-pool layers that follow it; array : R x C with the most lanes any layer's PE takes;
-    cycle_model : the exact cycle model (:func:`~sparsyn.hw.cycles.model_cycles` plus useful MACs and the
-    utilization of the shared array); kinds : the distinct PE datapaths (one packed layer each) and per
-    layer its kind.
+    sequencer); pools : per compute layer, the max-pool layers that follow it; array : R x C with the most lanes any
+    layer's PE takes; cycle_model : the exact cycle model (:func:`~sparsyn.hw.cycles.model_cycles` plus useful MACs,
+    ``mac_units`` — every multiply-accumulate unit of the design, the engines of layers with their own included —,
+    the utilization of them over the whole network and ``datapaths``, the PE datapath kinds of the shared array).
     """
     model: QuantModel
     layers: list[LayerPlan]
@@ -131,8 +131,13 @@ def plan_sequenced(model: QuantModel, packed: dict, array: ArrayConfig | None = 
     r, c = shapes.pop()
     arr = ArrayConfig(r, c, max(p.array.lanes for p in plans))
     cm = dict(base.cycle_model)
+    # the physical limit: every multiply-accumulate unit of the design — the shared array's R x C PEs of the most
+    # MACs per cycle any layer's PE does, plus those of the engines the layers with their own bring
     lanes = max(p.model.get("pe_macs", p.array.lanes) for p in plans)
-    cm["utilization"] = utilization(cm["useful_macs"], r, c, cm["total"], lanes)
+    own = sum(p.array.rows * p.array.cols * p.model.get("pe_macs", p.array.lanes)
+              for p in every if not isinstance(p, LayerPlan))
+    cm["mac_units"] = r * c * lanes + own
+    cm["utilization"] = utilization(cm["useful_macs"], 1, 1, cm["total"], cm["mac_units"])
     cm["datapaths"] = len(datapath_kinds([p.packed for p in plans])[0])
     return SequencedPlan(model, every, [list(s.pools) for s in base.segments], arr, cm, base)
 
