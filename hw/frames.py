@@ -94,7 +94,8 @@ class Deframer(wiring.Component):
         garbage = Signal(8)
         cmd = Signal(8)
         length = Signal(16)
-        count = Signal(range(self.max_payload + 1))
+        count = Signal(range(self.max_payload + 1))       # payload bytes still to come (DATA)
+        last_byte = Signal()                                # the next payload byte is the frame's last
 
         can_emit = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(can_emit)
@@ -147,7 +148,7 @@ class Deframer(wiring.Component):
             with m.State("LEN1"):
                 full = Cat(length[:8], byte)
                 with m.If(take):
-                    m.d.sync += [length[8:].eq(byte), count.eq(0)]
+                    m.d.sync += [length[8:].eq(byte), count.eq(full - 1), last_byte.eq(full == 1)]
                     m.d.comb += crc.en.eq(1)
                     with m.If(full > self.max_payload):
                         m.next = "SKIP"
@@ -162,8 +163,9 @@ class Deframer(wiring.Component):
                 with m.If(take):
                     emit(EventKind.DATA, byte)
                     m.d.comb += crc.en.eq(1)
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count + 1 == length):
+                    # payload bytes still to come after this one, counting down; ``last_byte`` registered
+                    m.d.sync += [count.eq(count - 1), last_byte.eq(count == 1)]
+                    with m.If(last_byte):
                         m.next = "CRC0"
                 truncate_on_idle()
             with m.State("CRC0"):
