@@ -26,7 +26,8 @@ Control (FSM, per image)::
            --> FINISH (wait for the last requant) --> IDLE with done=1
 
 Everything layer-specific (geometry, TileProgram, bias, mult, shift, ReLU) is an elaboration-time
-constant. The analytic model in :mod:`sparsyn.hw.cycles` is exact for this FSM; it reads every
+constant — or, for a datapath several layers share, one of their constants selected by the running layer
+(:mod:`.per_layer`). The analytic model in :mod:`sparsyn.hw.cycles` is exact for this FSM; it reads every
 latency from the component that owns it.
 """
 from __future__ import annotations
@@ -77,9 +78,13 @@ class LayerEngine(wiring.Component):
 
     Parameters
     ----------
-    plan : LayerPlan
+    plan : LayerPlan, or a list of them
         A finished plan (:meth:`LayerEngine.plan`, or :func:`sparsyn.hw.engines.plan_layer`): the layer,
         its ROMs, the array (R x C, the scheme's lanes L) and the cycle model. Construction cannot fail.
+        A list: the layers that share this datapath (the sequenced model engine); the ``layer_index`` input
+        selects the running one (and, between layers, the one whose input is written), see :mod:`.per_layer`.
+    weights_in : ``"ebr"`` (default) or ``"spram"``: the weight memory in block RAM from the ROM files, or a
+        SPRAM store the host loads through the ``weights_load`` port (:mod:`.spram`).
 
     Attributes
     ----------
