@@ -54,7 +54,6 @@ class InferenceDesign:
     note: str = ""
     #: where the shared datapath's weights are: ``"ebr"`` (in the bitstream) or ``"spram"`` (loaded by the host)
     weights_in: str = "ebr"
-    fit: dict | None = None
 
     def core(self):
         """A fresh InferenceCore (engine + host link) of this design."""
@@ -145,12 +144,12 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
         return first
     from .fit import check_fit, memory_census
     try:
-        first.fit = check_fit(b.dev, memory_census(first.core()), where=f"the {b.device} on {b.name}")
+        check_fit(b.dev, memory_census(first.core()), where=f"the {b.device} on {b.name}")
         return first
     except SparsynError as err:
         try:
             second = design("spram")
-            second.fit = check_fit(b.dev, memory_census(second.core()), where=f"the {b.device} on {b.name}")
+            check_fit(b.dev, memory_census(second.core()), where=f"the {b.device} on {b.name}")
         except SparsynError:
             raise err from None
         log(f"weights: in SPRAM (loaded over the host link), the block RAMs do not hold them ({err})")
@@ -254,7 +253,6 @@ def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = 
             t0 = time.perf_counter()
             client.write(REGION_WEIGHTS, 0, image)
             weight_load_s = time.perf_counter() - t0
-        expect_cycles = None
         for i in range(len(x)):
             img = x[i].numpy().reshape(-1).astype(np.int64)
             t0 = time.perf_counter()
@@ -270,7 +268,7 @@ def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = 
                 j = int(bad[0])
                 raise SparsynError(f"image {i}: output {model.layers[-1].name} element {j}: expected {gold[i][j]}, "
                                    f"board gave {got[j]} ({len(bad)} of {len(got)} differ)")
-            expect_cycles = _expected_cycles(design, img)
+            expect_cycles = int(design.plan.cycles(img))
             if cycles != expect_cycles:
                 raise SparsynError(f"image {i}: the board counted {cycles} cycles, the cycle model says {expect_cycles}")
             rows.append({"image": i, "label": int(labels[i]), "predicted": int(np.argmax(got)), "cycles": int(cycles),
@@ -298,10 +296,6 @@ def check_identity(ident, design: InferenceDesign, port: str, manifest) -> None:
                            f"{design.design_hash.hex()}, model {design.model_hash.hex()}): re-flash it with "
                            f"'sparsyn build --board {design.board.name} --manifest {manifest}' and "
                            f"'sparsyn flash --board {design.board.name}'")
-
-
-def _expected_cycles(design: InferenceDesign, img) -> int:
-    return int(design.plan.cycles(img))
 
 
 def _link_bytes(design: InferenceDesign) -> int:
