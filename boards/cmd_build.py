@@ -43,6 +43,9 @@ def add_parser(sub):
     p.add_argument("--weights", choices=("auto", "ebr", "spram"), default="auto",
                    help="inference top: weights in block RAM from the bitstream (ebr), in the iCE40UP's SPRAM loaded "
                         "by 'sparsyn infer' over the link (spram), or auto (default: EBR when they fit)")
+    p.add_argument("--scratch", choices=("auto", "ebr", "spram"), default="auto",
+                   help="inference top: the activation scratch (the shared output buffer) in block RAM (ebr), in an "
+                        "iCE40UP SPRAM (spram), or auto (default: SPRAM only when the block RAMs cannot hold it)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
     p.set_defaults(func=run)
 
@@ -67,5 +70,5 @@ def run(args) -> int:
         raise SparsynError("--layer is a self-test option; the inference top runs the whole model (use --top selftest)")
     build_board(args.board, manifest=args.manifest, array=args.array, layer=args.layer, out=args.out,
                 progress=not args.no_progress, dsp=args.dsp, fmax_target_mhz=args.clock_target, top=args.top,
-                baud=args.baud, weights=args.weights)
+                baud=args.baud, weights=args.weights, scratch=args.scratch)
     return 0

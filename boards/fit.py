@@ -39,7 +39,7 @@ class MemoryUse:
     copies: int = 1
     blocks: int = 0
     logic_bits: int = 0
-    #: where it goes: ``"bram"`` (EBR / DP16KD), ``"spram"`` (a weight store's SPRAM), ``"logic"`` (async reads)
+    #: where it goes: ``"bram"`` (EBR / DP16KD), ``"spram"`` (a SpramStore's SPRAM), ``"logic"`` (async reads)
     kind: str = "bram"
     spram_blocks: int = 0
 
@@ -79,8 +79,9 @@ def estimate(device: Device, memories: list[MemoryUse]) -> list[MemoryUse]:
     """Fill in copies / blocks / logic bits of each memory for ``device``'s family."""
     ports = BRAM_PORTS[device.family]
     for mem in memories:
-        if ".wstore." in f".{mem.path}.":
-            # a SpramStore's bank: one SB_SPRAM256KA per 16 K words (the behavioural model elsewhere)
+        if mem.path.rsplit(".", 1)[-1].startswith("spram_"):
+            # a SpramStore's bank (weight store, activation scratch): one SB_SPRAM256KA per 16 K words (the
+            # behavioural model elsewhere)
             mem.kind, mem.copies, mem.blocks = "spram", 1, 0
             mem.spram_blocks = -(-mem.depth // 16384)
             continue
@@ -103,7 +104,7 @@ def check_fit(device: Device, memories: list[MemoryUse], where: str = "", advice
     logic_bits = sum(m.logic_bits for m in memories)
     sprams = sum(m.spram_blocks for m in memories)
     if sprams > device.spram_blocks:
-        raise SparsynError(f"design does not fit: its weight store needs {sprams} SPRAMs but {where or device.name} "
+        raise SparsynError(f"design does not fit: its SPRAM stores (weights, scratch) need {sprams} SPRAMs but {where or device.name} "
                            f"has {device.spram_blocks}; use a smaller model or a smaller --array")
     where = where or device.name
     advice = advice or "use a smaller --array or --layer, or a board with a bigger FPGA (e.g. ulx3s-85f)"

@@ -1,9 +1,10 @@
 """Inference on a board: the inference top (engine behind the UART host link) and the host side of ``sparsyn infer``.
 
 The same host code talks to a real board (``--port /dev/ttyUSB1``: pyserial) and to the RTL of the same top in
-simulation (``--port sim``: :class:`sparsyn.sim.board_sim.AmaranthBoard`, the UART at bit level). Per image it
-writes the quantized input into the INPUT region, sends RUN (the reply carries the engine's cycles), reads the
-OUTPUT region and checks every element against the golden model, which decodes the same ROM files.
+simulation (``--port sim``: :class:`sparsyn.sim.board_sim.AmaranthBoard`; ``--port sim:icarus`` / ``sim:verilator``:
+the top converted to Verilog, :class:`sparsyn.sim.board_sim.CocotbBoard` in a cocotb bench; the UART at bit level).
+Per image it writes the quantized input into the INPUT region, sends RUN (the reply carries the engine's cycles),
+reads the OUTPUT region and checks every element against the golden model, which decodes the same ROM files.
 """
 from __future__ import annotations
 
@@ -54,12 +55,14 @@ class InferenceDesign:
     note: str = ""
     #: where the shared datapath's weights are: ``"ebr"`` (in the bitstream) or ``"spram"`` (loaded by the host)
     weights_in: str = "ebr"
+    #: where the activation scratch (the shared output buffer) is: ``"ebr"`` or ``"spram"``
+    scratch: str = "ebr"
 
     def core(self):
         """A fresh InferenceCore (engine + host link) of this design."""
         from sparsyn.hw.inference import InferenceCore
-        return InferenceCore(_build_engine(self.engine_kind, self.plan, self.weights_in), self.identity,
-                             divisor=self.divisor)
+        return InferenceCore(_build_engine(self.engine_kind, self.plan, self.weights_in, self.scratch),
+                             self.identity, divisor=self.divisor)
 
     @property
     def weight_image(self) -> bytes:
@@ -72,88 +75,112 @@ class InferenceDesign:
         return spram_image(words, width)
 
 
-def _build_engine(kind: str, plan, weights_in: str = "ebr"):
+def _build_engine(kind: str, plan, weights_in: str = "ebr", scratch: str = "ebr"):
     if kind == "sequenced":
         from sparsyn.hw.sequenced_engine import SequencedEngine
-        return SequencedEngine(plan, weights_in=weights_in)
+        return SequencedEngine(plan, weights_in=weights_in, scratch=scratch)
     from sparsyn.hw.model_engine import ModelEngine
     return ModelEngine(plan)
 
 
-def plan_engine(model, packed, array=None):
-    """The whole-model engine for a board: the sequenced engine (one shared datapath); a model it cannot share
-    yet falls back to the per-layer ModelEngine. Returns ``(kind, plan, note)``."""
+def plan_engine(model, packed, array=None, descriptor=None, manifest=None):
+    """The whole-model engine for a board: the sequenced engine (one shared datapath), its per-layer values from
+    the manifest's ``descriptor`` table; a model it cannot share yet falls back to the per-layer ModelEngine.
+    Returns ``(kind, plan, note)``."""
     from sparsyn.hw.model_engine import plan_model
     from sparsyn.hw.sequenced_engine import plan_sequenced
     try:
-        return "sequenced", plan_sequenced(model, packed, array), ""
+        plan = plan_sequenced(model, packed, array, descriptor=descriptor)
     except SparsynError as err:
+        if descriptor is not None:          # the table is the manifest's: a mismatch is an error, not a fallback
+            raise
         note = str(err)
+    else:
+        if descriptor is None and plan.descriptor.fields and manifest is not None:
+            raise SparsynError(f"manifest {manifest} has no descriptor table (the per-layer table the sequenced "
+                               "engine reads; written by 'sparsyn compress' since this version); re-run "
+                               "'sparsyn compress'")
+        return "sequenced", plan, ""
     return "per-layer", plan_model(model, packed, array), note
 
 
-def design_hash(doc: dict, *, board: str, baud: int, engine: str, weights_in: str = "ebr") -> bytes:
+def design_hash(doc: dict, *, board: str, baud: int, engine: str, weights_in: str = "ebr",
+                scratch: str = "ebr") -> bytes:
     """The 8-byte digest a board's inference bitstream answers IDENTIFY with: the manifest's seal, the board,
-    the baud rate, the engine and the sparsyn sources (a bitstream from other sources may be other RTL)."""
+    the baud rate, the engine, where weights and scratch are, and the sparsyn sources (a bitstream from other
+    sources may be other RTL)."""
     from .sweep import source_hash
+    place = {"weights": weights_in} if scratch == "ebr" else {"weights": weights_in, "scratch": scratch}
     text = json.dumps({"seal": doc.get("seal"), "board": board, "baud": int(baud), "engine": engine,
-                       "weights": weights_in, "top": "inference", "source": source_hash()}, sort_keys=True)
+                       **place, "top": "inference", "source": source_hash()}, sort_keys=True)
     return hashlib.sha256(text.encode()).digest()[:8]
 
 
 def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=None, weights: str = "auto",
-                     log=print) -> InferenceDesign:
+                     scratch: str = "auto", log=print) -> InferenceDesign:
     """Plan the inference top of ``manifest`` for ``board`` (one-line refusals; nothing is built). ``weights``:
     ``ebr`` (in the bitstream), ``spram`` (iCE40UP: loaded by the host over the link from the same ROM files) or
-    ``auto`` (EBR when the design fits the block RAMs, else SPRAM)."""
+    ``auto``; ``scratch`` (the activation scratch: the shared output buffer): ``ebr``, ``spram`` (iCE40UP) or
+    ``auto``. With ``auto`` the first placement whose memories fit the board is taken, in the order: everything in
+    EBR, the weights in SPRAM, the scratch in SPRAM, both in SPRAM."""
     from sparsyn.hw.inference import inference_identity
     from sparsyn.sw.manifest import load_manifest, resolve_array
     b = get_board(board)
     board_uart(b)
     if weights not in ("auto", "ebr", "spram"):
         raise SparsynError(f"--weights must be auto, ebr or spram, not {weights!r}")
+    if scratch not in ("auto", "ebr", "spram"):
+        raise SparsynError(f"--scratch must be auto, ebr or spram, not {scratch!r}")
     divisor = link_divisor(b, baud)
     model, packed, doc = load_manifest(Path(manifest))
     arr = resolve_array(doc, array)
-    kind, plan, note = plan_engine(model, packed, arr)
+    from sparsyn.hw.descriptor import load_table
+    kind, plan, note = plan_engine(model, packed, arr, load_table(Path(manifest), doc), manifest=manifest)
     if note:
         log(f"engine: per-layer ModelEngine ({note})")
-    if weights == "spram" and (kind != "sequenced" or not b.dev.spram_blocks):
-        raise SparsynError(f"--weights spram needs the sequenced engine on an iCE40UP board ({b.name}: "
-                           f"{b.dev.spram_blocks} SPRAMs, engine {kind}); use --weights ebr")
+    for what, where in (("weights", weights), ("scratch", scratch)):
+        if where == "spram" and (kind != "sequenced" or not b.dev.spram_blocks):
+            raise SparsynError(f"--{what} spram needs the sequenced engine on an iCE40UP board ({b.name}: "
+                               f"{b.dev.spram_blocks} SPRAMs, engine {kind}); use --{what} ebr")
     mh = bytes.fromhex(str(doc.get("seal", "")).split(":")[-1][:16] or "00")
     earr = plan.array if kind == "sequenced" else plan.segments[0].engine.array
 
-    def design(where: str) -> InferenceDesign:
+    def design(where: str, scratch_in: str = "ebr") -> InferenceDesign:
+        from sparsyn.hw.spram import check_spram_store
         if where == "spram":
             from sparsyn.hw.control import weight_store_shape
-            from sparsyn.hw.spram import check_spram_store
             words, width, _ = weight_store_shape(plan.shared)
             check_spram_store(width, len(words), b.dev.spram_blocks)
-        dh = design_hash(doc, board=b.name, baud=baud, engine=kind, weights_in=where)
-        d = InferenceDesign(b, int(baud), divisor, kind, plan, None, dh, mh, note, where)
+        if scratch_in == "spram":
+            check_spram_store(8, max(p.out_elements for p in plan.shared), b.dev.spram_blocks)
+        dh = design_hash(doc, board=b.name, baud=baud, engine=kind, weights_in=where, scratch=scratch_in)
+        d = InferenceDesign(b, int(baud), divisor, kind, plan, None, dh, mh, note, where, scratch_in)
         d.identity = inference_identity(design_hash=dh, model_hash=mh, array=earr,
                                         in_elements=_in_elements(kind, plan), out_elements=_out_elements(kind, plan),
                                         max_payload=MAX_PAYLOAD, weight_bytes=len(d.weight_image))
         return d
 
-    if weights != "auto":
-        return design(weights)
-    first = design("ebr")
-    if kind != "sequenced" or not b.dev.spram_blocks:
-        return first
+    auto = kind == "sequenced" and b.dev.spram_blocks
+    options = [(w, s) for s in ("ebr", "spram") for w in ("ebr", "spram")
+               if (weights == "auto" and auto) or w == weights.replace("auto", "ebr")
+               if (scratch == "auto" and auto) or s == scratch.replace("auto", "ebr")]
+    if len(options) == 1:
+        return design(*options[0])
     from .fit import check_fit, memory_census
-    try:
-        check_fit(b.dev, memory_census(first.core()), where=f"the {b.device} on {b.name}")
-        return first
-    except SparsynError as err:
+    first_err = None
+    for w, s in options:
         try:
-            second = design("spram")
-            check_fit(b.dev, memory_census(second.core()), where=f"the {b.device} on {b.name}")
-        except SparsynError:
-            raise err from None
-        log(f"weights: in SPRAM (loaded over the host link), the block RAMs do not hold them ({err})")
-        return second
+            d = design(w, s)
+            check_fit(b.dev, memory_census(d.core()), where=f"the {b.device} on {b.name}")
+        except SparsynError as err:
+            first_err = first_err or err
+            continue
+        if (w, s) != options[0]:
+            moved = " and ".join(what for what, where in (("the weights (loaded over the host link)", w),
+                                                          ("the activation scratch", s)) if where == "spram")
+            log(f"memories: {moved} in SPRAM, the block RAMs do not hold everything ({first_err})")
+        return d
+    raise first_err
 
 
 def _in_elements(kind, plan) -> int:
@@ -200,15 +227,33 @@ class InferenceTop(Elaboratable):
 
 
 # ---- host side ----------------------------------------------------------------------------------------------------
+#: The simulated boards ``--port`` takes: Amaranth's simulator in this process, or a cocotb bench (Icarus, Verilator).
+SIM_PORTS = ("sim", "sim:amaranth", "sim:icarus", "sim:verilator")
+
+
+def rtl_simulator(port: str) -> str | None:
+    """``"icarus"`` / ``"verilator"`` for ``--port sim:icarus`` / ``sim:verilator`` (refused in one line when the
+    simulator is missing), None for any other port; an unknown ``sim:NAME`` is refused."""
+    if not port.startswith("sim:") or port == "sim:amaranth":
+        return None
+    if port not in SIM_PORTS:
+        raise SparsynError(f"unknown simulated port {port!r}; choose one of: {', '.join(SIM_PORTS)}")
+    from sparsyn.sim.tools import check_simulator
+    name = port[4:]
+    check_simulator(name)
+    return name
+
+
 def open_port(port: str, design: InferenceDesign, log=print):
-    """A transport to the board: ``sim`` / ``sim:amaranth`` (the RTL in Amaranth's simulator) or a serial port."""
+    """A transport to the board: ``sim`` / ``sim:amaranth`` (the RTL in Amaranth's simulator) or a serial port
+    (``sim:icarus`` / ``sim:verilator`` run in a cocotb bench instead: :func:`infer_on_rtl`)."""
     if port in ("sim", "sim:amaranth"):
         from sparsyn.sim.board_sim import AmaranthBoard
         log(f"port sim: the inference top's RTL in Amaranth's simulator at {design.board.clock_hz / 1e6:g} MHz, "
             f"UART {design.baud} baud (divisor {design.divisor}) at bit level")
         return AmaranthBoard(design.core(), divisor=design.divisor, clk_hz=design.board.clock_hz)
     if port.startswith("sim:"):
-        raise SparsynError(f"simulator {port[4:]!r} is not available for --port sim yet; use --port sim (Amaranth)")
+        raise SparsynError(f"--port {port} runs in a cocotb bench, not through open_port; use run_infer")
     from sparsyn.sw.link_client import SerialTransport
     return SerialTransport(port, design.baud)
 
@@ -226,17 +271,28 @@ def test_images(model, count: int, data=None):
 
 
 def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = DEFAULT_BAUD, timeout_s: float = 2.0,
-              weights: str = "auto", log=print) -> dict:
+              weights: str = "auto", scratch: str = "auto", log=print) -> dict:
     """``sparsyn infer``: stream test images through the board, check every logit against the golden model."""
+    simulator = rtl_simulator(port)
+    design = inference_design(manifest, board, baud=baud, weights=weights, scratch=scratch, log=log)
+    if simulator is not None:
+        return infer_on_rtl(design, simulator, manifest, port, images=images, timeout_s=timeout_s, log=log)
+    return infer_session(open_port(port, design, log), design, manifest, port, images=images, timeout_s=timeout_s,
+                         log=log)
+
+
+def infer_session(transport, design: InferenceDesign, manifest, port: str, *, images: int = 10,
+                  timeout_s: float = 2.0, log=print) -> dict:
+    """The host side of ``sparsyn infer`` on an open ``transport`` (closed at the end): IDENTIFY, the weights when
+    they live in SPRAM, then per image WRITE the input, RUN, READ the outputs, each checked against the golden model
+    and the cycle model (a mismatch raises). Returns the report (:func:`format_infer`)."""
     from sparsyn.sw.golden import run_golden
     from sparsyn.sw.link_client import LinkClient
     from sparsyn.sw.manifest import load_manifest
     from sparsyn.hw.inference import REGION_INPUT, REGION_OUTPUT
-    design = inference_design(manifest, board, baud=baud, weights=weights, log=log)
     model, packed, doc = load_manifest(Path(manifest))
     x, labels = test_images(model, images)
     gold = run_golden(model, x)[-1].numpy().reshape(len(x), -1)
-    transport = open_port(port, design, log)
     rows = []
     run_timeout = None
     if port.startswith("sim"):
@@ -286,6 +342,45 @@ def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = 
               "weights_in": design.weights_in, "weight_bytes_loaded": len(design.weight_image),
               "weight_load_s": weight_load_s, "rows": rows}
     return report
+
+
+def infer_on_rtl(design: InferenceDesign, simulator: str, manifest, port: str, *, images: int = 10,
+                 timeout_s: float = 2.0, log=print) -> dict:
+    """``--port sim:icarus`` / ``sim:verilator``: ``design.core()`` converted to Verilog and compiled (cached under
+    work/cache/sim), then :func:`infer_session` — via :func:`rtl_host` — inside the cocotb bench
+    :mod:`sparsyn.sim.benches.bench_board_link`, its transport the simulated UART pins. Returns the same report."""
+    from sparsyn.sim.runner import BenchFailure, run_bench
+    log(f"port {port}: the inference top's RTL as Verilog in {simulator} (cocotb) at "
+        f"{design.board.clock_hz / 1e6:g} MHz, UART {design.baud} baud (divisor {design.divisor}) at bit level")
+    bld = build_rtl(design, simulator, log=log)
+    params = {"host": "sparsyn.boards.infer:rtl_host", "divisor": design.divisor, "clk_hz": design.board.clock_hz,
+              "args": {"manifest": str(Path(manifest).resolve()), "board": design.board.name, "baud": design.baud,
+                       "weights": design.weights_in, "scratch": design.scratch, "port": port, "images": int(images),
+                       "timeout_s": float(timeout_s), "design_hash": design.design_hash.hex()}}
+    try:
+        res = run_bench(bld, "sparsyn.sim.benches.bench_board_link", params, waves_on_failure=False)
+    except BenchFailure as err:
+        raise SparsynError(err.results.get("error") or str(err)) from None
+    return res["result"]
+
+
+def build_rtl(design: InferenceDesign, simulator: str, log=print):
+    """``design.core()`` as Verilog, compiled for ``simulator`` (a :class:`sparsyn.sim.runner.Build`, cached)."""
+    from sparsyn.sim.runner import build, to_verilog
+    text, _ = to_verilog(design.core(), "inference_top")
+    return build(None, simulator, "inference_top", verilog_text=text, log=log)
+
+
+def rtl_host(transport, args: dict) -> dict:
+    """The host side of :func:`infer_on_rtl`, run by the cocotb bench: the same design (rebuilt from the manifest and
+    the options) and the same :func:`infer_session` as for a board."""
+    design = inference_design(args["manifest"], args["board"], baud=args["baud"], weights=args["weights"],
+                              scratch=args.get("scratch", "ebr"), log=lambda *a: None)
+    # the identity the caller expects of the RTL it converted: the sources' hash in it would differ here if a file
+    # were edited while the bench starts, which changes nothing in the simulated RTL
+    design.design_hash = bytes.fromhex(args["design_hash"])
+    return infer_session(transport, design, args["manifest"], args["port"], images=args["images"],
+                         timeout_s=args["timeout_s"])
 
 
 def check_identity(ident, design: InferenceDesign, port: str, manifest) -> None:

@@ -228,9 +228,10 @@ def run_point(config: dict, src_hash: str, work_root) -> dict:
 
 
 def _run_stages(config: dict, pdir: Path, rec: dict) -> None:
+    from sparsyn.hw.descriptor import manifest_descriptor
     from sparsyn.sw.compress import compress
     report = compress(config["model"], config["scheme"], dict(config["options"]), pdir / "manifest",
-                      progress=False, log=_quiet, array=config["array"])
+                      progress=False, log=_quiet, array=config["array"], descriptor=manifest_descriptor)
     rec.update(accuracy=round(report["accuracy"]["int"], 4), accuracy_float=round(report["accuracy"]["float"], 4),
                **{k: int(report[k]) for k in ("weight_bits", "index_bits", "other_bits", "stored_bits")})
     if "sim" in config["stages"]:

@@ -125,7 +125,7 @@ class AccumulatorBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         C, plans = self.cols, self.plans
-        sel = LayerSelect(m, self.layer if len(plans) > 1 else None, len(plans))
+        sel = LayerSelect(m, self.layer if len(plans) > 1 else None, plans, self)
         P = sel([p.layer.pixels for p in plans], name="pixels")
         m.submodules.accmem = accmem = buffer_memory(acc_vector(C), self.banks * self.pixels)
         m.submodules.bmem = bmem = self.rom_memories["bias"]

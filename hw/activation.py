@@ -80,7 +80,7 @@ class ActivationBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         layers, R, L = self.layers, self.rows, self.lanes_per_row
-        sel = LayerSelect(m, self.layer if len(layers) > 1 else None, len(layers))
+        sel = LayerSelect(m, self.layer if len(layers) > 1 else None, layers, self)
         n_max = max(l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in layers)
         n_in = sel([l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in layers], name="n_in")
         mems = []

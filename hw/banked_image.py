@@ -78,7 +78,7 @@ class BankedImage(wiring.Component):
     axis = C): element ``(o, a, i)`` goes to bank ``a mod B`` at word ``o*ceil(A/B)*I + (a // B)*I + i``, in
     each of the R copies (one per array row, so every row reads its own banks). Several tensor shapes (the
     layers sharing a feeder) may use the store: ``outer``/``axis``/``inner`` are then lists and the ``layer``
-    input selects the shape being written; the memories hold the largest. A read of B consecutive
+    input selects the shape being written (``names``: the layers they belong to); the memories hold the largest. A read of B consecutive
     ``a`` values (one per bank) takes one cycle.
 
     Write side: ``act_in`` while ``busy`` is low (``ready = ~busy``); the element is registered first and
@@ -96,7 +96,7 @@ class BankedImage(wiring.Component):
     #: Cycles from ``addr`` to ``data``.
     latency = 1
 
-    def __init__(self, copies: int, banks: int, outer, axis, inner):
+    def __init__(self, copies: int, banks: int, outer, axis, inner, names=None):
         self.copies, self.banks = operator.index(copies), operator.index(banks)
         #: per tensor shape that uses the store (several: the ``layer`` input selects; a list each)
         self.outers = [operator.index(v) for v in (outer if isinstance(outer, (list, tuple)) else [outer])]
@@ -105,6 +105,8 @@ class BankedImage(wiring.Component):
         if not len(self.outers) == len(self.axes) == len(self.inners):
             raise ValueError("outer, axis and inner must list the same number of shapes")
         self.outer, self.axis, self.inner = self.outers[0], self.axes[0], self.inners[0]
+        #: the names of the layers whose shapes these are (their per-layer values in a descriptor table)
+        self.names = list(names) if names is not None else [f"shape{k}" for k in range(len(self.outers))]
         #: words of one channel (outer index) in one bank, and of a whole bank (per shape)
         self.planes = [-(-a // self.banks) * i for a, i in zip(self.axes, self.inners)]
         self.plane = self.planes[0]
@@ -122,7 +124,7 @@ class BankedImage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         B, depth = self.banks, self.depth
-        sel = LayerSelect(m, self.layer if len(self.outers) > 1 else None, len(self.outers))
+        sel = LayerSelect(m, self.layer if len(self.outers) > 1 else None, self.names, self)
         A = sel(self.axes, name="axis")
         inner = sel(self.inners, name="inner")
         outer = sel(self.outers, name="outer")

@@ -226,7 +226,7 @@ class LayerControl(wiring.Component):
         m = Module()
         plans, plan = self.plans, self.plan
         multi = len(plans) > 1
-        sel = LayerSelect(m, self.layer if multi else None, len(plans))
+        sel = LayerSelect(m, self.layer if multi else None, plans, self)
         R, C = plan.array.rows, plan.array.cols
         T = plan.phases          # cycles each step is held (a time-multiplexed PE datapath; else 1)
         # issue cycles per pass (the feeder's steps; = Ho*Wo unless a window scan)

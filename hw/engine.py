@@ -85,6 +85,8 @@ class LayerEngine(wiring.Component):
         selects the running one (and, between layers, the one whose input is written), see :mod:`.per_layer`.
     weights_in : ``"ebr"`` (default) or ``"spram"``: the weight memory in block RAM from the ROM files, or a
         SPRAM store the host loads through the ``weights_load`` port (:mod:`.spram`).
+    scratch : ``"ebr"`` (default) or ``"spram"``: the output buffer (the activation scratch the next layer's input
+        is read from) in block RAM or in an iCE40UP SPRAM.
 
     Attributes
     ----------
@@ -107,7 +109,7 @@ class LayerEngine(wiring.Component):
         After done: the N*Ho*Wo outputs in CHW order; the read pointer resets on ``start``.
     """
 
-    def __init__(self, plan: LayerPlan | list, *, weights_in: str = "ebr"):
+    def __init__(self, plan: LayerPlan | list, *, weights_in: str = "ebr", scratch: str = "ebr"):
         #: the plans of the layers this datapath runs (one for a LayerEngine of its own; several when the
         #: sequenced model engine reuses it layer after layer, see :mod:`.sequenced_engine`)
         self.plans = as_list(plan)
@@ -122,6 +124,8 @@ class LayerEngine(wiring.Component):
         self.rom_tables: dict[str, list[int]] = {name: list(plan.packed.roms[name].words)
                                                  for name in plan.packed.meta.get("tables", {})}
         self.weights_in = weights_in
+        #: where the output buffer is: ``"ebr"`` or ``"spram"`` (:class:`~.output_buffer.OutputBuffer`)
+        self.scratch = scratch
         S = [p.steps * p.phases for p in self.plans]
         from .feeders import feeder_class
         lat = feeder_class(plan.feed).latency
@@ -172,7 +176,7 @@ class LayerEngine(wiring.Component):
             raise ValueError("the feeders of layers sharing a datapath must have the same latency")
         m.submodules.acc = acc = AccumulatorBuffer(one, lead=act.latency + arr.latency)
         m.submodules.requant = rq = RequantSequencer(one)
-        m.submodules.output = out = OutputBuffer(one)
+        m.submodules.output = out = OutputBuffer(one, scratch=self.scratch)
         # a fresh control (and memories) per elaboration: a board build elaborates the design more than once
         m.submodules.control = ctl = LayerControl(plans[0] if len(plans) == 1 else plans, **self._control_args)
         if self.weights_in == "spram":
@@ -182,7 +186,7 @@ class LayerEngine(wiring.Component):
         if len(plans) > 1:
             m.d.comb += [part.layer.eq(self.layer_index) for part in (arr, acc, rq, ctl)
                          if "layer" in part.signature.members]
-            sel = LayerSelect(m, self.layer_index, len(plans))
+            sel = LayerSelect(m, self.layer_index, plans, self)
             for f, fd in feeders.items():
                 if "layer" in fd.signature.members:     # its layers' index among themselves
                     sub = [p for p in plans if p.feed == f]

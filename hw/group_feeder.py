@@ -64,12 +64,13 @@ class ChannelGroupFeeder(wiring.Component):
         m = Module()
         layers, R, L = self.layers, self.rows, self.group
         multi = len(layers) > 1
-        sel = LayerSelect(m, self.layer if multi else None, len(layers))
+        sel = LayerSelect(m, self.layer if multi else None, layers, self)
         cin = sel([l.in_shape[0] for l in layers], name="cin")
         h, w = sel([l.in_shape[1] for l in layers], name="h"), sel([l.in_shape[2] for l in layers], name="w")
         # ---- the image in L channel banks per array row (bank c mod L, word (c // L)*H*W + pixel) ---------
         m.submodules.image = image = BankedImage(R, L, [1] * len(layers), [l.in_shape[0] for l in layers],
-                                                 [l.in_shape[1] * l.in_shape[2] for l in layers])
+                                                 [l.in_shape[1] * l.in_shape[2] for l in layers],
+                                                 [l.name for l in layers])
         depth = image.depth
         wiring.connect(m, wiring.flipped(self.act_in), image.act_in)
         m.d.comb += [image.busy.eq(self.busy), image.clear.eq(self.clear)]

@@ -63,7 +63,7 @@ class PixelScanner(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ls = self.layers
-        sel = LayerSelect(m, self.layer if len(ls) > 1 else None, len(ls))
+        sel = LayerSelect(m, self.layer if len(ls) > 1 else None, ls, self)
         s = sel([l.stride for l in ls], name="stride")
         p = sel([-l.padding for l in ls], name="neg_pad")
         ho1 = sel([l.out_shape[1] - 1 for l in ls], name="ho_last")
@@ -134,7 +134,7 @@ class LaneAddress(wiring.Component):
             with m.If(self.valid):
                 m.d.comb += self.addr.eq(self.desc.channel * (h * w) + yu * w + xu)
             return m
-        sel = LayerSelect(m, self.layer, len(ls))
+        sel = LayerSelect(m, self.layer, ls, self)
         h = sel([l.in_shape[1] for l in ls], name="h")
         w = sel([l.in_shape[2] for l in ls], name="w")
         inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)

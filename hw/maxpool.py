@@ -66,7 +66,7 @@ class MaxPoolUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pools = self.pools
-        sel = LayerSelect(m, self.layer_index if len(pools) > 1 else None, len(pools))
+        sel = LayerSelect(m, self.layer_index if len(pools) > 1 else None, pools, self)
         n_max = max(l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in pools)
         n_in = sel([l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in pools], name="n_in")
         h, w = sel([l.in_shape[1] for l in pools], name="h"), sel([l.in_shape[2] for l in pools], name="w")

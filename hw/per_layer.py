@@ -8,7 +8,6 @@ Values that all layers share stay constants, so a single-layer engine pays nothi
 """
 from __future__ import annotations
 
-import operator
 from typing import Sequence
 
 from amaranth.hdl import Const, Shape, Signal, Value
@@ -19,6 +18,14 @@ from .mux import mux_tree
 def as_list(plans) -> list:
     """A single plan (or layer) as a one-element list; a sequence as a list."""
     return list(plans) if isinstance(plans, (list, tuple)) else [plans]
+
+
+def layer_name(item) -> str:
+    """The name of a layer given as its name, a layer (``name``) or a plan (``layer.name``)."""
+    if isinstance(item, str):
+        return item
+    inner = getattr(item, "layer", None)
+    return inner.name if inner is not None and hasattr(inner, "name") else item.name
 
 
 def value_shape(values: Sequence[int]) -> Shape:
@@ -34,18 +41,38 @@ class LayerSelect:
     ----------
     m : Module the selection logic goes into.
     layer : Value or None
-        The active layer's index (``None``: a single layer, every value is a constant).
-    count : int
-        Number of layers.
+        The active layer's index into ``layers`` (``None``: a single layer, every value is a constant).
+    layers : the layers (their names, or objects with ``name`` / ``layer.name``: plans, layers, pools).
+    owner : the component selecting (its class names the fields in a descriptor table).
+
+    Inside a :func:`~sparsyn.hw.descriptor.descriptor_scope` (the sequenced engine's datapath) a value that
+    differs between layers is a field of the descriptor table, read at the active layer's step; elsewhere
+    (a per-layer datapath in a test, or the recording elaboration) a multiplexer over the constants.
     """
 
-    def __init__(self, m, layer: Value | None, count: int):
-        self.m, self.layer, self.count = m, layer, operator.index(count)
+    def __init__(self, m, layer: Value | None, layers, owner=None):
+        from .descriptor import current_scope
+        self.names = [layer_name(x) for x in as_list(layers)]
+        self.m, self.layer, self.count = m, layer, len(self.names)
         if (layer is None) != (self.count == 1):
             raise ValueError("a layer index is needed exactly when there is more than one layer")
+        self.scope = current_scope() if self.count > 1 else None
+        self.key = self.scope.owner_key(owner if owner is not None else "select") if self.scope else None
+        self.port = None
+
+    def _step_address(self):
+        """The table word of the active layer: its step (the layer index mapped to the sequence)."""
+        steps = [self.scope.step_of(n) for n in self.names]
+        port = self.scope.memory.read_port(domain="comb")
+        if steps == list(range(len(steps))) and len(port.addr) >= len(self.layer):
+            self.m.d.comb += port.addr.eq(self.layer)
+        else:
+            self.m.d.comb += port.addr.eq(mux_tree(self.layer, [Const(s, len(port.addr)) for s in steps]))
+        return port
 
     def __call__(self, values: Sequence[int], shape=None, name: str | None = None) -> Value:
-        """``values[layer]``: a constant when all values are equal, else a switch over the layer index."""
+        """``values[layer]``: a constant when all values are equal, else a switch over the layer index (or, in a
+        descriptor scope, the field ``<owner>.<name>`` of the descriptor table)."""
         values = [int(v) for v in values]
         if len(values) != self.count:
             raise ValueError(f"{len(values)} values for {self.count} layers")
@@ -53,6 +80,16 @@ class LayerSelect:
         if len(set(values)) == 1:
             return Const(values[0], shape)
         sig = Signal(shape, name=name)
+        scope = self.scope
+        if scope is not None and name is None:
+            raise ValueError("a per-layer value in a descriptor scope needs a name")
+        if scope is not None and scope.table is not None:
+            if self.port is None:
+                self.port = self._step_address()
+            self.m.d.comb += sig.eq(scope.read(f"{self.key}.{name}", shape, self.names, values, self.port))
+            return sig
+        if scope is not None:
+            scope.record(f"{self.key}.{name}", shape, self.names, values)
         # a tree of Mux (continuous assignments), not a Switch: an ``always @*`` case whose inputs do not change
         # after time 0 stays X in Icarus (see :func:`sparsyn.hw.mux.mux_tree`)
         self.m.d.comb += sig.eq(mux_tree(self.layer, [Const(v, shape) for v in values]))

@@ -81,7 +81,7 @@ class RequantSequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         C, plans = self.cols, self.plans
-        sel = LayerSelect(m, self.layer if len(plans) > 1 else None, len(plans))
+        sel = LayerSelect(m, self.layer if len(plans) > 1 else None, plans, self)
         P = sel([p.layer.pixels for p in plans], name="pixels")
         relus = {bool(p.layer.relu) for p in plans}
         m.submodules.rqmem = rqmem = self.rom_memories["requant"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Fragment, Module, Mux, Signal
 from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
@@ -30,6 +30,7 @@ from sparsyn.sw.qmodel import MaxPoolLayer, QuantModel
 from sparsyn.sw.schedule import ArrayConfig
 
 from .cycles import utilization
+from .descriptor import DescriptorScope, DescriptorTable, descriptor_memory, descriptor_scope, record_descriptor
 from .engine import LayerEngine, engine_signature
 from .engines import build_engine
 from .maxpool import MaxPoolUnit
@@ -59,6 +60,18 @@ class SequencedPlan:
     array: ArrayConfig
     cycle_model: dict
     base: ModelPlan = field(repr=False, default=None)
+    #: the per-layer descriptor table (:mod:`.descriptor`): the manifest's, or recorded from the design
+    descriptor: DescriptorTable | None = field(repr=False, default=None)
+
+    @property
+    def steps(self) -> list[str]:
+        """The compute layers' names in order: the descriptor table's words."""
+        return [p.layer.name for p in self.layers]
+
+    @property
+    def step_aliases(self) -> dict[str, int]:
+        """Each max-pool layer -> the step of the compute layer it follows."""
+        return {pool.name: i for i, pools in enumerate(self.pools) for pool in pools}
 
     @property
     def in_elements(self) -> int:
@@ -87,16 +100,21 @@ class SequencedPlan:
 
     @property
     def rom_bits(self) -> int:
-        """Bits of every memory the engine initialises (= the manifest's ROM bits of the model)."""
-        return sum(p.rom_bits for p in self.layers)
+        """Bits of every memory the engine initialises (= the manifest's ROM bits of the model, the
+        descriptor table included)."""
+        return sum(p.rom_bits for p in self.layers) + (self.descriptor.bits if self.descriptor else 0)
 
     def cycles(self, x=None) -> int:
         return self.base.cycles(x)
 
 
 def plan_sequenced(model: QuantModel, packed: dict, array: ArrayConfig | None = None,
-                   limits: EngineLimits = EngineLimits()) -> SequencedPlan:
-    """Plan ``model`` on one shared datapath; refuses (one line) what the sequenced engine cannot share."""
+                   limits: EngineLimits = EngineLimits(), descriptor: DescriptorTable | None = None) -> SequencedPlan:
+    """Plan ``model`` on one shared datapath; refuses (one line) what the sequenced engine cannot share.
+
+    ``descriptor``: the manifest's descriptor table; it must be exactly the table of this design (refused in one
+    line naming the first difference otherwise). Without one the plan records it (:func:`.descriptor.record_descriptor`).
+    """
     base = plan_model(model, packed, array, limits)
     every = [s.engine for s in base.segments]
     plans = [p for p in every if isinstance(p, LayerPlan)]        # the layers on the shared datapath
@@ -139,7 +157,15 @@ def plan_sequenced(model: QuantModel, packed: dict, array: ArrayConfig | None = 
     cm["mac_units"] = r * c * lanes + own
     cm["utilization"] = utilization(cm["useful_macs"], 1, 1, cm["total"], cm["mac_units"])
     cm["datapaths"] = len(datapath_kinds([p.packed for p in plans])[0])
-    return SequencedPlan(model, every, [list(s.pools) for s in base.segments], arr, cm, base)
+    plan = SequencedPlan(model, every, [list(s.pools) for s in base.segments], arr, cm, base)
+    recorded = record_descriptor(plan)
+    if descriptor is not None:
+        diff = descriptor.first_difference(recorded)
+        if diff is not None:
+            raise SparsynError(f"the manifest's descriptor table does not belong to this design: {diff}; "
+                               "re-run 'sparsyn compress'")
+    plan.descriptor = descriptor if descriptor is not None else recorded
+    return plan
 
 
 class SequencedEngine(wiring.Component):
@@ -150,21 +176,32 @@ class SequencedEngine(wiring.Component):
     Parameters
     ----------
     plan : SequencedPlan (from :func:`plan_sequenced`)
+    weights_in : ``"ebr"`` or ``"spram"`` — the shared weight memory (see :class:`~.engine.LayerEngine`).
+    scratch : ``"ebr"`` or ``"spram"`` — the activation scratch: the shared output buffer every layer writes and
+        the next layer's input is streamed from (a SPRAM for the large activations of a bigger model).
 
     Attributes
     ----------
     datapath : LayerEngine — the shared datapath (its memories: ``datapath.rom_memories`` after elaboration).
+    descriptor_rom : Memory or None — the per-layer descriptor table (:mod:`.descriptor`), word for word the
+        manifest's ``descriptor.hex`` (after elaboration; None while every per-layer value is a constant).
     cycle_model : dict — :attr:`SequencedPlan.cycle_model`.
     """
 
-    def __init__(self, plan: SequencedPlan, *, weights_in: str = "ebr"):
+    def __init__(self, plan: SequencedPlan, *, weights_in: str = "ebr", scratch: str = "ebr",
+                 record: DescriptorScope | None = None):
         self.plan = plan
+        #: a recording scope (:func:`.descriptor.record_descriptor`), else the plan's table is read
+        self.record = record
+        self.descriptor_rom = None
         self.model = plan.model
         self.cycle_model = plan.cycle_model
         shared = plan.shared
         #: where the shared datapath's weights are: ``"ebr"`` (from the bitstream) or ``"spram"`` (loaded by the host)
         self.weights_in = weights_in
-        self.datapath = LayerEngine(shared if len(shared) > 1 else shared[0], weights_in=weights_in)
+        #: where the activation scratch (the shared output buffer) is: ``"ebr"`` or ``"spram"``
+        self.scratch = scratch
+        self.datapath = LayerEngine(shared if len(shared) > 1 else shared[0], weights_in=weights_in, scratch=scratch)
         #: the engines of the layers that bring their own (built from their plans, one each)
         self.own = [build_engine(p) for p in plan.layers if not isinstance(p, LayerPlan)]
         # per layer: (engine, index of the layer on the shared datapath or None)
@@ -200,16 +237,37 @@ class SequencedEngine(wiring.Component):
         return self.plan.out_elements
 
     def elaborate(self, platform):
+        plan = self.plan
+        table = plan.descriptor
+        if self.record is not None:
+            scope = self.record
+        else:
+            table = table if table is not None else DescriptorTable(plan.steps, [], [0] * len(plan.steps))
+            scope = DescriptorScope(plan.steps, table, descriptor_memory(table) if table.fields else None,
+                                    plan.step_aliases)
+        # the datapath and the pool units are elaborated here, in the scope: their per-layer values are read
+        # from the descriptor table (or recorded into it)
+        with descriptor_scope(scope):
+            m = self._elaborate(platform)
+        if self.record is None and table.fields:
+            unread = [f.name for f in table.fields if f.name not in scope.used]
+            if unread:
+                raise SparsynError(f"the descriptor table's field {unread[0]} is read by no part of the design; "
+                                   "re-run 'sparsyn compress'")
+            m.submodules.descriptor = self.descriptor_rom = scope.memory
+        return m
+
+    def _elaborate(self, platform):
         m = Module()
         plan, dp, route = self.plan, self.datapath, self.route
         n, n_shared = len(plan.layers), len(plan.shared)
-        m.submodules.datapath = dp
+        m.submodules.datapath = Fragment.get(dp, platform)
         if self.weights_in == "spram":
             wiring.connect(m, wiring.flipped(self.weights_load), dp.weights_load)
         for k, eng in enumerate(self.own):
             m.submodules[f"engine_{plan.layers[[r[0] for r in route].index(eng)].layer.name}"] = eng
         for j, unit in enumerate(self.units):
-            m.submodules[f"pool{j}"] = unit
+            m.submodules[f"pool{j}"] = Fragment.get(unit, platform)
 
         seg = Signal(range(max(n, 2)))         # the layer being run / handed over / read out
         busy, done, xfer = Signal(), Signal(), Signal()
@@ -221,7 +279,7 @@ class SequencedEngine(wiring.Component):
         cur = Signal(range(max(n_shared, 2)))
         if n_shared > 1:
             m.d.comb += dp.layer_index.eq(cur)
-        sel = LayerSelect(m, seg if n > 1 else None, n)
+        sel = LayerSelect(m, seg if n > 1 else None, plan.layers, self)
         first_shared = route[0][1] or 0
         next_shared = sel([(route[i + 1][1] or 0) if i + 1 < n else first_shared for i in range(n)],
                           name="next_shared")
@@ -244,8 +302,8 @@ class SequencedEngine(wiring.Component):
             edges.append((cond, src, self.act_out if last else route[i + 1][0].act_in))
         for j, unit in enumerate(self.units):
             if len(self.unit_pools[j]) > 1:
-                m.d.comb += unit.layer_index.eq(mux_tree(seg, [self.unit_pools[j].index(p[j]) if len(p) > j else 0
-                                                               for p in plan.pools]))
+                m.d.comb += unit.layer_index.eq(sel([self.unit_pools[j].index(p[j]) if len(p) > j else 0
+                                                     for p in plan.pools], name=f"pool{j}_layer"))
         first = route[0][0]
         edges.append((~busy, self.act_in, first.act_in))    # the first layer's input from outside, while idle
         sinks, sources = {}, {}

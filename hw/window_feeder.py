@@ -87,7 +87,7 @@ class KernelWindowFeeder(wiring.Component):
         m = Module()
         layers, R = self.layers, self.rows
         multi = len(layers) > 1
-        sel = LayerSelect(m, self.layer if multi else None, len(layers))
+        sel = LayerSelect(m, self.layer if multi else None, layers, self)
         kh, kw = layers[0].kernel
         ss = [l.stride for l in layers]
         ps = [l.padding for l in layers]
@@ -104,7 +104,8 @@ class KernelWindowFeeder(wiring.Component):
 
         # ---- the image in kh row banks per array row (bank y mod kh, word c*plane + (y // kh)*w + x) ------
         m.submodules.image = image = BankedImage(R, kh, [l.in_shape[0] for l in layers],
-                                                 [l.in_shape[1] for l in layers], [l.in_shape[2] for l in layers])
+                                                 [l.in_shape[1] for l in layers], [l.in_shape[2] for l in layers],
+                                                 [l.name for l in layers])
         depth = image.depth
         hb = -(-hmax // kh)
         wiring.connect(m, wiring.flipped(self.act_in), image.act_in)

@@ -83,10 +83,15 @@ MUTANTS = [
            "with m.If(count == n_next - 2):", ("tests/test_hw_sequenced_engine.py::test_whole_model_on_one_datapath",),
            "sequenced engine: the next layer starts one input element early"),
     Mutant("per_layer_select_first", "hw/per_layer.py",
-           "self.m.d.comb += sig.eq(mux_tree(self.layer, [Const(v, shape) for v in values]))",
+           "self.m.d.comb += sig.eq(scope.read(f\"{self.key}.{name}\", shape, self.names, values, self.port))",
            "self.m.d.comb += sig.eq(Const(values[0], shape))",
            ("tests/test_hw_sequenced_engine.py::test_whole_model_on_one_datapath",),
-           "shared datapath: every layer gets the first layer's constants"),
+           "shared datapath: every layer gets the first layer's value instead of its descriptor field"),
+    Mutant("descriptor_field_shifted", "hw/descriptor.py",
+           "bits = port.data[f.offset:f.offset + f.width]",
+           "bits = port.data[f.offset + 1:f.offset + f.width + 1]",
+           ("tests/test_hw_sequenced_engine.py::test_whole_model_on_one_datapath",),
+           "descriptor table: every field read one bit off its place in the word"),
 ]
 
 

@@ -26,8 +26,10 @@ def add_parser(sub):
                                    "place & route. --scheme NAME: that scheme's compression/accuracy/cycle tables.")
     p.add_argument("--fpga", action="store_true", help="FPGA resource / Fmax sweep over array sizes")
     p.add_argument("--boards", action="store_true",
-                   help="the whole digits model on the iCEBreaker per scheme (inference top): LC, FF, EBR, SPRAM, "
-                        "DSP, timed Fmax, cycles and images/s, array utilization, link time per image")
+                   help="the whole digits model per board (iCEBreaker, ULX3S-85F) and scheme (inference top): LC, FF, "
+                        "EBR, SPRAM, DSP, timed Fmax, cycles and images/s, array utilization, link time per image")
+    p.add_argument("--board", action="append", metavar="NAME",
+                   help="with --boards: only this board (repeatable; icebreaker, ulx3s-85f)")
     p.add_argument("--mutants", action="store_true",
                    help="mutation check: apply each listed bug to a scratch copy, run its tests, report killed / "
                         "survived (every mutant must be killed; also 'make mutate')")
@@ -57,6 +59,8 @@ def run(args) -> int:
     if args.array is not None and not args.scheme:
         raise SparsynError("--array applies to the per-scheme benchmarks (--scheme NAME); the FPGA sweep "
                            "(--fpga) runs its own array sizes")
+    if args.board and not args.boards:
+        raise SparsynError("--board applies to the board benchmark (--boards)")
     if args.jobs is not None and not args.scheme:
         raise SparsynError("--jobs applies to the per-scheme benchmarks (--scheme tight / packcnn)")
     if args.scheme:
@@ -78,7 +82,7 @@ def run(args) -> int:
     elif args.fpga:
         doc = _call("sparsyn.boards.bench", "run_fpga_bench", quick=args.quick)
     elif args.boards:
-        doc = _call("sparsyn.boards.infer_bench", "run_board_bench", quick=args.quick)
+        doc = _call("sparsyn.boards.infer_bench", "run_board_bench", quick=args.quick, boards=args.board)
     else:
         doc = _call("sparsyn.sim.bench", "run_sim_bench", quick=args.quick)
     if args.json:

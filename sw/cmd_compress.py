@@ -53,10 +53,18 @@ def run(args) -> int:
 
     from .schedule import ArrayConfig
 
+    from sparsyn.hw.descriptor import manifest_descriptor
+
     array = ArrayConfig.parse(args.array)
     report = compress(args.model, args.scheme, parse_options(args.opt), args.out, progress=not args.quiet,
-                      log=(lambda *a, **k: None) if args.quiet else print, array=array)
-    print(format_table(report["layers"] + [{"layer": "TOTAL", **report}], BIT_TABLE,
+                      log=(lambda *a, **k: None) if args.quiet else print, array=array,
+                      descriptor=manifest_descriptor)
+    rows = list(report["layers"])
+    if report.get("descriptor_bits"):     # the sequenced engine's per-layer table: stored like every ROM
+        bits = report["descriptor_bits"]
+        rows.append({"layer": "descriptor", "scheme": "table", "weight_bits": 0, "index_bits": 0,
+                     "other_bits": bits, "stored_bits": bits})
+    print(format_table(rows + [{"layer": "TOTAL", **report}], BIT_TABLE,
                        title=f"{report['model']} compressed with {report['scheme']} for a {array} array "
                              "(bits the chip stores: weights / index / other = tables + constants)"))
     print(summary_line(report))

@@ -42,7 +42,8 @@ def add_parser(sub):
 
 
 def manifest_bits(manifest) -> dict:
-    """Bits the chip stores for a compressed model, from its (sealed) manifest's ROM records: ``weight_bits``,
+    """Bits the chip stores for a compressed model, from its (sealed) manifest's ROM records (the descriptor table
+    included): ``weight_bits``,
     ``index_bits``, ``other_bits`` (table + constants), ``stored_bits``, and the dense weight count ``weights``."""
     from .manifest import read_manifest_json
     doc = read_manifest_json(Path(manifest))
@@ -53,6 +54,8 @@ def manifest_bits(manifest) -> dict:
             kinds[rom["kind"]] += rom["width"] * rom["depth"]
         if rec["op"] in ("conv", "linear"):   # N x K weights, K = C_in * kh * kw
             dense += rec["out_shape"][0] * rec["in_shape"][0] * rec["kernel"][0] * rec["kernel"][1]
+    if doc.get("descriptor"):                 # the sequenced engine's per-layer descriptor table
+        kinds["table"] += doc["descriptor"]["width"] * doc["descriptor"]["depth"]
     return {"weight_bits": kinds["weights"], "index_bits": kinds["index"],
             "other_bits": kinds["table"] + kinds["constants"], "stored_bits": sum(kinds.values()), "weights": dense}
 
@@ -117,6 +120,8 @@ RUN_REPORT = "run-report.json"
 
 
 def _run(args, names, array, out: Path, rtl_check) -> int:
+    from sparsyn.hw.descriptor import manifest_descriptor
+
     from .compress import compress
     write_json(out / RUN_REPORT, {"status": "running", "schemes": names})
     rows, doc = [], {"schemes": {}, "array": f"{array.rows}x{array.cols}", "simulator": args.simulator}
@@ -124,7 +129,8 @@ def _run(args, names, array, out: Path, rtl_check) -> int:
     for name in names:
         t0 = time.time()
         print(f"== {name}: compressing for a {array.rows}x{array.cols} array")
-        report = compress("default", name, {}, out / name, progress=True, array=array)
+        report = compress("default", name, {}, out / name, progress=True, array=array,
+                          descriptor=manifest_descriptor)
         row = {"scheme": name, **size_row(report)}
         entry = {"compress": report}
         if rtl_check is not None:

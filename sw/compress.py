@@ -147,10 +147,25 @@ def load_model(source, progress: bool = True) -> tuple[torch.nn.Module, str]:
     return load_model_file(source), Path(source).stem
 
 
+def with_descriptor(report: dict, bits: int) -> dict:
+    """The report's model totals with the descriptor table's ``bits`` (a table ROM the chip stores) added."""
+    out = dict(report, descriptor_bits=int(bits))
+    for k in ("other_bits", "table_bits", "stored_bits"):
+        out[k] = report[k] + int(bits)
+    dense = report["weights"]
+    out["rate_vs_int8"] = 8 * dense / out["stored_bits"]
+    out["rate_vs_fp32"] = 32 * dense / out["stored_bits"]
+    return out
+
+
 def compress(model="default", scheme: str = "dense", options: dict | None = None, out=None,
-             progress: bool = True, log=print, array=None) -> dict:
+             progress: bool = True, log=print, array=None, descriptor=None) -> dict:
     """Compress a model for an array (``"RxC"`` or :class:`ArrayConfig`, default 4x4) and write manifest +
-    ROMs + reference vectors + report.json into ``out``; returns the report."""
+    ROMs + reference vectors + report.json into ``out``; returns the report.
+
+    ``descriptor``: ``(model, packed, array) -> table or None``, the hardware's per-layer descriptor table of the
+    model (:func:`sparsyn.hw.descriptor.manifest_descriptor`; the command line passes it, the library does not
+    import the hardware): written into the manifest, its bits counted in the stored bits."""
     scheme_obj = get_scheme(scheme)(array=array, **(options or {}))  # validate the scheme and options first
     if out is not None:
         check_out_dir(out)                     # before any work: never replace what sparsyn did not write
@@ -160,9 +175,13 @@ def compress(model="default", scheme: str = "dense", options: dict | None = None
         out = work_dir() / "compressed" / f"{name}-{scheme}"
     data = digits()
     qmodel, packed, report = compress_model(module, scheme_obj, data, progress=progress, log=log, name=name)
+    table = descriptor(qmodel, packed, scheme_obj.array) if descriptor is not None else None
+    if table is not None:
+        report = with_descriptor(report, table.bits)
     summary = {k: report[k] for k in ("accuracy", *BIT_COLUMNS, "rate_vs_int8", "rate_vs_fp32")}
     report["manifest"] = str(Path(out).expanduser().resolve() / MANIFEST_NAME)
     write_manifest(Path(out), qmodel, packed, scheme, scheme_obj.opts, scheme_obj.array,
                    reference=reference_vectors(qmodel, data), extra={"report": summary},
-                   files={"report.json": json_text(report)})
+                   files={"report.json": json_text(report)},
+                   descriptor=(table.rom(), table.meta()) if table is not None else None)
     return report

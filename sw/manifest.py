@@ -11,12 +11,16 @@ Layout of ``manifest.json`` (``format: "sparsyn-manifest"``, ``version: 2``)::
                       "roms": {rom: {"file", "kind", "width", "depth", "sha256"}}
          maxpool: "kernel", "stride", "padding"}],
      "reference": {"file", "sha256", "images", "source", "layers"},
+     "descriptor": {"file", "kind": "table", "width", "depth", "sha256", "steps", "fields"},   # when shareable
      "report": {...}, "seal": sha256}
 
 ROM files sit beside the manifest, named ``<layer>.<rom>.hex``: they are the layer's memory images,
 exactly what the chip holds (kinds ``weights``, ``index``, ``table``, ``constants``); the bias and
 requantization constants live only there. ``reference.npz`` holds a few input images and every
-layer's expected output from the float64 int8 reference at compress time.
+layer's expected output from the float64 int8 reference at compress time. ``descriptor.hex`` is the per-layer
+descriptor table the sequenced model engine (one datapath for every layer) reads its per-layer values from:
+one word per compute layer (``steps``), ``fields`` lists each value's ``[name, bit offset, width, signed]``;
+it is written when the model can run on one shared datapath, and its bits count in the stored bits.
 
 **Seal**: ``seal`` is the SHA-256 of the canonical JSON of every other field (which lists each ROM
 file's and the reference file's SHA-256), so one digest covers the whole artefact. :func:`load_manifest`
@@ -42,6 +46,8 @@ FORMAT = "sparsyn-manifest"
 VERSION = 2
 MANIFEST_NAME = "manifest.json"
 REFERENCE_NAME = "reference.npz"
+#: The sequenced engine's per-layer descriptor table (a ``table`` ROM: one word per compute layer).
+DESCRIPTOR_NAME = "descriptor.hex"
 #: Test images whose per-layer outputs are stored at compress time.
 REFERENCE_IMAGES = 4
 
@@ -86,10 +92,11 @@ def _reference_bytes(reference: dict) -> bytes:
 
 def write_manifest(out_dir: Path, model: QuantModel, packed: dict[str, PackedLayer], scheme: str, options: dict,
                    array: ArrayConfig, reference: dict | None = None, extra: dict | None = None,
-                   files: dict[str, str] | None = None) -> Path:
+                   files: dict[str, str] | None = None, descriptor: tuple[Rom, dict] | None = None) -> Path:
     """Write manifest + ROM files + reference vectors (+ ``files``: name -> text, e.g. the report) into
     ``out_dir`` atomically (:func:`sparsyn.sw.outdir.staged_output`: staged, then moved into place under a
-    lock). ``reference``: ``{"input": (B,C,H,W) ints, "<layer name>": (B,...) ints, ...}``.
+    lock). ``reference``: ``{"input": (B,C,H,W) ints, "<layer name>": (B,...) ints, ...}``. ``descriptor``: the
+    descriptor table's ROM and its layout (``{"steps", "fields"}``).
 
     An existing ``out_dir`` is only replaced when it is a previous sparsyn output (it holds a sparsyn
     manifest) or empty; any other folder is refused, so nothing sparsyn did not write is deleted.
@@ -117,6 +124,12 @@ def write_manifest(out_dir: Path, model: QuantModel, packed: dict[str, PackedLay
                                 "images": int(np.asarray(reference["input"]).shape[0]),
                                 "source": "digits test set, first images; outputs of the float64 int8 reference",
                                 "layers": [l.name for l in model.layers]}
+        if descriptor is not None:
+            rom, layout = descriptor
+            write_readmemh(stage / DESCRIPTOR_NAME, rom.words, rom.width)
+            doc["descriptor"] = {"file": DESCRIPTOR_NAME, "kind": rom.kind, "width": rom.width, "depth": rom.depth,
+                                 "sha256": sha256_file(stage / DESCRIPTOR_NAME),
+                                 "steps": list(layout["steps"]), "fields": [list(f) for f in layout["fields"]]}
         if extra:
             doc.update(extra)
         doc["seal"] = seal_of(doc)
@@ -247,6 +260,18 @@ def load_manifest(path: Path) -> tuple[QuantModel, dict[str, PackedLayer], dict]
     return model, packed, doc
 
 
+def load_descriptor(path: Path, doc: dict | None = None) -> tuple[Rom, dict] | None:
+    """The manifest's descriptor table (ROM, ``{"steps", "fields"}``) after checking its file, or None when the
+    manifest has none (a model that does not run on one shared datapath)."""
+    path = _manifest_path(path)
+    doc = doc if doc is not None else read_manifest_json(path)
+    info = doc.get("descriptor")
+    if not info:
+        return None
+    rom = _load_rom(path.parent, "descriptor", info)
+    return rom, {"steps": info["steps"], "fields": info["fields"]}
+
+
 def load_reference(path: Path, doc: dict | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The reference vectors stored at compress time: (input (B,C,H,W), {layer name: (B,C,H,W) output})."""
     path = _manifest_path(path)
@@ -300,6 +325,8 @@ def reseal(path: Path, reference: bool = False) -> dict:
         for info in rec.get("roms", {}).values():
             f = base / info["file"]
             info["sha256"] = sha256_file(f)
+    if doc.get("descriptor"):
+        doc["descriptor"]["sha256"] = sha256_file(base / doc["descriptor"]["file"])
     if reference and doc.get("reference"):
         import torch
 

@@ -75,6 +75,15 @@ MANIFEST_SCHEMA = {
         "options": {"type": "object"},
         "layers": {"type": "array", "items": _LAYER, "minItems": 1},
         "seal": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "descriptor": {"allOf": [_ROM, {
+            "required": ["steps", "fields"],
+            "properties": {"kind": {"const": "table"},
+                           "steps": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                           "fields": {"type": "array", "items": {
+                               "type": "array", "minItems": 4, "maxItems": 4,
+                               "prefixItems": [{"type": "string"}, {"type": "integer", "minimum": 0},
+                                               {"type": "integer", "minimum": 1, "maximum": 64},
+                                               {"type": "boolean"}]}}}}]},
         "reference": {"type": "object", "required": ["file", "sha256", "images"],
                       "properties": {"file": {"type": "string"}, "sha256": {"type": "string"},
                                      "images": {"type": "integer", "minimum": 1}}},

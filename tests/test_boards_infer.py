@@ -140,6 +140,27 @@ def test_weights_in_spram_are_loaded_over_the_link(dense_manifest):
         inference_design(dense_manifest, "ulx3s-85f", weights="spram", log=lambda *a: None)
 
 
+def test_activation_scratch_in_spram(dense_manifest):
+    """--scratch spram: the shared output buffer (every layer's outputs, the next layer's input) is an iCE40UP SPRAM;
+    bit-exact and cycle-exact through the simulated board, counted as a SPRAM by the fit check (one EBR less),
+    another bitstream; a board without SPRAM refuses it."""
+    from sparsyn.boards.fit import check_fit, memory_census
+    from sparsyn.boards.platforms import get_board
+    rep = run_infer(dense_manifest, "icebreaker", "sim", images=1, scratch="spram", log=lambda *a: None)
+    assert rep["bit_exact"] and rep["images"] == 1
+    dev = get_board("icebreaker").dev
+    both = {s: inference_design(dense_manifest, "icebreaker", weights="ebr", scratch=s, log=lambda *a: None)
+            for s in ("ebr", "spram")}
+    fits = {s: check_fit(dev, memory_census(d.core())) for s, d in both.items()}
+    assert (fits["spram"]["spram_blocks"], fits["ebr"]["spram_blocks"]) == (1, 0)
+    assert fits["spram"]["bram_blocks"] == fits["ebr"]["bram_blocks"] - 1
+    assert both["spram"].design_hash != both["ebr"].design_hash
+    # auto keeps everything in block RAM while it fits
+    assert inference_design(dense_manifest, "icebreaker", log=lambda *a: None).scratch == "ebr"
+    with pytest.raises(SparsynError, match="--scratch spram needs the sequenced engine on an iCE40UP board"):
+        inference_design(dense_manifest, "ulx3s-85f", scratch="spram", log=lambda *a: None)
+
+
 @pytest.mark.slow
 def test_whole_digits_model_builds_for_the_icebreaker_fully_timed(dense_manifest, tmp_path):
     """The UP5K build of the inference top (whole digits model, one shared datapath, UART link): it fits, every
@@ -151,3 +172,11 @@ def test_whole_digits_model_builds_for_the_icebreaker_fully_timed(dense_manifest
     assert "comb_dsp" not in clock, clock
     assert clock["achieved_mhz"] >= 30, clock
     assert rep["resources"]["lut"]["used"] <= 5280 and (tmp_path / "b" / "top.bin").is_file()
+
+
+def test_board_bench_refusals():
+    """``sparsyn bench --boards --board NAME``: a board without configurations, and --board without --boards."""
+    line = one_line(sparsyn("bench", "--boards", "--board", "orangecrab-25f"))
+    assert "configurations for icebreaker, ulx3s-85f" in line
+    line = one_line(sparsyn("bench", "--board", "icebreaker"))
+    assert "--board applies to the board benchmark (--boards)" in line

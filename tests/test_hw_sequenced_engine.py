@@ -73,7 +73,9 @@ def test_one_array_and_memories_for_all_layers(default):
         for p in plan.layers:
             at = offsets[name][p.layer.name]
             assert words[at:at + p.packed.roms[name].depth] == list(p.packed.roms[name].words), (name, p.layer.name)
-    assert plan.rom_bits == sum(pk.rom_bits for pk in packed.values())
+    # ... and the per-layer descriptor table (one word per layer) is stored too
+    assert plan.rom_bits == sum(pk.rom_bits for pk in packed.values()) + plan.descriptor.bits
+    assert plan.descriptor.steps == ["conv1", "conv2", "fc"] and list(engine.descriptor_rom.init) == plan.descriptor.words
 
 
 def test_refuses_what_it_cannot_share(default):

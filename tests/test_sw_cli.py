@@ -41,7 +41,7 @@ def test_compress_default_writes_manifest_roms_and_report(compressed):
     assert report["accuracy"]["int"] > 95 and "integer" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{layer}.{rom}.hex" for layer in ("conv1", "conv2", "fc") for rom in ROMS]
-        + ["manifest.json", "reference.npz", "report.json"])
+        + ["descriptor.hex", "manifest.json", "reference.npz", "report.json"])
     # --array reaches the packing: the manifest, the report and every layer record the 3x5 array
     doc = json.loads((out / "manifest.json").read_text())
     assert doc["array"] == report["array"] == {"rows": 3, "cols": 5}
@@ -52,6 +52,9 @@ def test_compress_default_writes_manifest_roms_and_report(compressed):
                 "weights_rate_vs_int8"):
         assert col in header.split()
     assert "TOTAL" in r.stdout and "3x5" in r.stdout
+    # the sequenced engine's per-layer descriptor table is stored too: its own row, counted in the total
+    row = next(line.split() for line in r.stdout.splitlines() if line.startswith("descriptor"))
+    assert int(row[-5]) == report["descriptor_bits"] == doc["descriptor"]["width"] * doc["descriptor"]["depth"] > 0
 
 
 def test_run_table_splits_stored_bits_per_scheme(compressed, tmp_path):
@@ -76,6 +79,7 @@ def test_run_table_splits_stored_bits_per_scheme(compressed, tmp_path):
             kinds[rom["kind"]] += rom["width"] * rom["depth"]
         if "roms" in rec:
             dense += rec["pack"]["n"] * rec["pack"]["k"]
+    kinds["table"] += manifest["descriptor"]["width"] * manifest["descriptor"]["depth"]   # the per-layer table
     stored = sum(kinds.values())
     assert (row["weight_bits"], row["index_bits"], row["other_bits"], row["stored_bits"]) == \
         (kinds["weights"], kinds["index"], kinds["table"] + kinds["constants"], stored)

@@ -1,0 +1,114 @@
+"""``sparsyn infer --port sim:icarus|verilator``: the host code of ``sparsyn infer`` against the inference top converted
+to Verilog, in a cocotb bench (UART at bit level); bit-exact logits, exact cycles, link faults; one-line refusals."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from sparsyn.boards.infer import build_rtl, inference_design, run_infer
+from sparsyn.sim.tools import have_simulator
+
+needs_icarus = pytest.mark.skipif(have_simulator("icarus") is not None, reason=str(have_simulator("icarus")))
+needs_verilator = pytest.mark.skipif(have_simulator("verilator") is not None, reason=str(have_simulator("verilator")))
+
+
+def sparsyn(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sparsyn.sw.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def one_line(r):
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsyn: error: "), r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def dense_manifest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("infer-rtl") / "dense"
+    r = sparsyn("compress", "--scheme", "dense", "--array", "2x2", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@needs_icarus
+def test_infer_on_icarus_is_bit_exact(dense_manifest, tmp_path):
+    r = sparsyn("infer", "--board", "icebreaker", "--manifest", str(dense_manifest), "--port", "sim:icarus",
+                "--images", "2", "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert "via sim:icarus" in r.stdout and "every output bit-exact vs the golden model" in r.stdout
+    rep = json.loads((tmp_path / "r.json").read_text())
+    design = inference_design(dense_manifest, "icebreaker", log=lambda *a: None)
+    assert rep["port"] == "sim:icarus" and rep["images"] == 2 and rep["bit_exact"]
+    # every logit was compared with the golden model and every RUN's cycle count with the cycle model, image by
+    # image, inside the bench (a mismatch fails the run)
+    assert [row["cycles"] for row in rep["rows"]] == [design.plan.cycle_model["total"]] * 2
+
+
+def test_unknown_and_missing_simulators_are_one_line(dense_manifest, tmp_path):
+    line = one_line(sparsyn("infer", "--board", "icebreaker", "--manifest", str(dense_manifest), "--port", "sim:xyz"))
+    assert "sim:xyz" in line and "sim, sim:amaranth, sim:icarus, sim:verilator" in line
+    env = dict(os.environ, PATH=str(tmp_path))          # no iverilog / vvp on the PATH
+    line = one_line(sparsyn("infer", "--board", "icebreaker", "--manifest", str(dense_manifest), "--port",
+                            "sim:icarus", env=env))
+    assert "Icarus Verilog not installed" in line and "apt-get install iverilog" in line
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_infer_on_verilator_is_bit_exact(dense_manifest):
+    rep = run_infer(dense_manifest, "icebreaker", "sim:verilator", images=5, log=lambda *a: None)
+    design = inference_design(dense_manifest, "icebreaker", log=lambda *a: None)
+    assert rep["port"] == "sim:verilator" and rep["images"] == 5 and rep["bit_exact"]
+    assert rep["cycles_per_image"] == design.plan.cycle_model["total"]
+
+
+@needs_icarus
+def test_link_faults_on_the_verilog_are_answered_and_the_link_recovers(dense_manifest):
+    """Through the Verilog of the inference top: a WRITE with a corrupted CRC (nothing written), garbage and a truncated
+    frame each get their error frame; then the input reads back unchanged and IDENTIFY answers."""
+    from sparsyn.sim.runner import run_bench
+    design = inference_design(dense_manifest, "icebreaker", log=lambda *a: None)
+    bld = build_rtl(design, "icarus", log=lambda *a: None)
+    res = run_bench(bld, "sparsyn.sim.benches.bench_board_link",
+                    {"host": "sparsyn.sim.benches.bench_board_link:link_faults", "divisor": design.divisor,
+                     "clk_hz": design.board.clock_hz, "args": {"timeout_s": 0.01}}, waves_on_failure=False)
+    out = res["result"]
+    assert out["errors"] == ["BAD_CRC", "GARBAGE", "TRUNCATED"]
+    assert out["readback_ok"] and out["design_hash"] == design.design_hash.hex()
+
+
+def test_comb_logic_of_amaranth_verilog_settles_at_time_zero_in_icarus():
+    """An FSM output that depends only on the state register (``ready = state == IDLE``) is an ``always @*`` block
+    that Icarus (-g2012) never runs unless its trigger register changes at time 0 (the inference top's framer)."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from sparsyn.sim.runner import to_verilog
+    from sparsyn.sim.time_zero import settle_at_time_zero
+
+    class Toy(wiring.Component):
+        go: In(1)
+        ready: Out(1)
+
+        def elaborate(self, platform):
+            m = Module()
+            with m.FSM():
+                with m.State("IDLE"):
+                    m.d.comb += self.ready.eq(1)
+                    with m.If(self.go):
+                        m.next = "BUSY"
+                with m.State("BUSY"):
+                    m.next = "IDLE"
+            return m
+
+    text, _ = to_verilog(Toy(), "toy")
+    triggers = re.findall(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) ", text)
+    assert triggers and "initial #0" not in text
+    fixed = settle_at_time_zero(text)
+    assert [f"initial #0 {t} = 1'h1;" in fixed for t in triggers] == [True] * len(triggers)
