@@ -127,7 +127,7 @@ class LinkController(wiring.Component):
     second cycle after the pulse on, so a stale ``done`` is not taken); meanwhile WRITE / READ / RUN get BUSY,
     IDENTIFY / CYCLES are answered. A RUN while ``busy`` is high also gets BUSY.
 
-    Latency: a reply header is offered 3 cycles after END (IDENTIFY, CYCLES, errors), after the 8-cycle header
+    Latency: a reply header is offered 4 cycles after END (IDENTIFY, CYCLES, errors: IDLE, DECODE, DISPATCH), after the 8-cycle header
     load + 2 cycles of bounds check + 1 check (READ), or after 2 cycles per written byte (WRITE); a reply payload byte every 3 cycles at
     most (FETCH, CAPTURE, SEND) — far faster than the UART. Throughput: one request at a time.
 
@@ -242,6 +242,9 @@ class LinkController(wiring.Component):
         m.d.sync += [in_bounds.eq(in_bounds_now & (address[aw:] == 0)), too_long.eq(count > maxp)]
 
         engine_busy = running | self.busy
+        # the verdict on a received request (DECODE -> DISPATCH)
+        V_SLOT, V_CRC, V_IDENTIFY, V_CYCLES, V_RUN, V_TRANSFER, V_LENGTH, V_BUSY, V_UNKNOWN = range(9)
+        verdict = Signal(range(9))
         last_step = Signal()                    # the byte being committed / sent is the last one
         with m.FSM():
             with m.State("IDLE"):
@@ -253,37 +256,43 @@ class LinkController(wiring.Component):
                     m.d.sync += free_slot.eq(1)
                     m.next = "DECODE"
             with m.State("DECODE"):
+                # the request's verdict into a register; DISPATCH acts on it (the checks and the reply set-up are
+                # two short timing paths, not one; only this link starts the engine, so busy cannot change between)
+                m.next = "DISPATCH"
                 with m.If(slot_error):
-                    reply(ERROR, 2, SRC_ERROR, Cat(slot_code, slot_byte))
+                    m.d.sync += verdict.eq(V_SLOT)
                 with m.Elif(~slot_crc_ok):
-                    error(ErrorCode.BAD_CRC)
-                with m.Elif(cmd == IDENTIFY):
-                    with m.If(slot_len != 0):
-                        error(ErrorCode.BAD_LENGTH)
-                    with m.Else():
-                        reply(IDENTIFY | REPLY_FLAG, len(plan.identity), SRC_ROM)
-                with m.Elif(cmd == CYCLES):
-                    with m.If(slot_len != 0):
-                        error(ErrorCode.BAD_LENGTH)
-                    with m.Else():
-                        reply(CYCLES | REPLY_FLAG, 4, SRC_CYCLES)
+                    m.d.sync += verdict.eq(V_CRC)
+                with m.Elif((cmd == IDENTIFY) | (cmd == CYCLES)):
+                    m.d.sync += verdict.eq(Mux(slot_len != 0, V_LENGTH, Mux(cmd == IDENTIFY, V_IDENTIFY, V_CYCLES)))
                 with m.Elif(cmd == RUN):
-                    with m.If(slot_len != 0):
-                        error(ErrorCode.BAD_LENGTH)
-                    with m.Elif(engine_busy):
-                        error(ErrorCode.BUSY)
-                    with m.Else():
-                        m.next = "RUN_PULSE"
+                    m.d.sync += verdict.eq(Mux(slot_len != 0, V_LENGTH, Mux(engine_busy, V_BUSY, V_RUN)))
                 with m.Elif((cmd == WRITE) | (cmd == READ)):
-                    with m.If(Mux(cmd == WRITE, slot_len < WRITE_HEADER, slot_len != READ_LENGTH)):
-                        error(ErrorCode.BAD_LENGTH)
-                    with m.Elif(engine_busy):
-                        error(ErrorCode.BUSY)
-                    with m.Else():
+                    bad_len = Mux(cmd == WRITE, slot_len < WRITE_HEADER, slot_len != READ_LENGTH)
+                    m.d.sync += verdict.eq(Mux(bad_len, V_LENGTH, Mux(engine_busy, V_BUSY, V_TRANSFER)))
+                with m.Else():
+                    m.d.sync += verdict.eq(V_UNKNOWN)
+            with m.State("DISPATCH"):
+                with m.Switch(verdict):
+                    with m.Case(V_SLOT):
+                        reply(ERROR, 2, SRC_ERROR, Cat(slot_code, slot_byte))
+                    with m.Case(V_CRC):
+                        error(ErrorCode.BAD_CRC)
+                    with m.Case(V_IDENTIFY):
+                        reply(IDENTIFY | REPLY_FLAG, len(plan.identity), SRC_ROM)
+                    with m.Case(V_CYCLES):
+                        reply(CYCLES | REPLY_FLAG, 4, SRC_CYCLES)
+                    with m.Case(V_RUN):
+                        m.next = "RUN_PULSE"
+                    with m.Case(V_TRANSFER):
                         m.d.sync += load.eq(0)
                         m.next = "LOAD"
-                with m.Else():
-                    error(ErrorCode.UNKNOWN_CMD)
+                    with m.Case(V_LENGTH):
+                        error(ErrorCode.BAD_LENGTH)
+                    with m.Case(V_BUSY):
+                        error(ErrorCode.BUSY)
+                    with m.Default():
+                        error(ErrorCode.UNKNOWN_CMD)
             with m.State("LOAD"):                   # buffer bytes 0..6 -> head (read latency 1)
                 m.d.comb += rp.addr.eq(load)
                 m.d.sync += load.eq(load + 1)
@@ -426,7 +435,14 @@ class HostLink(wiring.Component):
         connect(m, deframer.o, ctrl.events)
         connect(m, ctrl.reply_hdr, framer.hdr)
         connect(m, ctrl.reply_data, framer.data)
-        connect(m, framer.o, tx.i)
+        # one register between the framer and the transmitter (the framer's byte multiplexer is then not on the
+        # transmitter's load path); a byte every other cycle at most, far above the UART's one per 10 * divisor
+        held, held_byte = Signal(), Signal(8)
+        m.d.comb += [framer.o.ready.eq(~held), tx.i.valid.eq(held), tx.i.payload.eq(held_byte)]
+        with m.If(held & tx.i.ready):
+            m.d.sync += held.eq(0)
+        with m.If(framer.o.valid & ~held):
+            m.d.sync += [held.eq(1), held_byte.eq(framer.o.payload)]
         connect(m, flipped(self.bus), ctrl.bus)
         m.d.comb += [self.run.eq(ctrl.run), ctrl.busy.eq(self.busy), ctrl.done.eq(self.done),
                      ctrl.cycles.eq(self.cycles)]
