@@ -58,10 +58,31 @@ def _mismatch_text(layer: QuantLayer, expected: np.ndarray, result: dict) -> str
     return None if m is None else str(m)
 
 
-def make_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None = None):
-    """The engine of one layer, through the one factory (``array``, when given, must be the packed one)."""
+def make_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None = None, limits=None):
+    """The engine of one layer, through the one factory (``array``, when given, must be the packed one;
+    ``limits``: :class:`~sparsyn.hw.plan.EngineLimits`, default the engine's)."""
     from sparsyn.hw.engines import layer_engine
-    return layer_engine(layer, packed, array)
+    return layer_engine(layer, packed, array) if limits is None else layer_engine(layer, packed, array, limits)
+
+
+#: Buffer limits for simulating a layer larger than the default ones (a board build still checks its memories).
+SIM_LIMITS = dict(act_elements=1 << 22, acc_words=1 << 20, weight_depth=1 << 22, out_elements=1 << 22)
+
+
+def sim_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None = None, log=None):
+    """:func:`make_engine` with the default limits, or — for a layer larger than they allow (e.g. a 640-input
+    Linear at 2x2) — with :data:`SIM_LIMITS`, saying so: the RTL check is about the numbers and the cycles; what
+    fits a board's memories is ``sparsyn build``'s fit check. Returns ``(engine, note or None)``."""
+    from sparsyn.hw.plan import EngineLimits
+    try:
+        return make_engine(layer, packed, array), None
+    except SparsynError as err:
+        if "does not fit" not in str(err):
+            raise
+        note = f"{err} — simulated with larger buffers"
+        if log is not None:
+            log(note)
+        return make_engine(layer, packed, array, EngineLimits(**SIM_LIMITS)), note
 
 
 def check_cycles(layer_name: str, measured: list[int], images, plan) -> list[int]:
@@ -189,11 +210,12 @@ def run_sequenced(model, packed: dict, array: ArrayConfig | None, simulator: str
             "wall_s": res["wall_s"]}
 
 
-def model_inputs(model, images: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``images`` digits test images quantized with the model's input scale, and every layer's golden output."""
+def model_inputs(model, images: int = 1, data=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``images`` test images of ``data`` (default: the digits) quantized with the model's input scale, and every
+    layer's golden output."""
     from sparsyn.sw.data import digits
     from sparsyn.sw.golden import quantize_input, run_golden
-    data = digits()
+    data = data if data is not None else digits()
     if not 1 <= images <= len(data.test_x):
         raise SparsynError(f"--images {images} is out of range; choose 1..{len(data.test_x)}")
     x = quantize_input(data.test_x[:images], model.input_scale)
@@ -207,7 +229,8 @@ def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig | 
 
     The manifest is refused first when its golden model no longer reproduces its reference vectors.
     Each layer is fed the reference input of that layer (the stored output of the layer before it), so
-    layers are checked independently; with ``images`` more than stored, further digits test images are
+    layers are checked independently; with ``images`` more than stored, further test images of the data the
+    manifest records (the digits, a zoo model's synthetic data, or the ``--data`` file when unchanged) are
     checked against the golden model only. Returns one row per compute layer: ``layer, scheme,
     cycles_measured, cycles_model, cycles_exact, utilization, bit_exact, reference_exact, mismatch
     (str or None), wall_s`` (+ build time, simulator). ``array`` (None: the manifest's) must be the
@@ -227,8 +250,9 @@ def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig | 
     images = n_ref if images is None else images
     x = torch.as_tensor(x_ref[:images], dtype=torch.int64)
     outs = [torch.as_tensor(ref[l.name][:images], dtype=torch.int64) for l in model.layers]
-    if images > n_ref:
-        x, outs = model_inputs(model, images)
+    if images > n_ref:                          # more test images of the data the manifest records
+        from sparsyn.sw.data import recorded_data
+        x, outs = model_inputs(model, images, recorded_data(doc.get("data")))
     base = Path(out_dir) if out_dir is not None else work_dir() / "sim-check" / f"{simulator}-{array.rows}x{array.cols}"
     rows = []
     log = (lambda msg: print(f"   {msg}", flush=True)) if progress else None
@@ -239,13 +263,15 @@ def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig | 
         if progress:
             print(f"   {layer.name}: {layer.kind} {layer.in_shape} -> {layer.out_shape} on {simulator}", flush=True)
         t0 = time.perf_counter()
-        engine = make_engine(layer, packed[layer.name], array)
+        engine, note = sim_engine(layer, packed[layer.name], array, log=log)
         try:
             row = run_engine(layer, packed[layer.name], array, simulator, layer_in,
                              test_dir=base / layer.name, log=log, engine=engine,
                              expected=outs[i].reshape(outs[i].shape[0], -1))
             row["reference_exact"] = True
             row["reference_images"] = min(images, n_ref)
+            if note:
+                row["limits_note"] = note
         except (BenchFailure, CycleMismatch) as err:
             results = getattr(err, "results", {}) or {}
             measured = (results.get("cycles") or [None])[0]

@@ -18,8 +18,8 @@ def add_parser(sub):
     p.add_argument("--array", default=None, metavar="RxC",
                    help="systolic array size (default: the one the manifest was packed for; another is refused)")
     p.add_argument("--images", type=int, default=None,
-                   help="images per layer (default: the manifest's reference images; more adds digits test "
-                        "images checked against the golden model)")
+                   help="images per layer (default: the manifest's reference images; more adds test images "
+                        "of the data the manifest records, checked against the golden model)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.set_defaults(func=run)
 

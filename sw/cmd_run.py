@@ -19,7 +19,7 @@ from .report import format_table, write_json
 COLUMNS = ["scheme", "float_acc", "int_acc", "weight_bits", "index_bits", "other_bits", "stored_bits",
            "rate_vs_int8", "rate_vs_fp32", "weights_rate_vs_int8",
            "rtl_layers", "rtl_bit_exact", "rtl_cycles", "cycles_exact", "rtl_utilization"]
-TITLE = ("sparsyn run — default digits model on a {array} array: bits the chip stores (weights / index / other "
+TITLE = ("sparsyn run — {model} on a {array} array: bits the chip stores (weights / index / other "
          "= tables + constants; rates vs int8 and fp32 from stored_bits; weights_rate_vs_int8 = weight memory "
          "only); RTL: bit-exact vs golden model and reference vectors, cycles_exact = measured == exact model")
 
@@ -37,6 +37,11 @@ def add_parser(sub):
                    help="systolic array the schemes pack for (passed to compress; the RTL check uses the "
                         "manifest's array); default 4x4")
     p.add_argument("--no-rtl", action="store_true", help="skip the RTL check")
+    p.add_argument("--model", default="default",
+                   help="the model to compress (as for 'sparsyn compress': default, zoo:NAME or a module file)")
+    p.add_argument("--data", default=None, metavar="FILE.npz",
+                   help="your own data (as for 'sparsyn compress': x float32 N×C×H×W or N×F, y int64 labels, "
+                        "optional); default: the digits (a zoo model: its synthetic data)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: work/run)")
     p.set_defaults(func=run)
 
@@ -67,7 +72,8 @@ def size_row(report: dict) -> dict:
         raise SparsynError(f"the compress report says {report['stored_bits']} stored bits but the manifest's ROMs "
                            f"hold {bits['stored_bits']}; re-run 'sparsyn compress'")
     dense, stored = bits["weights"], bits["stored_bits"]
-    return {"float_acc": report["accuracy"]["float"], "int_acc": report["accuracy"]["int"],
+    acc = report["accuracy"] or {}                 # None: data without labels (see the report's reconstruction)
+    return {"float_acc": acc.get("float"), "int_acc": acc.get("int"),
             **{k: bits[k] for k in ("weight_bits", "index_bits", "other_bits", "stored_bits")},
             "rate_vs_int8": 8 * dense / stored, "rate_vs_fp32": 32 * dense / stored,
             "weights_rate_vs_int8": 8 * dense / max(1, bits["weight_bits"])}
@@ -107,8 +113,11 @@ def run(args) -> int:
             from sparsyn.sim.check import rtl_check
         except ImportError:
             print("note: RTL check not available in this build (sparsyn.sim.check missing)")
+    from .compress import as_dataset, check_model_source
     from .outdir import check_out, output_lock
     out = check_out(out, RUN_REPORT, command="sparsyn run")     # before any work
+    args.data = as_dataset(args.data)                           # a bad --data file or model: refused before any work
+    check_model_source(args.model, args.data)
     with output_lock(out):
         out = check_out(out, RUN_REPORT, command="sparsyn run")
         return _run(args, names, array, out, rtl_check)
@@ -129,8 +138,8 @@ def _run(args, names, array, out: Path, rtl_check) -> int:
     for name in names:
         t0 = time.time()
         print(f"== {name}: compressing for a {array.rows}x{array.cols} array")
-        report = compress("default", name, {}, out / name, progress=True, array=array,
-                          descriptor=manifest_descriptor)
+        report = compress(args.model, name, {}, out / name, progress=True, array=array,
+                          descriptor=manifest_descriptor, data=args.data)
         row = {"scheme": name, **size_row(report)}
         entry = {"compress": report}
         if rtl_check is not None:
@@ -154,7 +163,8 @@ def _run(args, names, array, out: Path, rtl_check) -> int:
         rows.append(row)
     doc["table"] = rows
     print()
-    print(format_table(rows, COLUMNS, title=TITLE.format(array=f"{array.rows}x{array.cols}")))
+    model = "default digits model" if args.model == "default" else f"model {args.model}"
+    print(format_table(rows, COLUMNS, title=TITLE.format(model=model, array=f"{array.rows}x{array.cols}")))
     doc["status"] = "done"
     path = write_json(out / RUN_REPORT, doc)
     print(f"\nreport: {path}  (manifests and ROMs under {out})")

@@ -1,13 +1,25 @@
 """Model import: trace any ``torch.nn.Module`` (torch.fx) into a flat float layer list.
 
-Supported: Conv2d (any kernel, stride, zero padding; groups=1, dilation=1), Linear, ReLU, MaxPool2d,
-Flatten, BatchNorm2d (folded into the preceding conv), plus ``torch.flatten`` / ``F.relu`` /
-``torch.relu`` calls. ReLU is fused into the preceding Conv2d/Linear. Anything else is refused with
-one error naming the module and the supported set.
+Supported: Conv2d (any kernel, stride, zero padding; groups=1, dilation=1), Linear, ReLU, ReLU6 and
+Hardtanh(0, max) (ReLU with a cap), MaxPool2d, Flatten, BatchNorm2d / BatchNorm1d (folded into the preceding
+Conv2d / Linear), Dropout / Identity (nothing in eval), plus ``torch.flatten`` / ``F.relu`` / ``torch.relu``
+calls. ReLU is fused into the preceding Conv2d/Linear. Anything else is refused with one error naming the
+module and the supported set.
+
+The input is a (C, H, W) image or an F-vector: a model that takes N×F tensors is imported with input shape
+``(F,)``; its layer chain sees a (F, 1, 1) tensor (a Linear is a 1x1 conv over it).
+
+**ReLU6 / Hardtanh(0, max)**: the cap needs nothing in the integer model. The output scale of the layer is
+calibrated on the capped outputs, so its largest int8 code (127) stands for at most ``max``: the int8 clamp
+[0, 127] the integer model applies after every ReLU layer *is* the cap, as for a plain ReLU (the float model
+used for calibration and for the check against the module applies ``min(x, max)``). A Hardtanh with a
+nonzero lower bound (e.g. the default [-1, 1]) would need a clamp at other codes than the int8 range's ends in
+the golden model and the requantizer: refused.
 """
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +30,8 @@ from torch import fx, nn
 
 from .errors import SparsynError
 
-SUPPORTED = "Conv2d (groups=1), Linear, ReLU, MaxPool2d, Flatten, BatchNorm2d (after a Conv2d)"
+SUPPORTED = ("Conv2d (groups=1), Linear, ReLU, ReLU6, Hardtanh(0, max), MaxPool2d, Flatten, BatchNorm2d (after a "
+             "Conv2d), BatchNorm1d (after a Linear), Dropout, Identity")
 
 
 @dataclass
@@ -35,6 +48,7 @@ class FloatLayer:
     padding: int = 0
     relu: bool = False
     pool: tuple[int, int, int] | None = None  # maxpool (kernel, stride, padding)
+    act_max: float | None = None       # ReLU6 / Hardtanh(0, max): the cap of the fused ReLU (float model only)
 
 
 def load_model_file(path) -> nn.Module:
@@ -75,8 +89,9 @@ def _int_param(v, what, name):
     return int(t[0])
 
 
-def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[FloatLayer]:
-    """Trace ``module`` and return its layers with shapes for a (C, H, W) input."""
+def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> list[FloatLayer]:
+    """Trace ``module`` and return its layers with shapes for a (C, H, W) input, or an (F,) input (the module is
+    called with N×F tensors; the layer chain sees (F, 1, 1))."""
     module = module.eval()
     try:
         gm = fx.symbolic_trace(module)
@@ -86,7 +101,8 @@ def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[F
                            f"model of: {SUPPORTED}") from None
     mods = dict(gm.named_modules())
     layers: list[FloatLayer] = []
-    shape = tuple(int(v) for v in input_shape)
+    input_shape = tuple(int(v) for v in input_shape)
+    shape = input_shape + (1, 1) if len(input_shape) == 1 else input_shape
     chain_end = None  # name of the node whose value the next layer must consume
 
     def unsupported(what):
@@ -94,8 +110,9 @@ def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[F
 
     # every problem of the model is reported at once: after a refused layer the walk goes on with the shape
     # PyTorch computes for it (when the model runs on a zero input at all)
-    shapes = _propagated_shapes(gm, shape)
+    shapes = _propagated_shapes(gm, input_shape)
     problems: list[str] = []
+    refused: set[str] = set()          # refused nodes, and the BatchNorm / ReLU / Dropout that only follow them
     for node in gm.graph.nodes:
         if node.op == "output":
             break
@@ -108,8 +125,21 @@ def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[F
             if node.op == "get_attr":
                 unsupported(f"parameter access '{node.target}' in forward()")
             args = [a for a in node.args if isinstance(a, fx.Node)]
+            if len(args) == 1 and args[0].name in refused and _follows(node, mods) and node.name in shapes:
+                # the BatchNorm / activation of a refused layer: no problem of its own
+                refused.add(node.name)
+                shape, chain_end = shapes[node.name], node.name
+                continue
+            label = str(node.target) if node.op == "call_module" else node.name
+            if len(args) > 1 and node.target in _ADDS:
+                unsupported(f"'{label}': a residual add of {len(args)} branches; only a single chain of layers is "
+                            "supported (no skip connections or multi-input operations)")
+            if len(args) == 1 and chain_end is not None and args[0].name != chain_end:
+                unsupported(f"'{label}': a branch off the chain (it reads '{args[0].name}', not the layer before it: "
+                            "a skip connection); only a single chain of layers is supported (no skip connections or "
+                            "multi-input operations)")
             if len(args) != 1 or args[0].name != chain_end:
-                unsupported(f"'{node.name}': only a single chain of layers is supported "
+                unsupported(f"'{label}': only a single chain of layers is supported "
                             "(no skip connections or multi-input operations)")
             if node.op == "call_module":
                 out = _module_layer(mods[node.target], str(node.target), shape, layers)
@@ -119,6 +149,7 @@ def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[F
                 unsupported(f"'{node.name}' ({node.op})")
         except SparsynError as err:
             problems.append(str(err))
+            refused.add(node.name)
             if shapes.get(node.name) is None:
                 break                      # no shape to go on with
             shape, chain_end = shapes[node.name], node.name
@@ -133,6 +164,19 @@ def import_model(module: nn.Module, input_shape: tuple[int, int, int]) -> list[F
         raise SparsynError(f"model {type(module).__name__} has no Conv2d or Linear layer to compress")
     _check_with_torch(module, layers, input_shape)
     return layers
+
+
+#: The operators of a residual add (``x + y``, ``torch.add``, ``x.add(y)``).
+_ADDS = (operator.add, operator.iadd, torch.add, "add", "add_")
+
+
+def _follows(node, mods) -> bool:
+    """A node that only post-processes the layer before it (folded / fused / ignored): BatchNorm, ReLU,
+    ReLU6 / Hardtanh, Dropout, Identity, or a relu call."""
+    if node.op == "call_module":
+        return isinstance(mods[node.target], (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Hardtanh, nn.Dropout,
+                                              nn.Identity))
+    return node.target in (F.relu, torch.relu, "relu")
 
 
 def _propagated_shapes(gm, input_shape) -> dict:
@@ -177,7 +221,8 @@ def _module_layer(m, name, in_shape, layers):
     c, h, w = in_shape
     if isinstance(m, nn.Conv2d):
         if m.groups != 1:
-            raise SparsynError(f"unsupported layer '{name}': grouped Conv2d (groups={m.groups}); "
+            what = ", depthwise" if m.groups == m.in_channels == m.out_channels else ""
+            raise SparsynError(f"unsupported layer '{name}': grouped Conv2d (groups={m.groups}){what}; "
                                f"sparsyn supports {SUPPORTED}")
         if tuple(m.dilation) != (1, 1):
             raise SparsynError(f"unsupported layer '{name}': dilated Conv2d (dilation={tuple(m.dilation)}); "
@@ -209,6 +254,14 @@ def _module_layer(m, name, in_shape, layers):
         return FloatLayer(name, "linear", in_shape, (m.out_features, 1, 1), wt, b)
     if isinstance(m, nn.ReLU):
         return _fuse_relu(name, layers)
+    if isinstance(m, (nn.ReLU6, nn.Hardtanh)):        # nn.ReLU6 is a Hardtanh(0, 6)
+        lo, hi = float(m.min_val), float(m.max_val)
+        if lo != 0.0 or hi <= 0.0:
+            raise SparsynError(f"unsupported layer '{name}': Hardtanh({lo:g}, {hi:g}); only a cap above zero, "
+                               "Hardtanh(0, max) or ReLU6, is a clamp of the int8 codes; use ReLU6 or "
+                               "Hardtanh(0, max)")
+        _fuse_relu(name, layers, cap=hi)
+        return None
     if isinstance(m, nn.MaxPool2d):
         k = _int_param(m.kernel_size, "kernel_size", name)
         s = _int_param(m.stride if m.stride is not None else m.kernel_size, "stride", name)
@@ -221,7 +274,7 @@ def _module_layer(m, name, in_shape, layers):
         if m.start_dim != 1:
             raise SparsynError(f"unsupported layer '{name}': Flatten(start_dim={m.start_dim}); use nn.Flatten()")
         return FloatLayer(name, "flatten", in_shape, (c * h * w, 1, 1))
-    if isinstance(m, nn.BatchNorm2d):
+    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
         return _fold_bn(m, name, layers)
     if isinstance(m, (nn.Dropout, nn.Identity)):
         return None
@@ -239,18 +292,27 @@ def _function_layer(node, in_shape, layers):
     raise SparsynError(f"unsupported operation '{node.name}' ({what}); sparsyn supports {SUPPORTED}")
 
 
-def _fuse_relu(name, layers):
+def _fuse_relu(name, layers, cap: float | None = None):
     prev = layers[-1] if layers else None
     if prev is None or prev.kind not in ("conv", "linear"):
-        raise SparsynError(f"ReLU '{name}' must directly follow a Conv2d or Linear (it is fused into it)")
+        raise SparsynError(f"{'ReLU' if cap is None else 'ReLU6 / Hardtanh'} '{name}' must directly follow a Conv2d "
+                           "or Linear (it is fused into it)")
+    if prev.relu:
+        # a second cap keeps the smaller one; a plain ReLU after a capped one changes nothing
+        cap = cap if prev.act_max is None else (prev.act_max if cap is None else min(cap, prev.act_max))
     prev.relu = True
+    prev.act_max = cap
     return None
 
 
 def _fold_bn(bn, name, layers):
     prev = layers[-1] if layers else None
-    if prev is None or prev.kind != "conv" or prev.relu:
-        raise SparsynError(f"BatchNorm2d '{name}' must directly follow a Conv2d (it is folded into it)")
+    kind, after = ("conv", "Conv2d") if isinstance(bn, nn.BatchNorm2d) else ("linear", "Linear")
+    if prev is None or prev.kind != kind or prev.relu:
+        raise SparsynError(f"{type(bn).__name__} '{name}' must directly follow a {after} (it is folded into it)")
+    if not bn.track_running_stats or bn.running_mean is None:
+        raise SparsynError(f"{type(bn).__name__} '{name}' has no running statistics (track_running_stats=False); "
+                           "use the default BatchNorm, whose eval-mode statistics can be folded")
     gamma = bn.weight.detach().double().numpy() if bn.affine else np.ones(bn.num_features)
     beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(bn.num_features)
     mean = bn.running_mean.detach().double().numpy()
@@ -273,6 +335,8 @@ def run_float(layers: list[FloatLayer], x: torch.Tensor, collect: bool = False):
             x = F.conv2d(x, w, torch.as_tensor(l.bias), stride=l.stride, padding=l.padding)
             if l.relu:
                 x = F.relu(x)
+            if l.act_max is not None:
+                x = x.clamp(max=l.act_max)
         elif l.kind == "maxpool":
             k, s, p = l.pool
             x = F.max_pool2d(x, k, s, p)

@@ -92,11 +92,13 @@ def _reference_bytes(reference: dict) -> bytes:
 
 def write_manifest(out_dir: Path, model: QuantModel, packed: dict[str, PackedLayer], scheme: str, options: dict,
                    array: ArrayConfig, reference: dict | None = None, extra: dict | None = None,
-                   files: dict[str, str] | None = None, descriptor: tuple[Rom, dict] | None = None) -> Path:
+                   files: dict[str, str] | None = None, descriptor: tuple[Rom, dict] | None = None,
+                   reference_source: str | None = None) -> Path:
     """Write manifest + ROM files + reference vectors (+ ``files``: name -> text, e.g. the report) into
     ``out_dir`` atomically (:func:`sparsyn.sw.outdir.staged_output`: staged, then moved into place under a
     lock). ``reference``: ``{"input": (B,C,H,W) ints, "<layer name>": (B,...) ints, ...}``. ``descriptor``: the
-    descriptor table's ROM and its layout (``{"steps", "fields"}``).
+    descriptor table's ROM and its layout (``{"steps", "fields"}``). ``reference_source``: what the reference
+    inputs are (default: the digits test set's first images).
 
     An existing ``out_dir`` is only replaced when it is a previous sparsyn output (it holds a sparsyn
     manifest) or empty; any other folder is refused, so nothing sparsyn did not write is deleted.
@@ -122,7 +124,8 @@ def write_manifest(out_dir: Path, model: QuantModel, packed: dict[str, PackedLay
             (stage / REFERENCE_NAME).write_bytes(_reference_bytes(reference))
             doc["reference"] = {"file": REFERENCE_NAME, "sha256": sha256_file(stage / REFERENCE_NAME),
                                 "images": int(np.asarray(reference["input"]).shape[0]),
-                                "source": "digits test set, first images; outputs of the float64 int8 reference",
+                                "source": reference_source or ("digits test set, first images; outputs of the "
+                                                               "float64 int8 reference"),
                                 "layers": [l.name for l in model.layers]}
         if descriptor is not None:
             rom, layout = descriptor

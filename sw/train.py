@@ -10,11 +10,28 @@ from tqdm.auto import tqdm
 from .data import Dataset
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy in percent."""
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> float:
+    """Top-1 accuracy in percent; for data without labels (``y`` None: a model that reconstructs its input, e.g.
+    an autoencoder) the **reconstruction score** in percent, ``100 * (1 - MSE / variance of x)`` (100: perfect,
+    0: no better than the mean), so that the schemes' logs and histories read the same way."""
     model.eval()
     with torch.no_grad():
+        if y is None:
+            return 100.0 * (1.0 - reconstruction_mse(model(x), x) / max(float(x.double().var()), 1e-30))
         return 100.0 * (model(x).argmax(1) == y).float().mean().item()
+
+
+def reconstruction_mse(out: torch.Tensor, x: torch.Tensor) -> float:
+    """Mean squared error between a model's output and its input ``x`` (both flattened per sample)."""
+    return float(((out.reshape(len(x), -1).double() - x.reshape(len(x), -1).double()) ** 2).mean())
+
+
+def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy against the labels; without labels, the MSE of the reconstruction of ``x``."""
+    out = model(x)
+    if y is None:
+        return nn.functional.mse_loss(out.reshape(len(x), -1), x.reshape(len(x), -1))
+    return nn.functional.cross_entropy(out, y)
 
 
 def train(model: nn.Module, data: Dataset, epochs: int = 30, lr: float = 3e-3, batch: int = 64,
@@ -22,7 +39,8 @@ def train(model: nn.Module, data: Dataset, epochs: int = 30, lr: float = 3e-3, b
           penalty: Callable[[nn.Module], torch.Tensor] | None = None,
           after_step: Callable[[nn.Module], None] | None = None,
           desc: str = "train", seed: int = 0, progress: bool = True) -> float:
-    """Adam + cross-entropy; returns test accuracy (%).
+    """Adam + cross-entropy (data without labels: MSE of the reconstruction); returns test accuracy (%)
+    (:func:`accuracy`).
 
     ``masks`` maps parameter names to 0/1 tensors re-applied after every step (pruned weights stay 0);
     ``penalty(model)`` is added to the loss (e.g. group lasso); ``after_step(model)`` runs after
@@ -33,14 +51,14 @@ def train(model: nn.Module, data: Dataset, epochs: int = 30, lr: float = 3e-3, b
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     params = dict(model.named_parameters())
-    n = len(data.train_y)
+    n = len(data.train_x)
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, unit="epoch")
     for _ in bar:
         model.train()
         order = torch.randperm(n, generator=g)
         for i in range(0, n, batch):
             idx = order[i:i + batch]
-            loss = nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            loss = loss_of(model, data.train_x[idx], data.train_y[idx] if data.train_y is not None else None)
             if penalty is not None:
                 loss = loss + penalty(model)
             opt.zero_grad()
