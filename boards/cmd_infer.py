@@ -18,6 +18,8 @@ def add_parser(sub):
                    help="serial port (e.g. /dev/ttyUSB1), or a simulated board: sim (= sim:amaranth), sim:icarus, "
                         "sim:verilator")
     p.add_argument("--images", type=int, default=10, metavar="N", help="test images (default 10)")
+    p.add_argument("--data", metavar="FILE.npz",
+                   help="stream the test split of this data (default: the data the manifest was compressed with)")
     p.add_argument("--baud", type=int, default=None, metavar="RATE", help="UART rate the bitstream was built with "
                    "(default 1000000)")
     p.add_argument("--weights", choices=("auto", "ebr", "spram"), default="auto",
@@ -39,7 +41,7 @@ def run(args) -> int:
     if not Path(args.manifest).exists():
         raise SparsynError(f"manifest {args.manifest} does not exist; create one with 'sparsyn compress --out DIR'")
     report = run_infer(args.manifest, args.board, args.port, images=args.images, baud=args.baud or DEFAULT_BAUD,
-                       timeout_s=args.timeout, weights=args.weights, scratch=args.scratch)
+                       timeout_s=args.timeout, weights=args.weights, scratch=args.scratch, data=args.data)
     print(format_infer(report))
     if args.report:
         write_json(Path(args.report), report)

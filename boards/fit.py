@@ -114,9 +114,13 @@ def check_fit(device: Device, memories: list[MemoryUse], where: str = "", advice
                           + f" = {m.blocks}" for m in biggest if m.blocks)
         raise SparsynError(f"design does not fit: its memories need {blocks} block RAMs of "
                            f"{device.bram_kbits} kbit ({parts}) but {where} has {device.bram_blocks}; {advice}")
-    if logic_bits > device.ffs:
-        parts = ", ".join(f"{m.path} {m.width}x{m.depth}" for m in biggest if m.logic_bits)
-        raise SparsynError(f"design does not fit: {logic_bits} bits of asynchronously read memory ({parts}) "
+    # asynchronously read RAMs become flip-flops; ROMs read that way (the descriptor table, small constant tables)
+    # become LUT logic, which the place-and-route report counts
+    rams = [m for m in memories if m.logic_bits and m.writes]
+    ram_bits = sum(m.logic_bits for m in rams)
+    if ram_bits > device.ffs:
+        parts = ", ".join(f"{m.path} {m.width}x{m.depth}" for m in sorted(rams, key=lambda m: -m.logic_bits)[:3])
+        raise SparsynError(f"design does not fit: {ram_bits} bits of asynchronously read RAM ({parts}) "
                            f"need flip-flops but {where} has {device.ffs}; {advice}")
     return {"bram_blocks": blocks, "bram_blocks_available": device.bram_blocks,
             "spram_blocks": sprams, "spram_blocks_available": device.spram_blocks,

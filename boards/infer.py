@@ -259,39 +259,57 @@ def open_port(port: str, design: InferenceDesign, log=print):
 
 
 def test_images(model, count: int, data=None):
-    """``count`` test images (int8 codes, flat CHW) and labels from ``data`` (default: the digits test split)."""
+    """``count`` test images (int8 codes) and their labels (None for data without labels) from the test split of
+    ``data`` (default: the digits)."""
     from sparsyn.sw.data import digits
     from sparsyn.sw.golden import quantize_input
     data = data or digits()
     if count < 1:
         raise SparsynError(f"--images must be at least 1, not {count}")
+    if math.prod(data.input_shape) != math.prod(model.input_shape):
+        raise SparsynError(f"the data's samples have shape {tuple(data.input_shape)}, the model takes "
+                           f"{tuple(model.input_shape)}; give the data the model was compressed for")
     n = min(count, len(data.test_x))
     x = quantize_input(data.test_x[:n], model.input_scale)
-    return x, np.asarray(data.test_y[:n])
+    return x, (np.asarray(data.test_y[:n]) if data.labelled else None)
+
+
+def infer_data(doc: dict, data=None):
+    """The data ``infer`` streams: ``data`` (an ``.npz`` path, ``--data``) or the data the manifest was compressed
+    with (its record: the digits, a zoo model's synthetic data, or the recorded ``.npz`` file)."""
+    from sparsyn.sw.data import load_data, recorded_data
+    if data is not None:
+        return load_data(Path(data))
+    return recorded_data(doc.get("data"))
 
 
 def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = DEFAULT_BAUD, timeout_s: float = 2.0,
-              weights: str = "auto", scratch: str = "auto", log=print) -> dict:
-    """``sparsyn infer``: stream test images through the board, check every logit against the golden model."""
+              weights: str = "auto", scratch: str = "auto", data=None, log=print) -> dict:
+    """``sparsyn infer``: stream test images (``data``: an ``.npz`` file; default the data the manifest was compressed
+    with) through the board, check every logit against the golden model."""
+    from sparsyn.sw.manifest import load_manifest
     simulator = rtl_simulator(port)
     design = inference_design(manifest, board, baud=baud, weights=weights, scratch=scratch, log=log)
+    model, _, doc = load_manifest(Path(manifest))
+    test_images(model, images, infer_data(doc, data))           # refuse bad data before the port is opened
     if simulator is not None:
-        return infer_on_rtl(design, simulator, manifest, port, images=images, timeout_s=timeout_s, log=log)
+        return infer_on_rtl(design, simulator, manifest, port, images=images, timeout_s=timeout_s, data=data,
+                            log=log)
     return infer_session(open_port(port, design, log), design, manifest, port, images=images, timeout_s=timeout_s,
-                         log=log)
+                         data=data, log=log)
 
 
 def infer_session(transport, design: InferenceDesign, manifest, port: str, *, images: int = 10,
-                  timeout_s: float = 2.0, log=print) -> dict:
+                  timeout_s: float = 2.0, log=print, data=None) -> dict:
     """The host side of ``sparsyn infer`` on an open ``transport`` (closed at the end): IDENTIFY, the weights when
-    they live in SPRAM, then per image WRITE the input, RUN, READ the outputs, each checked against the golden model
-    and the cycle model (a mismatch raises). Returns the report (:func:`format_infer`)."""
+    they live in SPRAM, then per image (from :func:`infer_data`) WRITE the input, RUN, READ the outputs, each checked
+    against the golden model and the cycle model (a mismatch raises). Returns the report (:func:`format_infer`)."""
     from sparsyn.sw.golden import run_golden
     from sparsyn.sw.link_client import LinkClient
     from sparsyn.sw.manifest import load_manifest
     from sparsyn.hw.inference import REGION_INPUT, REGION_OUTPUT
     model, packed, doc = load_manifest(Path(manifest))
-    x, labels = test_images(model, images)
+    x, labels = test_images(model, images, infer_data(doc, data))
     gold = run_golden(model, x)[-1].numpy().reshape(len(x), -1)
     rows = []
     run_timeout = None
@@ -327,9 +345,11 @@ def infer_session(transport, design: InferenceDesign, manifest, port: str, *, im
             expect_cycles = int(design.plan.cycles(img))
             if cycles != expect_cycles:
                 raise SparsynError(f"image {i}: the board counted {cycles} cycles, the cycle model says {expect_cycles}")
-            rows.append({"image": i, "label": int(labels[i]), "predicted": int(np.argmax(got)), "cycles": int(cycles),
+            rows.append({"image": i, "label": int(labels[i]) if labels is not None else None,
+                         "predicted": int(np.argmax(got)), "cycles": int(cycles),
                          "write_s": t1 - t0, "run_s": t2 - t1, "read_s": t3 - t2})
-    acc = float(np.mean([r["label"] == r["predicted"] for r in rows]))
+    # top-1 of a classifier; data without labels (an autoencoder's) has none: its outputs are checked bit-exact
+    acc = float(np.mean([r["label"] == r["predicted"] for r in rows])) if labels is not None else None
     cyc = float(np.mean([r["cycles"] for r in rows]))
     link_bytes = _link_bytes(design)
     report = {"board": design.board.name, "port": port, "engine": design.engine_kind, "baud": design.baud,
@@ -345,7 +365,7 @@ def infer_session(transport, design: InferenceDesign, manifest, port: str, *, im
 
 
 def infer_on_rtl(design: InferenceDesign, simulator: str, manifest, port: str, *, images: int = 10,
-                 timeout_s: float = 2.0, log=print) -> dict:
+                 timeout_s: float = 2.0, data=None, log=print) -> dict:
     """``--port sim:icarus`` / ``sim:verilator``: ``design.core()`` converted to Verilog and compiled (cached under
     work/cache/sim), then :func:`infer_session` — via :func:`rtl_host` — inside the cocotb bench
     :mod:`sparsyn.sim.benches.bench_board_link`, its transport the simulated UART pins. Returns the same report."""
@@ -356,7 +376,8 @@ def infer_on_rtl(design: InferenceDesign, simulator: str, manifest, port: str, *
     params = {"host": "sparsyn.boards.infer:rtl_host", "divisor": design.divisor, "clk_hz": design.board.clock_hz,
               "args": {"manifest": str(Path(manifest).resolve()), "board": design.board.name, "baud": design.baud,
                        "weights": design.weights_in, "scratch": design.scratch, "port": port, "images": int(images),
-                       "timeout_s": float(timeout_s), "design_hash": design.design_hash.hex()}}
+                       "timeout_s": float(timeout_s), "design_hash": design.design_hash.hex(),
+                       "data": str(Path(data).resolve()) if data is not None else None}}
     try:
         res = run_bench(bld, "sparsyn.sim.benches.bench_board_link", params, waves_on_failure=False)
     except BenchFailure as err:
@@ -380,7 +401,7 @@ def rtl_host(transport, args: dict) -> dict:
     # were edited while the bench starts, which changes nothing in the simulated RTL
     design.design_hash = bytes.fromhex(args["design_hash"])
     return infer_session(transport, design, args["manifest"], args["port"], images=args["images"],
-                         timeout_s=args["timeout_s"])
+                         timeout_s=args["timeout_s"], data=args.get("data"))
 
 
 def check_identity(ident, design: InferenceDesign, port: str, manifest) -> None:
@@ -409,7 +430,8 @@ def format_infer(report: dict) -> str:
     return "\n".join([
         f"{report['images']} images on {report['board']} via {report['port']} ({report['engine']} engine, "
         f"{report['baud']} baud): every output bit-exact vs the golden model",
-        f"  accuracy          {report['accuracy'] * 100:.1f} %",
+        (f"  accuracy          {report['accuracy'] * 100:.1f} %" if report["accuracy"] is not None else
+         "  accuracy          - (data without labels)"),
         f"  on-chip cycles    {report['cycles_per_image']:.0f} per image = {report['on_chip_us_per_image']:.1f} us "
         f"at {report['clock_mhz']:g} MHz",
         f"  link              {report['link_bytes_per_image']} bytes per image = {report['link_us_per_image']:.0f} us "

@@ -112,3 +112,33 @@ def test_comb_logic_of_amaranth_verilog_settles_at_time_zero_in_icarus():
     assert triggers and "initial #0" not in text
     fixed = settle_at_time_zero(text)
     assert [f"initial #0 {t} = 1'h1;" in fixed for t in triggers] == [True] * len(triggers)
+
+
+@needs_icarus
+def test_a_model_without_labels_runs_whole_on_the_board_with_its_own_data(tmp_path):
+    """The (tiny) MLPerf Tiny anomaly-detection autoencoder — ten Linear layers, compressed with its own data —
+    on the simulated iCEBreaker through the Verilog: every output bit-exact, cycles exact, no accuracy (no labels);
+    data of another shape is refused before the port is opened."""
+    import numpy as np
+
+    from sparsyn.sw.zoo import zoo_data
+    data = zoo_data("ad-autoencoder-tiny", 200, 3)
+    npz = tmp_path / "ad.npz"
+    np.savez(npz, x=np.concatenate([data.train_x.numpy(), data.test_x.numpy()]).astype(np.float32))
+    out = tmp_path / "ad"
+    r = sparsyn("compress", "--model", "zoo:ad-autoencoder-tiny", "--data", str(npz), "--scheme", "dense",
+                "--array", "2x2", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = sparsyn("infer", "--board", "icebreaker", "--manifest", str(out), "--port", "sim:icarus", "--images", "2",
+                "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    design = inference_design(out, "icebreaker", log=lambda *a: None)
+    assert rep["bit_exact"] and rep["accuracy"] is None and "data without labels" in r.stdout
+    assert len(design.plan.steps) == 10 and rep["link_bytes_per_image"] > 2 * 32
+    assert [row["cycles"] for row in rep["rows"]] == [design.plan.cycle_model["total"]] * 2
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((20, 1, 8, 8), np.float32))
+    line = one_line(sparsyn("infer", "--board", "icebreaker", "--manifest", str(out), "--port", "sim", "--data",
+                            str(bad)))
+    assert "the data's samples have shape (1, 8, 8), the model takes (32, 1, 1)" in line
