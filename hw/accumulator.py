@@ -66,7 +66,8 @@ class AccumulatorBuffer(wiring.Component):
     add and write are separate stages), so a pixel's next read may come ``read_ahead +
     write_latency`` = 4 cycles after its previous one at the earliest (see
     :func:`sparsyn.hw.cycles.pass_period`): no word is read in the cycle it is written.
-    Throughput: one pixel per cycle. ``read`` has :attr:`read_latency` = 1 cycle.
+    Throughput: one pixel per cycle. ``read`` has :attr:`read_latency` = 2 cycles (block RAM read, then a
+    register: the reader's column select stays off the RAM's clock-to-out).
 
     Parameters
     ----------
@@ -99,8 +100,8 @@ class AccumulatorBuffer(wiring.Component):
     read_ahead = 2
     #: Cycles from ``y`` to the end of its write: registered sum, write.
     write_latency = 2
-    #: Cycles from a ``read`` address to its ``data`` (block RAM read).
-    read_latency = 1
+    #: Cycles from a ``read`` address to its ``data`` (block RAM read, register).
+    read_latency = 2
 
     def __init__(self, plan: LayerPlan | list, lead: int):
         self.plans = plans = as_list(plan)
@@ -177,5 +178,7 @@ class AccumulatorBuffer(wiring.Component):
             m.d.sync += [acc_rc.eq(0), acc_wc.eq(0)]
 
         # ---- the requant side's read port (it reads the other bank) ------------------------------
-        m.d.comb += [acc_rq.addr.eq(address(self.read.bank, self.read.pixel)), self.read.data.eq(acc_rq.data)]
+        rq_data = Signal(acc_vector(C), reset_less=True)
+        m.d.sync += rq_data.eq(acc_rq.data)
+        m.d.comb += [acc_rq.addr.eq(address(self.read.bank, self.read.pixel)), self.read.data.eq(rq_data)]
         return m

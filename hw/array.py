@@ -16,9 +16,9 @@ from .schemes.base import ProductUnit, make_product
 
 
 def array_latency(rows: int, cols: int, pipelined: bool = False) -> int:
-    """Cycles from an input vector on ``x`` to its column sums on ``y`` (skew + R PEs + deskew; one
-    more with pipelined PEs, whose product is registered)."""
-    return rows + cols - 1 + int(bool(pipelined))
+    """Cycles from an input vector on ``x`` to its column sums on ``y`` (skew + R PEs + deskew; plus
+    :attr:`ProcessingElement.product_latency` = 3 with pipelined PEs: registered datapath inputs and product)."""
+    return rows + cols - 1 + (ProcessingElement.product_latency if pipelined else 0)
 
 
 class SystolicArray(wiring.Component):
@@ -45,7 +45,7 @@ class SystolicArray(wiring.Component):
         ``make_product(packed, (row, col))`` is called per PE for a PackedLayer; a callable is used as
         the factory and called with each PE's ``(row, col)``.
     pipelined : bool
-        Register every PE's product before its adder (see :class:`ProcessingElement`); latency + 1.
+        Register every PE's product before its adder (see :class:`ProcessingElement`); latency + 3.
 
     Attributes
     ----------

@@ -13,10 +13,11 @@ enter as soon as the last pixel has left row 0's last column, ``Ho*Wo + C - 1`` 
 first pixel, and no earlier than the R+1 cycles the lane-descriptor preload takes nor the 4 the
 accumulator read-modify-write needs (:func:`pass_period`). The section's last pass drains: its last
 pixel, issued in cycle Ho*Wo-1, reaches the array after the activation read (2: registered address,
-block RAM), leaves it R+C cycles later (pipelined PEs) and is added into the accumulator buffer
-(registered sum) in the next cycle -> Ho*Wo + R + C + 3 cycles (:func:`last_pass_cycles`). Then
+block RAM), leaves it R+C+2 cycles later (pipelined PEs) and is added into the accumulator buffer
+(registered sum) in the next cycle -> Ho*Wo + R + C + 5 cycles (:func:`last_pass_cycles`). Then
 ``REQUANT`` of the section's real channels, one value per cycle plus the requant sequencer's
-pipeline (accumulator read 1 + requant unit 6) -> channels*Ho*Wo + 7 cycles (:func:`requant_cycles`).
+pipeline (accumulator read 2: block RAM, register; + requant unit 6) -> channels*Ho*Wo + 8 cycles
+(:func:`requant_cycles`).
 
 With another activation feeder (:mod:`.feeders`) a pass issues that feeder's steps instead of Ho*Wo pixels
 (a kernel-window scan has ``Ho*((Wo-1)*stride + kw)``), each held for the PE's phases (a time-multiplexed
@@ -37,7 +38,7 @@ from .control import LayerControl
 from .requant_sequencer import RequantSequencer
 
 #: The LayerEngine builds its array with pipelined PEs (each PE's product registered, see
-#: :class:`sparsyn.hw.pe.ProcessingElement`): the array latency is R + C.
+#: :class:`sparsyn.hw.pe.ProcessingElement`): the array latency is R + C + 2.
 PIPELINED_PES = True
 
 
@@ -58,7 +59,7 @@ def pass_period(rows: int, cols: int, pixels: int) -> int:
 
 def last_pass_cycles(rows: int, cols: int, pixels: int, feed_latency: int = ActivationBuffer.latency) -> int:
     """The last pass of a section: issue ``pixels`` vectors (the feeder's steps; the last one always
-    emits), then wait until the last accumulator write (= pixels + R + C + 3 with pipelined PEs)."""
+    emits), then wait until the last accumulator write (= pixels + R + C + 5 with pipelined PEs)."""
     return (pixels + feed_latency + array_latency(rows, cols, PIPELINED_PES) - 1
             + AccumulatorBuffer.write_latency)
 

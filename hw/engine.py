@@ -4,7 +4,7 @@ A composition of small components, one module per concern, each owning its laten
 
     act_in -> activation feeder (feeders.py, by the ROMs' row feed: ActivationBuffer im2col reads,
               KernelWindowFeeder kh x kw windows, ChannelGroupFeeder channel groups; latency 2)
-           -> SystolicArray (array.py: R x C PEs; latency R + C with pipelined PEs)
+           -> SystolicArray (array.py: R x C PEs; latency R + C + 2 with pipelined PEs)
            -> AccumulatorBuffer (accumulator.py: 1-2 banks of Ho*Wo words of C x int32, read-modify-write,
               bias on a section's first pass; reads 2 ahead, writes 2 after)
            -> RequantSequencer (requant_sequencer.py: one finished section's bank, channel by channel,
@@ -19,9 +19,9 @@ Control (FSM, per image)::
                      -> STREAM of each pass but the last: max(Ho*Wo + C - 1, R + 1, 4) cycles, no drain
                         (the next pass's weights enter row by row behind the last pixel, its lane
                         descriptors are preloaded into shadow registers)
-                     -> STREAM of the last pass: Ho*Wo + R + C + 3 (drain into the accumulators)
+                     -> STREAM of the last pass: Ho*Wo + R + C + 5 (drain into the accumulators)
                      -> [WAIT_REQUANT while the previous section is still being requantized]
-                     -> hand the section to the requant sequencer (channels*Ho*Wo + 7 cycles, reading
+                     -> hand the section to the requant sequencer (channels*Ho*Wo + 8 cycles, reading
                         one accumulator bank while the next section accumulates into the other)
            --> FINISH (wait for the last requant) --> IDLE with done=1
 

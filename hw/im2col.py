@@ -17,11 +17,24 @@ from .per_layer import LayerSelect, as_list
 
 
 def base_shape(layers):
-    """Signed shape of ``base_y``/``base_x`` = ``o*stride - pad`` over the output range of every layer."""
+    """Signed shape of ``base_y``/``base_x`` = ``o*stride - pad`` over the output range of every layer (both axes:
+    stride and padding per axis, :attr:`QuantLayer.stride_hw` / :attr:`~QuantLayer.padding_hw`)."""
     layers = as_list(layers)
-    lo = -max(l.padding for l in layers)
-    top = max((max(l.out_shape[1:]) - 1) * l.stride - l.padding for l in layers)
+    lo = -max(max(l.padding_hw) for l in layers)
+    top = max((o - 1) * s - p for l in layers
+              for o, s, p in zip(l.out_shape[1:], l.stride_hw, l.padding_hw))
     return signed_range(lo, top)
+
+
+def axis_select(sel, layers, values, name):
+    """``(y, x)`` per-layer values of the two axes (``values(layer) -> (y, x)``): the x value is named ``name``
+    and the y value ``name_y``, unless every layer has the same value on both axes — then one selection serves
+    both (a model of square layers keeps the descriptor fields it always had)."""
+    pairs = [values(l) for l in layers]
+    x = sel([b for _, b in pairs], name=name)
+    if all(a == b for a, b in pairs):
+        return x, x
+    return sel([a for a, _ in pairs], name=f"{name}_y"), x
 
 
 def _layer_port(layers) -> dict:
@@ -31,8 +44,8 @@ def _layer_port(layers) -> dict:
 class PixelScanner(wiring.Component):
     """Walks the Ho x Wo output pixels in row-major order.
 
-    Outputs the current pixel index and ``base_y = oy*stride - pad``, ``base_x = ox*stride - pad``
-    (kept as running sums, no multiplier). ``restart`` returns to pixel 0, ``step`` advances by one
+    Outputs the current pixel index and ``base_y = oy*sh - ph``, ``base_x = ox*sw - pw`` (stride and padding
+    per axis; kept as running sums, no multiplier). ``restart`` returns to pixel 0, ``step`` advances by one
     pixel; both take effect at the next clock edge (latency 1). ``last`` is high on the final pixel.
 
     Parameters
@@ -51,12 +64,12 @@ class PixelScanner(wiring.Component):
         self.ho = max(l.out_shape[1] for l in self.layers)
         self.wo = max(l.out_shape[2] for l in self.layers)
         shape = base_shape(self.layers)
-        p0 = -self.layers[0].padding
+        py0, px0 = (-v for v in self.layers[0].padding_hw)
         super().__init__({
             **_layer_port(self.layers),
             "restart": In(1), "step": In(1),
             "pixel": Out(unsigned(bits_for_range(max(l.pixels for l in self.layers)))),
-            "base_y": Out(shape, init=p0), "base_x": Out(shape, init=p0),
+            "base_y": Out(shape, init=py0), "base_x": Out(shape, init=px0),
             "last": Out(1),
         })
 
@@ -64,23 +77,23 @@ class PixelScanner(wiring.Component):
         m = Module()
         ls = self.layers
         sel = LayerSelect(m, self.layer if len(ls) > 1 else None, ls, self)
-        s = sel([l.stride for l in ls], name="stride")
-        p = sel([-l.padding for l in ls], name="neg_pad")
+        sy, s = axis_select(sel, ls, lambda l: l.stride_hw, "stride")
+        py, p = axis_select(sel, ls, lambda l: tuple(-v for v in l.padding_hw), "neg_pad")
         ho1 = sel([l.out_shape[1] - 1 for l in ls], name="ho_last")
         wo1 = sel([l.out_shape[2] - 1 for l in ls], name="wo_last")
         ox = Signal(unsigned(bits_for_range(self.wo)))
         oy = Signal(unsigned(bits_for_range(self.ho)))
         m.d.comb += self.last.eq((ox == wo1) & (oy == ho1))
         with m.If(self.restart):
-            m.d.sync += [ox.eq(0), oy.eq(0), self.pixel.eq(0), self.base_x.eq(p), self.base_y.eq(p)]
+            m.d.sync += [ox.eq(0), oy.eq(0), self.pixel.eq(0), self.base_x.eq(p), self.base_y.eq(py)]
         with m.Elif(self.step):
             m.d.sync += self.pixel.eq(Mux(self.last, 0, self.pixel + 1))
             with m.If(ox == wo1):
                 m.d.sync += [ox.eq(0), self.base_x.eq(p)]
                 with m.If(oy == ho1):
-                    m.d.sync += [oy.eq(0), self.base_y.eq(p)]
+                    m.d.sync += [oy.eq(0), self.base_y.eq(py)]
                 with m.Else():
-                    m.d.sync += [oy.eq(oy + 1), self.base_y.eq(self.base_y + s)]
+                    m.d.sync += [oy.eq(oy + 1), self.base_y.eq(self.base_y + sy)]
             with m.Else():
                 m.d.sync += [ox.eq(ox + 1), self.base_x.eq(self.base_x + s)]
         return m
@@ -107,7 +120,7 @@ class LaneAddress(wiring.Component):
         kh = max(l.kernel[0] for l in ls)
         kw = max(l.kernel[1] for l in ls)
         shape = base_shape(ls)
-        pad = max(l.padding for l in ls)
+        pad = max(max(l.padding_hw) for l in ls)
         self.coord_shape = signed_range(-pad, max(max(l.in_shape[1:]) for l in ls) + max(kh, kw) + pad)
         super().__init__({
             **_layer_port(ls),

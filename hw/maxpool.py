@@ -17,7 +17,7 @@ from .per_layer import LayerSelect, as_list
 def maxpool_cycles(layer: MaxPoolLayer) -> int:
     """Cycles from the last input element to the last output handshake with ``o.ready`` held high."""
     c, ho, wo = layer.out_shape
-    return c * ho * wo * (layer.kernel * layer.kernel + 2)
+    return c * ho * wo * (layer.kernel * layer.kernel + MaxPoolUnit.read_latency + 1)
 
 
 #: Default input-buffer size of a MaxPoolUnit (int8 elements).
@@ -38,8 +38,10 @@ def check_maxpool(layer: MaxPoolLayer, max_elements: int = MAXPOOL_ELEMENTS) -> 
 class MaxPoolUnit(wiring.Component):
     """Buffers one CHW image from ``i``, then emits the pooled CHW image on ``o``.
 
-    Each output scans its k x k window from the buffer (one read per cycle) and is offered on ``o``
-    for a handshake: ``k*k + 2`` cycles per output with ``o.ready`` high (see :func:`maxpool_cycles`).
+    Each output scans its k x k window from the buffer (one read per cycle; a read is folded into the
+    max ``read_latency`` = 2 cycles after it is issued: the block-RAM read, then a register) and is
+    offered on ``o`` for a handshake: ``k*k + 3`` cycles per output with ``o.ready`` high (see
+    :func:`maxpool_cycles`).
     Input is accepted (``i.ready``) only while filling; after the last output it fills again.
 
     Parameters
@@ -51,7 +53,12 @@ class MaxPoolUnit(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(signed(8))); o : Out(stream.Signature(signed(8)))
+    read_latency : int
+        Cycles from issuing a window read to folding it into the max (2: the block-RAM read, then a
+        register that keeps the RAM's clock-to-out off the compare).
     """
+
+    read_latency = 2
 
     def __init__(self, layer: MaxPoolLayer | list):
         #: the pool layers this unit runs (several: the ``layer`` input selects the active one, set while idle)
@@ -87,7 +94,7 @@ class MaxPoolUnit(wiring.Component):
         base = signed_range(-pmax, max((max(l.out_shape[1:]) - 1) * l.stride for l in pools))
         by, bx = Signal(base, init=-self.pools[0].padding), Signal(base, init=-self.pools[0].padding)
         dy, dx = Signal(range(max(kmax, 2))), Signal(range(max(kmax, 2)))
-        j = Signal(range(kmax * kmax + 1))
+        j = Signal(range(kmax * kmax + self.read_latency))
         coord = signed_range(-pmax, max(hmax, wmax) + kmax)
         y, x = Signal(coord), Signal(coord)
         m.d.comb += [y.eq(by + dy), x.eq(bx + dx)]
@@ -101,7 +108,9 @@ class MaxPoolUnit(wiring.Component):
             # the address multiplies stay by constants: one per pool geometry, a Mux tree over the pool
             m.d.comb += rd.addr.eq(mux_tree(self.layer_index, [ch * (l.in_shape[1] * l.in_shape[2])
                                                                + yu * l.in_shape[2] + xu for l in pools]))
-        inside_d = Signal()
+        # the read data and its window-inside flag, registered: the RAM's clock-to-out is most of a cycle
+        rd_q = Signal(signed(ACT_BITS))
+        inside_d, inside_q = Signal(), Signal()
         best = Signal(signed(ACT_BITS), init=-128)
         m.d.comb += self.o.payload.eq(best)
 
@@ -118,15 +127,15 @@ class MaxPoolUnit(wiring.Component):
                     m.d.sync += [wptr.eq(0), ch.eq(0), oy.eq(0), ox.eq(0), by.eq(p), bx.eq(p),
                                  dy.eq(0), dx.eq(0), j.eq(0), best.eq(-128), filling.eq(0)]
         with m.Elif(~emitting):
-            # scan: cycle j issues window read j (j < k*k) and folds read j-1 (j >= 1)
-            m.d.sync += [j.eq(j + 1), inside_d.eq(inside)]
+            # scan: cycle j issues window read j (j < k*k) and folds read j-2 (j >= 2), registered in rd_q
+            m.d.sync += [j.eq(j + 1), inside_d.eq(inside), inside_q.eq(inside_d), rd_q.eq(rd.data)]
             with m.If(dx == k1):
                 m.d.sync += [dx.eq(0), dy.eq(Mux(dy == k1, 0, dy + 1))]
             with m.Else():
                 m.d.sync += dx.eq(dx + 1)
-            with m.If((j > 0) & inside_d & (rd.data > best)):
-                m.d.sync += best.eq(rd.data)
-            with m.If(j == kk):
+            with m.If((j > 1) & inside_q & (rd_q > best)):
+                m.d.sync += best.eq(rd_q)
+            with m.If(j == kk + 1):
                 m.d.sync += emitting.eq(1)
         with m.Elif(self.o.ready):
             m.d.sync += [j.eq(0), dy.eq(0), dx.eq(0), best.eq(-128), emitting.eq(0)]

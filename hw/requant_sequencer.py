@@ -39,7 +39,7 @@ class RequantSequencer(wiring.Component):
     from the requant constants ROM, and sends ``y = requant(acc)`` (a :class:`RequantUnit`) on ``o``:
     the section's N*Ho*Wo outputs in CHW order, one per cycle.
 
-    Latency :attr:`latency` = ``AccumulatorBuffer.read_latency + RequantUnit.latency`` = 7 cycles
+    Latency :attr:`latency` = ``AccumulatorBuffer.read_latency + RequantUnit.latency`` = 8 cycles
     from a value's accumulator read to its ``o``; a job keeps the sequencer busy for
     ``n*Ho*Wo + latency`` cycles from the cycle after it was accepted (the last value is on ``o`` in
     the last busy cycle). Throughput: one output value per cycle; ``o`` has no back-pressure.
@@ -90,38 +90,46 @@ class RequantSequencer(wiring.Component):
             m.d.comb += rq.relu_in.eq(sel.flag([p.layer.relu for p in plans], name="relu"))
         rq_rd = rqmem.read_port(domain="comb")
         job = Signal.like(self.job.payload)
-        phase = Signal(range(C * self.pixels + self.latency + 1))
-        # the job's values and its last busy cycle, registered when it is accepted (off the compare paths)
-        total = Signal.like(phase, name="total")
-        last = Signal.like(phase, name="last")
+        # issuing: values left to read (counted by rq_p / rq_ch: no channels x pixels multiply on the accept
+        # path); then drain: the cycles from the last read until its value is on ``o`` (the last busy cycle)
+        issuing = Signal()
+        drain = Signal(range(self.latency))
         rq_p = Signal(range(max(self.pixels, 2)))
         rq_ch = Signal(range(max(C, 2)))
         issue = Signal()
 
-        # issue: accumulator address and (combinational ROM) constants out; next cycle: the word and the
-        # registered constants -> requant unit -> o
+        # issue: accumulator address and (combinational ROM) constants out; the word comes read_latency cycles
+        # later, and with it the channel and the constants, delayed as long -> requant unit -> o
         d_valid, d_ch = Signal(), Signal(range(max(C, 2)))
         d_const = Signal(RequantConst)
         m.d.comb += [rq_rd.addr.eq(sel(self.requant_base, name="requant_base") + job.section * C + rq_ch), self.acc.bank.eq(job.bank), self.acc.pixel.eq(rq_p)]
-        m.d.sync += [d_valid.eq(issue), d_ch.eq(rq_ch), d_const.eq(rq_rd.data)]
+        valid_, ch_, const_ = issue, rq_ch, rq_rd.data
+        for d in range(AccumulatorBuffer.read_latency - 1):
+            v, c = Signal(name=f"valid_{d}"), Signal.like(d_ch, name=f"ch_{d}")
+            k = Signal(RequantConst, name=f"const_{d}")
+            m.d.sync += [v.eq(valid_), c.eq(ch_), k.eq(const_)]
+            valid_, ch_, const_ = v, c, k
+        m.d.sync += [d_valid.eq(valid_), d_ch.eq(ch_), d_const.eq(const_)]
         m.d.comb += [rq.i.valid.eq(d_valid), rq.i.payload.acc.eq(self.acc.data[d_ch]),
                      rq.i.payload.mult.eq(d_const.mult), rq.i.payload.shift.eq(d_const.shift)]
         wiring.connect(m, rq.o, wiring.flipped(self.o))
 
-        with m.If(self.busy):
-            m.d.comb += issue.eq(phase < total)
-            m.d.sync += phase.eq(phase + 1)
-            with m.If(phase == last):
+        m.d.comb += issue.eq(self.busy & issuing)
+        with m.If(self.busy & ~issuing):
+            with m.If(drain == 0):
                 m.d.sync += self.busy.eq(0)
+            with m.Else():
+                m.d.sync += drain.eq(drain - 1)
         with m.If(issue):
             with m.If(rq_p == P - 1):
                 m.d.sync += [rq_p.eq(0), rq_ch.eq(rq_ch + 1)]
+                with m.If(rq_ch == job.channels - 1):
+                    m.d.sync += issuing.eq(0)
             with m.Else():
                 m.d.sync += rq_p.eq(rq_p + 1)
 
         m.d.comb += self.job.ready.eq(~self.busy)
         with m.If(self.job.valid & self.job.ready):
-            m.d.sync += [self.busy.eq(1), phase.eq(0), rq_p.eq(0), rq_ch.eq(0), job.eq(self.job.payload),
-                         total.eq(self.job.payload.channels * P),
-                         last.eq(self.job.payload.channels * P + (self.latency - 1))]
+            m.d.sync += [self.busy.eq(1), rq_p.eq(0), rq_ch.eq(0), job.eq(self.job.payload),
+                         issuing.eq(self.job.payload.channels != 0), drain.eq(self.latency - 1)]
         return m

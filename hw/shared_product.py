@@ -127,7 +127,7 @@ class SharedProduct(ProductUnit):
     products : list[ProductUnit] — one per kind, for this PE's position.
     kind : list[int] — per layer, the index of its datapath in ``products``.
     registered : bool — register each kind's product before the selection (latency 1 instead of 0; a pipelined PE
-        then adds no register of its own).
+        then adds no product register of its own).
 
     Attributes
     ----------

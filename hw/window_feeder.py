@@ -12,6 +12,7 @@ from sparsyn.sw.qmodel import QuantLayer
 
 from .banked_image import BankedImage, FeedSignature
 from .layouts import ACT_BITS, bits_for_range, signed_range
+from .im2col import axis_select
 from .per_layer import LayerSelect, as_list
 from .mux import mux_tree
 
@@ -20,9 +21,10 @@ if TYPE_CHECKING:
 
 
 def window_steps(layer: QuantLayer) -> int:
-    """Steps (cycles of ``issue``) per pass: each output row shifts ``(Wo-1)*stride + kw`` columns in."""
+    """Steps (cycles of ``issue``) per pass: each output row shifts ``(Wo-1)*sw + kw`` columns in (sw: the stride
+    along the row)."""
     _, ho, wo = layer.out_shape
-    return ho * ((wo - 1) * layer.stride + layer.kernel[1])
+    return ho * ((wo - 1) * layer.stride_hw[1] + layer.kernel[1])
 
 
 class KernelWindowFeeder(wiring.Component):
@@ -33,11 +35,12 @@ class KernelWindowFeeder(wiring.Component):
     different banks, so a whole column is read in one cycle. R x kh memories of 1/kh of the image each
     (R image copies in all, not R x kh*kw).
 
-    Scan (shared by every row): per output row, ``(Wo-1)*stride + kw`` **steps**, one input column per
-    step (columns ``-pad ..``, padding reads 0); a kh x (kw-1) shift register keeps the previous columns.
-    After the kw-th step and every ``stride``-th step after it the window of the next output pixel is
-    complete: that step **emits** (``pixel`` high in its issue cycle). Output rows follow each other,
-    and after the last step the scan wraps to the first (``restart`` also returns to it).
+    Scan (shared by every row): per output row, ``(Wo-1)*sw + kw`` **steps**, one input column per
+    step (columns ``-pw ..``, padding reads 0); a kh x (kw-1) shift register keeps the previous columns.
+    After the kw-th step and every ``sw``-th step after it the window of the next output pixel is
+    complete: that step **emits** (``pixel`` high in its issue cycle). Output rows follow each other
+    ``sh`` input rows apart (the first at ``-ph``), and after the last step the scan wraps to the first
+    (``restart`` also returns to it). Stride (sh, sw) and padding (ph, pw) are per axis.
     :func:`window_steps` steps per pass.
 
     Latency :attr:`latency` = 2 cycles from an emitting ``issue`` to its window on ``x`` (registered
@@ -60,7 +63,7 @@ class KernelWindowFeeder(wiring.Component):
     pixel : Out(1)
         ``issue`` and this step emits a window (combinational).
     x : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(8), kh*kw), R), always_ready=True))
-        Lane ``dy*kw + dx`` of row r = input ``(c_r, oy*s - p + dy, ox*s - p + dx)`` (0 outside the image).
+        Lane ``dy*kw + dx`` of row r = input ``(c_r, oy*sh - ph + dy, ox*sw - pw + dx)`` (0 outside the image).
     """
 
     #: Cycles from ``issue`` to ``x``: registered bank addresses, block RAM read.
@@ -89,16 +92,17 @@ class KernelWindowFeeder(wiring.Component):
         multi = len(layers) > 1
         sel = LayerSelect(m, self.layer if multi else None, layers, self)
         kh, kw = layers[0].kernel
-        ss = [l.stride for l in layers]
-        ps = [l.padding for l in layers]
-        t_rows = [(l.out_shape[2] - 1) * l.stride + kw for l in layers]
+        # y: the output rows' input rows (stride ss, padding ps); x: the columns of a row's steps (sxs, pxs)
+        ss, sxs = [l.stride_hw[0] for l in layers], [l.stride_hw[1] for l in layers]
+        ps, pxs = [l.padding_hw[0] for l in layers], [l.padding_hw[1] for l in layers]
+        t_rows = [(l.out_shape[2] - 1) * sx + kw for l, sx in zip(layers, sxs)]
         s = sel(ss, name="stride")
-        neg_p = sel([-v for v in ps], name="neg_pad")
+        neg_p, neg_px = axis_select(sel, layers, lambda l: tuple(-v for v in l.padding_hw), "neg_pad")
         h, w = sel([l.in_shape[1] for l in layers], name="h"), sel([l.in_shape[2] for l in layers], name="w")
         ho1 = sel([l.out_shape[1] - 1 for l in layers], name="ho_last")
         t_row1 = sel([t - 1 for t in t_rows], name="t_row_last")
-        s1 = sel([v - 1 for v in ss], name="stride_m1")
-        pmax, smax = max(ps), max(ss)
+        s1 = sel([v - 1 for v in sxs], name="stride_m1")
+        pmax, smax, pxmax = max(ps), max(sxs), max(pxs)
         hmax, wmax = max(l.in_shape[1] for l in layers), max(l.in_shape[2] for l in layers)
         homax = max(l.out_shape[1] for l in layers)
 
@@ -116,12 +120,12 @@ class KernelWindowFeeder(wiring.Component):
         # ---- scan: steps of one column, output rows, emit ----------------------------------------------
         t = Signal(range(max(max(t_rows), 2)))
         oy = Signal(range(max(homax, 2)))
-        xc = Signal(signed_range(-pmax, max(t_rows) - min(ps)), init=-ps[0])   # input column of this step
+        xc = Signal(signed_range(-pxmax, max(t_rows) - min(pxs)), init=-pxs[0])   # input column of this step
         wait = Signal(range(max(kw, smax, 2)), init=kw - 1)                   # steps until the next emit
         # by = oy*s - p, qb = by // kh, ry = by mod kh (per layer at the first output row)
         qb0s, ry0s = [(-v) // kh for v in ps], [(-v) % kh for v in ps]
         qb0, ry0 = sel(qb0s, name="qb0"), sel(ry0s, name="ry0")
-        top = max((l.out_shape[1] - 1) * l.stride for l in layers)
+        top = max((l.out_shape[1] - 1) * sy for l, sy in zip(layers, ss))
         by = Signal(signed_range(-pmax, top), init=-ps[0])
         qb = Signal(signed_range(min(min(qb0s), -1), top // kh + 1), init=qb0s[0])
         ry = Signal(range(max(kh, 2)), init=ry0s[0])
@@ -132,10 +136,10 @@ class KernelWindowFeeder(wiring.Component):
         m.d.comb += [advance.eq(self.issue & self.last), emit.eq(wait == 0), self.pixel.eq(advance & emit)]
         row_end = t == t_row1
         with m.If(self.restart):
-            m.d.sync += [t.eq(0), oy.eq(0), xc.eq(neg_p), wait.eq(kw - 1), by.eq(neg_p), qb.eq(qb0), ry.eq(ry0)]
+            m.d.sync += [t.eq(0), oy.eq(0), xc.eq(neg_px), wait.eq(kw - 1), by.eq(neg_p), qb.eq(qb0), ry.eq(ry0)]
         with m.Elif(advance):
             with m.If(row_end):
-                m.d.sync += [t.eq(0), xc.eq(neg_p), wait.eq(kw - 1)]
+                m.d.sync += [t.eq(0), xc.eq(neg_px), wait.eq(kw - 1)]
                 with m.If(oy == ho1):
                     m.d.sync += [oy.eq(0), by.eq(neg_p), qb.eq(qb0), ry.eq(ry0)]
                 with m.Else():

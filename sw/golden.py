@@ -22,14 +22,15 @@ def quantize_input(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def im2col(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) int64 -> (B, Ho*Wo, K) with K ordered as the weight matrix columns; zero padding."""
+    """(B, C, H, W) int64 -> (B, Ho*Wo, K) with K ordered as the weight matrix columns; zero padding (ph rows
+    above and below, pw columns left and right), stride sh down the rows, sw along them."""
     kh, kw = layer.kernel
-    p, s = layer.padding, layer.stride
+    (ph, pw), (sh, sw) = layer.padding_hw, layer.stride_hw
     b = x.shape[0]
     x = x.reshape(b, *layer.in_shape)
-    if p:
-        x = F.pad(x, (p, p, p, p), value=0)
-    cols = x.unfold(2, kh, s).unfold(3, kw, s)                 # B, C, Ho, Wo, kh, kw
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph), value=0)
+    cols = x.unfold(2, kh, sh).unfold(3, kw, sw)               # B, C, Ho, Wo, kh, kw
     ho, wo = cols.shape[2], cols.shape[3]
     assert (layer.out_shape[1], layer.out_shape[2]) == (ho, wo), (layer.name, ho, wo)
     return cols.permute(0, 2, 3, 1, 4, 5).reshape(b, ho * wo, -1)

@@ -1,10 +1,19 @@
 """Model import: trace any ``torch.nn.Module`` (torch.fx) into a flat float layer list.
 
-Supported: Conv2d (any kernel, stride, zero padding; groups=1, dilation=1), Linear, ReLU, ReLU6 and
-Hardtanh(0, max) (ReLU with a cap), MaxPool2d, Flatten, BatchNorm2d / BatchNorm1d (folded into the preceding
+Supported: Conv2d (any kernel, stride and zero padding, per axis; groups=1 or depthwise, dilation=1), Linear, ReLU,
+ReLU6 and Hardtanh(0, max) (ReLU with a cap), MaxPool2d, Flatten, BatchNorm2d / BatchNorm1d (folded into the preceding
 Conv2d / Linear), Dropout / Identity (nothing in eval), plus ``torch.flatten`` / ``F.relu`` / ``torch.relu``
 calls. ReLU is fused into the preceding Conv2d/Linear. Anything else is refused with one error naming the
 module and the supported set.
+
+**Depthwise Conv2d** (groups = in_channels, out_channels = m * in_channels, depth multiplier m >= 1) is imported
+as the regular conv it equals: an N x (C*kh*kw) weight matrix that is zero outside each output channel's own
+kh x kw block (output channel ``o`` reads input channel ``o // m``), recorded with ``groups`` = C. The golden
+model, the ROMs and the RTL then need no new operator (each scheme stores the zeros as it stores any zero).
+Other group counts (1 < groups < in_channels) are refused.
+
+**Non-square** kernels, strides and paddings are kept per axis: ``stride`` / ``padding`` are one int when both
+axes agree, else (rows, columns) — e.g. DS-CNN's 10x4 kernel, stride 2, padding (5, 1).
 
 The input is a (C, H, W) image or an F-vector: a model that takes N×F tensors is imported with input shape
 ``(F,)``; its layer chain sees a (F, 1, 1) tensor (a Linear is a 1x1 conv over it).
@@ -29,9 +38,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .errors import SparsynError
+from .qmodel import axis_pair, axis_pair_or_int
 
-SUPPORTED = ("Conv2d (groups=1), Linear, ReLU, ReLU6, Hardtanh(0, max), MaxPool2d, Flatten, BatchNorm2d (after a "
-             "Conv2d), BatchNorm1d (after a Linear), Dropout, Identity")
+SUPPORTED = ("Conv2d (groups=1, or depthwise: groups = in_channels), Linear, ReLU, ReLU6, Hardtanh(0, max), "
+             "MaxPool2d, Flatten, BatchNorm2d (after a Conv2d), BatchNorm1d (after a Linear), Dropout, Identity")
 
 
 @dataclass
@@ -44,11 +54,12 @@ class FloatLayer:
     weight: np.ndarray | None = None   # N x K float64
     bias: np.ndarray | None = None     # N
     kernel: tuple[int, int] = (1, 1)
-    stride: int = 1
-    padding: int = 0
+    stride: int | tuple[int, int] = 1     # one int, or (rows, columns) when they differ
+    padding: int | tuple[int, int] = 0
     relu: bool = False
     pool: tuple[int, int, int] | None = None  # maxpool (kernel, stride, padding)
     act_max: float | None = None       # ReLU6 / Hardtanh(0, max): the cap of the fused ReLU (float model only)
+    groups: int = 1                    # a depthwise conv's groups (= input channels); its weight is block-diagonal
 
 
 def load_model_file(path) -> nn.Module:
@@ -79,6 +90,20 @@ def load_model_file(path) -> nn.Module:
         raise SparsynError(f"model file {path} holds a {type(obj).__name__}, not a torch.nn.Module; "
                            "save the module itself with torch.save(model, PATH)")
     return obj
+
+
+def block_diagonal(wt: np.ndarray, channels: int) -> np.ndarray:
+    """A depthwise conv's N x (kh*kw) weights (PyTorch's (N, 1, kh, kw) flattened; N = m * ``channels``) as the
+    N x (channels*kh*kw) matrix of the equivalent regular conv: output channel o keeps its kh*kw weights at input
+    channel o // m's columns, zeros elsewhere."""
+    n, area = wt.shape
+    if n % channels:
+        raise ValueError(f"{n} output channels are not a multiple of {channels} groups")
+    full = np.zeros((n, channels * area), dtype=wt.dtype)
+    for o in range(n):
+        c = o // (n // channels)
+        full[o, c * area:(c + 1) * area] = wt[o]
+    return full
 
 
 def _int_param(v, what, name):
@@ -220,9 +245,9 @@ def _conv_out(h, k, s, p):
 def _module_layer(m, name, in_shape, layers):
     c, h, w = in_shape
     if isinstance(m, nn.Conv2d):
-        if m.groups != 1:
-            what = ", depthwise" if m.groups == m.in_channels == m.out_channels else ""
-            raise SparsynError(f"unsupported layer '{name}': grouped Conv2d (groups={m.groups}){what}; "
+        if m.groups not in (1, m.in_channels):
+            # (only groups = in_channels, depthwise, is a block-diagonal matrix of one input channel per block)
+            raise SparsynError(f"unsupported layer '{name}': grouped Conv2d (groups={m.groups}); "
                                f"sparsyn supports {SUPPORTED}")
         if tuple(m.dilation) != (1, 1):
             raise SparsynError(f"unsupported layer '{name}': dilated Conv2d (dilation={tuple(m.dilation)}); "
@@ -234,14 +259,16 @@ def _module_layer(m, name, in_shape, layers):
             raise SparsynError(f"layer '{name}' expects {m.in_channels} input channels but gets {c}; "
                                "check the model's input shape")
         kh, kw = m.kernel_size
-        stride = _int_param(m.stride, "stride", name)
-        pad = _int_param(m.padding, "padding", name)
-        ho, wo = _conv_out(h, kh, stride, pad), _conv_out(w, kw, stride, pad)
+        (sh, sw), (ph, pw) = axis_pair(m.stride), axis_pair(m.padding)
+        ho, wo = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
         if ho < 1 or wo < 1:
             raise SparsynError(f"layer '{name}': a {kh}x{kw} kernel does not fit a {h}x{w} input")
         wt = m.weight.detach().double().reshape(m.out_channels, -1).numpy().copy()
+        if m.groups > 1:
+            wt = block_diagonal(wt, m.in_channels)
         b = (m.bias.detach().double().numpy().copy() if m.bias is not None else np.zeros(m.out_channels))
-        return FloatLayer(name, "conv", in_shape, (m.out_channels, ho, wo), wt, b, (kh, kw), stride, pad)
+        return FloatLayer(name, "conv", in_shape, (m.out_channels, ho, wo), wt, b, (kh, kw),
+                          axis_pair_or_int((sh, sw)), axis_pair_or_int((ph, pw)), groups=m.groups)
     if isinstance(m, nn.Linear):
         k = c * h * w
         if (h, w) != (1, 1):

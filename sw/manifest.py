@@ -8,7 +8,9 @@ Layout of ``manifest.json`` (``format: "sparsyn-manifest"``, ``version: 2``)::
         {"name", "op": "conv"|"linear"|"maxpool"|"flatten", "in_shape", "out_shape",
          conv/linear: "kernel", "stride", "padding", "relu", "in_scale", "out_scale",
                       "weight_scale", "weight_bits", "scheme", "pack": {scheme + format meta},
-                      "roms": {rom: {"file", "kind", "width", "depth", "sha256"}}
+                      "roms": {rom: {"file", "kind", "width", "depth", "sha256"}},
+                      ["groups"]     # only for a depthwise conv (groups = in channels; absent = 1)
+                      (stride / padding: one int, or [rows, columns] when the two axes differ)
          maxpool: "kernel", "stride", "padding"}],
      "reference": {"file", "sha256", "images", "source", "layers"},
      "descriptor": {"file", "kind": "table", "width", "depth", "sha256", "steps", "fields"},   # when shareable
@@ -67,13 +69,20 @@ def _layer_record(layer, packed: PackedLayer | None) -> dict:
     rec = {"name": layer.name, "op": layer.kind, "in_shape": list(layer.in_shape),
            "out_shape": list(layer.out_shape)}
     if isinstance(layer, QuantLayer):
-        rec.update(kernel=list(layer.kernel), stride=layer.stride, padding=layer.padding, relu=layer.relu,
-                   in_scale=layer.in_scale, out_scale=layer.out_scale,
+        rec.update(kernel=list(layer.kernel), stride=_axes(layer.stride), padding=_axes(layer.padding),
+                   relu=layer.relu, in_scale=layer.in_scale, out_scale=layer.out_scale,
                    weight_scale=[float(v) for v in layer.weight_scale], weight_bits=layer.weight_bits,
                    scheme=packed.scheme, pack=packed.meta, roms={})
+        if layer.groups != 1:                  # written only when set: other manifests stay as they were
+            rec["groups"] = layer.groups
     elif isinstance(layer, MaxPoolLayer):
         rec.update(kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
     return rec
+
+
+def _axes(v):
+    """A stride / padding as the manifest writes it: one int, or [rows, columns] when they differ."""
+    return list(v) if isinstance(v, (tuple, list)) else int(v)
 
 
 def check_out_dir(out_dir) -> Path:
@@ -247,7 +256,8 @@ def load_manifest(path: Path) -> tuple[QuantModel, dict[str, PackedLayer], dict]
                     weight=weight, bias=bias, mult=mult, shift=shift, relu=rec["relu"],
                     in_scale=rec["in_scale"], out_scale=rec["out_scale"],
                     weight_scale=np.asarray(rec["weight_scale"]), weight_bits=rec["weight_bits"],
-                    scheme=rec["scheme"])
+                    scheme=rec["scheme"], groups=rec.get("groups", 1))
+                _check_groups(layer)
                 packed[layer.name] = p
             elif rec["op"] == "maxpool":
                 layer = MaxPoolLayer(rec["name"], shape_in, shape_out, rec["kernel"], rec["stride"], rec["padding"])
@@ -261,6 +271,22 @@ def load_manifest(path: Path) -> tuple[QuantModel, dict[str, PackedLayer], dict]
     except (KeyError, TypeError) as err:
         raise SparsynError(f"manifest {path} is missing field {err}; re-run 'sparsyn compress'") from None
     return model, packed, doc
+
+
+def _check_groups(layer: QuantLayer) -> None:
+    """A layer recorded as depthwise must decode to its block-diagonal matrix (and have as many groups as input
+    channels, its output channels a multiple of them)."""
+    g, cin, n = layer.groups, layer.in_shape[0], layer.n
+    if g == 1:
+        return
+    if g != cin or n % g:
+        raise SparsynError(f"layer {layer.name} records groups={g} with {cin} input and {n} output channels; only "
+                           "depthwise convs (groups = input channels) are held; re-run 'sparsyn compress'")
+    area = layer.kernel[0] * layer.kernel[1]
+    owner = (np.arange(n) // (n // g))[:, None] == (np.arange(layer.k) // area)[None, :]
+    if np.any(layer.weight[~owner] != 0):
+        raise SparsynError(f"layer {layer.name} is recorded as depthwise but its ROMs hold weights outside each "
+                           "output channel's own input channel; re-run 'sparsyn compress'")
 
 
 def load_descriptor(path: Path, doc: dict | None = None) -> tuple[Rom, dict] | None:

@@ -22,14 +22,23 @@ _ROM = {
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     },
 }
+
+
+def _axes(lo: int) -> dict:
+    """A stride (``lo`` 1) / padding (``lo`` 0): one int, or [rows, columns] when the two axes differ."""
+    one = {"type": "integer", "minimum": lo, "maximum": 64}
+    return {"oneOf": [one, {"type": "array", "items": one, "minItems": 2, "maxItems": 2}]}
+
+
 _COMPUTE = {
     "required": ["kernel", "stride", "padding", "relu", "in_scale", "out_scale", "weight_scale", "weight_bits",
                  "scheme", "pack", "roms"],
     "properties": {
         "kernel": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 64}, "minItems": 2,
                    "maxItems": 2},
-        "stride": {"type": "integer", "minimum": 1, "maximum": 64},
-        "padding": {"type": "integer", "minimum": 0, "maximum": 64},
+        "stride": _axes(1),
+        "padding": _axes(0),
+        "groups": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
         "relu": {"type": "boolean"},
         "in_scale": _SCALE, "out_scale": _SCALE,
         "weight_scale": {"type": "array", "items": _SCALE, "minItems": 1},

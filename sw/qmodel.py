@@ -13,6 +13,21 @@ from typing import Any
 import numpy as np
 
 
+def axis_pair(v) -> tuple[int, int]:
+    """An int or a 2-sequence (PyTorch's stride / padding argument) as (rows, columns)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected one int or two (rows, columns), got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def axis_pair_or_int(v) -> int | tuple[int, int]:
+    """:func:`axis_pair`, as one int when both axes agree (how a square layer is written everywhere)."""
+    a, b = axis_pair(v)
+    return a if a == b else (a, b)
+
+
 @dataclass
 class QuantLayer:
     """One Conv2d or Linear layer with integer weights and per-channel requantization.
@@ -21,7 +36,9 @@ class QuantLayer:
     ----------
     kind : ``"conv"`` or ``"linear"``
     in_shape, out_shape : (C, H, W) of the int8 activation tensors (Linear: (K, 1, 1) / (N, 1, 1)).
-    kernel, stride, padding : conv geometry (Linear: (1, 1), 1, 0). Zero padding.
+    kernel, stride, padding : conv geometry (Linear: (1, 1), 1, 0). Zero padding. ``stride`` / ``padding`` are
+        one int when both axes agree, else ``(sh, sw)`` / ``(ph, pw)`` (rows, columns; normalised on creation, so
+        a square layer always holds ints); :attr:`stride_hw` / :attr:`padding_hw` give both axes.
     weight : int64 array N x K, the *effective* integer weights the golden model multiplies with.
     bias : int64 array N, added to the accumulator before requantization.
     mult, shift : int64 arrays N, requantization constants (see :mod:`sparsyn.sw.requant`).
@@ -30,6 +47,10 @@ class QuantLayer:
     weight_scale : float array N, real value of one weight LSB per output channel.
     weight_bits : signed width of the weight values (8 for int8, 2 for ternary).
     scheme : name of the compression scheme whose ROM holds this layer.
+    groups : 1, or the group count of a depthwise conv (groups = input channels; output channel ``o`` reads input
+        channel ``o // (N / groups)``). Such a layer is held as the block-diagonal N x K matrix it is (zero outside
+        each output channel's own kh x kw block), so the golden model, the ROMs and the RTL treat it as a
+        regular conv; ``groups`` only records what it was (:attr:`depthwise`).
     """
     name: str
     kind: str
@@ -49,6 +70,26 @@ class QuantLayer:
     weight_bits: int = 8
     scheme: str = "dense"
     extra: dict[str, Any] = field(default_factory=dict)
+    groups: int = 1
+
+    def __post_init__(self):
+        self.stride = axis_pair_or_int(self.stride)
+        self.padding = axis_pair_or_int(self.padding)
+
+    @property
+    def stride_hw(self) -> tuple[int, int]:
+        """(sh, sw): the stride along the rows (y) and the columns (x)."""
+        return axis_pair(self.stride)
+
+    @property
+    def padding_hw(self) -> tuple[int, int]:
+        """(ph, pw): the zero padding above/below (y) and left/right (x)."""
+        return axis_pair(self.padding)
+
+    @property
+    def depthwise(self) -> bool:
+        """A depthwise conv (groups = input channels > 1) held as its block-diagonal matrix."""
+        return self.groups > 1
 
     @property
     def n(self) -> int:

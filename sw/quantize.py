@@ -56,7 +56,8 @@ def quantize_layers(layers: list[FloatLayer], calib_x: torch.Tensor, scheme: Sch
                 name=l.name, kind=l.kind, in_shape=l.in_shape, out_shape=l.out_shape, kernel=tuple(l.kernel),
                 stride=l.stride, padding=l.padding, weight=w_int, bias=bias,
                 mult=np.array(mults, dtype=np.int64), shift=np.array(shifts, dtype=np.int64), relu=l.relu,
-                in_scale=s_in, out_scale=s_out, weight_scale=s_w, weight_bits=int(bits), scheme=layer_scheme))
+                in_scale=s_in, out_scale=s_out, weight_scale=s_w, weight_bits=int(bits), scheme=layer_scheme,
+                groups=l.groups))
             s_in = s_out
             ci += 1
         elif l.kind == "maxpool":

@@ -20,7 +20,8 @@ name               task                  input        classes  reference (github
 Each ``NAME-tiny`` is the same structure (the same operators, so the same refusals) on a small input with
 narrow layers, for tests. **What compresses today**: ``ad-autoencoder`` (a chain of Linear + BatchNorm1d +
 ReLU); the three CNNs are refused by the importer in one line listing every operator it does not support yet
-(residual adds, depthwise convolutions, average pooling, DS-CNN's non-square padding).
+(residual adds, average pooling; their depthwise convolutions and DS-CNN's non-square kernel and padding are
+imported).
 
 **Parameter counts** (:data:`KERAS_PARAMS`): the Keras "Total params" of each reference, counted layer by layer
 from its source (convolutions and Dense with bias, as Keras builds them; BatchNormalization counts gamma, beta

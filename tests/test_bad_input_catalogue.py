@@ -71,7 +71,7 @@ def zoo(tmp_path_factory):
         "sigmoid": um.digits_head(c(), nn.Sigmoid()),
         "avgpool": um.digits_head(c(), nn.AvgPool2d(2), flat=4 * 4 * 4),
         "adaptive_avgpool": um.digits_head(c(), nn.AdaptiveAvgPool2d(2), flat=4 * 2 * 2),
-        "depthwise": um.digits_head(c(), nn.Conv2d(4, 4, 3, padding=1, groups=4)),
+        "grouped_wide": um.digits_head(c(), nn.Conv2d(4, 8, 3, padding=1, groups=2), flat=8 * 8 * 8),
         "grouped": um.digits_head(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=2)),
         "dilated": um.digits_head(nn.Conv2d(1, 4, 3, padding=2, dilation=2)),
         "reflect_padding": um.digits_head(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")),
@@ -112,7 +112,7 @@ CASES = {
     "sigmoid": ("model", "unsupported layer '1' (Sigmoid)"),
     "avgpool": ("model", "(AvgPool2d)"),
     "adaptive_avgpool": ("model", "(AdaptiveAvgPool2d)"),
-    "depthwise": ("model", "grouped Conv2d (groups=4)"),
+    "grouped_wide": ("model", "grouped Conv2d (groups=2)"),       # depthwise (groups=4 of 4) is supported
     "grouped": ("model", "grouped Conv2d (groups=2)"),
     "dilated": ("model", "dilated Conv2d"),
     "reflect_padding": ("model", "padding (1, 1)/reflect; use integer zero padding"),

@@ -86,9 +86,9 @@ def test_cycle_model_structure():
     assert plan_layer(layer, pack_layer(layer, array=ArrayConfig(4, 4))).model == m
     assert m["sections"] == 3 and m["passes"] == 3 * 7              # ceil(9/4) sections x ceil(27/4) passes
     assert m["load"] == m["sections"] * (4 + 1)                     # lane descriptors per section
-    # per section: 6 overlapped passes of Ho*Wo + C - 1, then the last pass drains (Ho*Wo + R + C + 3)
-    assert m["stream"] == 3 * (6 * (36 + 4 - 1) + (36 + 4 + 4 + 3))
-    assert m["requant"] == 9 * 36 + 3 * (1 + REQUANT_LATENCY)         # acc read + requant pipeline per section
+    # per section: 6 overlapped passes of Ho*Wo + C - 1, then the last pass drains (Ho*Wo + R + C + 5)
+    assert m["stream"] == 3 * (6 * (36 + 4 - 1) + (36 + 4 + 4 + 5))
+    assert m["requant"] == 9 * 36 + 3 * (2 + REQUANT_LATENCY)         # acc read (RAM, register) + requant per section
     assert utilization(10, 2, 5, 0) == 0.0
 
 

@@ -130,8 +130,8 @@ def _pipelined_case(datapath, rng):
 
 @pytest.mark.parametrize("datapath", ["dense", "tight", "ternary"])
 def test_pipelined_pe_registers_the_product(datapath):
-    """The engine's PE (``pipelined=True``): ``psum_out`` leaves 2 cycles after its ``x_in`` and equals the
-    ``psum_in`` presented one cycle after that ``x_in`` (where the PE above delivers it, see
+    """The engine's PE (``pipelined=True``, ``product_latency`` d = 3): ``psum_out`` leaves d + 1 cycles after its
+    ``x_in`` and equals the ``psum_in`` presented d cycles after that ``x_in`` (where the PE above delivers it, see
     ``array_latency``) plus the product of the entry held while that ``x_in`` was present; ``x_out`` is
     ``x_in`` one cycle later; the entry is held while ``load`` is low although ``entry_in`` changes
     every cycle. Random loads, entries, activations (incl. -128/127) and partial sums, every cycle."""
@@ -147,7 +147,8 @@ def test_pipelined_pe_registers_the_product(datapath):
     xs = rng.integers(-128, 128, size=(cycles, lanes))
     xs[:4] = [[-128] * lanes, [127] * lanes, [-128] * lanes, [127] * lanes]
     psums = rng.integers(-2**30, 2**30, size=cycles)
-    # the reference: entry register -> product in the cycle of its x_in -> psum_out two cycles later
+    # the reference: entry register -> product in the cycle of its x_in -> psum_out d + 1 cycles later
+    d = ProcessingElement.product_latency
     held, products = 0, []
     for t in range(cycles):
         products.append(int(np.dot(scheme.entry_coefficients(packed, held), xs[t])))
@@ -170,10 +171,11 @@ def test_pipelined_pe_registers_the_product(datapath):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    for u in range(2, cycles + 1):
-        want = int(psums[u - 1]) + products[u - 2]
+    for u in range(d + 1, cycles + 1):
+        want = int(psums[u - 1]) + products[u - 1 - d]
         assert got_psum[u] == want, (f"{datapath}: cycle {u}: psum_out {got_psum[u]}, expected psum_in of cycle "
-                                     f"{u - 1} ({int(psums[u - 1])}) + product of cycle {u - 2} ({products[u - 2]})")
+                                     f"{u - 1} ({int(psums[u - 1])}) + product of cycle {u - 1 - d} "
+                                     f"({products[u - 1 - d]})")
         assert got_x[u] == [int(v) for v in xs[u - 1]], (datapath, u)
     # the same run read as an unpipelined PE would be wrong: the test tells the two apart
-    assert any(got_psum[u] != int(psums[u - 1]) + products[u - 1] for u in range(2, cycles + 1))
+    assert any(got_psum[u] != int(psums[u - 1]) + products[u - 1] for u in range(d + 1, cycles + 1))

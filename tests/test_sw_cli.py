@@ -105,7 +105,7 @@ def test_run_table_splits_stored_bits_per_scheme(compressed, tmp_path):
 
 def _grouped(tmp_path):
     path = tmp_path / "grouped.pt"
-    torch.save(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3, groups=2)), path)
+    torch.save(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2)), path)   # 2 of 4 channels (groups=4: depthwise, imported)
     return path
 
 

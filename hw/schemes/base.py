@@ -51,7 +51,7 @@ class ProductUnit(wiring.Component):
     #: Cycles one activation vector is held to compute its whole product (a time-multiplexed datapath
     #: computes a part of it in each phase 0 .. phases-1, selected by its ``phase`` input).
     phases = 1
-    #: The datapath registers its own ``product`` (latency 1): a pipelined PE then adds no register of its own.
+    #: The datapath registers its own ``product`` (latency 1): a pipelined PE then adds no product register.
     registered = False
 
     def __init__(self, entry_layout, lanes: int, product_width: int, phases: int = 1, layers: int = 1):

@@ -142,6 +142,10 @@ class ColumnCombineScheme(Scheme):
         chosen = []
         for i, (name, mod) in enumerate(layers):
             kind = "conv" if isinstance(mod, torch.nn.Conv2d) else "linear"
+            # a depthwise conv's module holds the compact N x kh*kw weights, not the block-diagonal matrix the
+            # array runs: it is not pruned here, and :meth:`schedule` groups its zeros away losslessly
+            if getattr(mod, "groups", 1) > 1:
+                continue
             if self.applies_to(i, kind, len(layers)):
                 self.check_layer(name, mod.weight.shape[0])
                 chosen.append((i, name, mod))

@@ -163,6 +163,9 @@ class PermDiagScheme(Scheme):
             named = l.name in self.opts["layer_p"]
             if not (named or self.applies_to(0, l.kind, len(layers), l.kernel)):
                 continue
+            if l.groups > 1 and tuple(l.kernel) == (1, 1):   # its module holds the compact N x 1 weights
+                raise SparsynError(f"layer {l.name} is a depthwise 1x1 conv; permdiag compresses Linear and regular "
+                                   "1x1 layers: set convs=0 to keep it dense")
             n, k = l.weight.shape
             p = self.check_layer(l.name, l.kind, n, k, l.kernel, l.stride, l.padding)
             out.append((l.name, mods[l.name], p))
