@@ -64,7 +64,7 @@ def test_fit_check_counts_sprams_and_refuses_too_many():
     assert fit["spram_blocks"] == 1 and fit["bram_blocks"] == 8
     assert [m["kind"] for m in fit["memories"]] == ["spram", "bram"]
     big = [MemoryUse(f"core.wstore.spram_{k}", 16, 16384, 1, 0, 1) for k in range(5)]
-    with pytest.raises(SparsynError, match="weight store needs 5 SPRAMs but .* has 4"):
+    with pytest.raises(SparsynError, match=r"SPRAM stores \(weights, scratch\) need 5 SPRAMs but .* has 4"):
         check_fit(dev, big)
-    with pytest.raises(SparsynError, match="needs 1 SPRAMs but LFE5U-85F has 0"):
+    with pytest.raises(SparsynError, match="need 1 SPRAMs but LFE5U-85F has 0"):
         check_fit(get_device("LFE5U-85F"), mems[:1])
