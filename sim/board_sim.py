@@ -17,7 +17,23 @@ from amaranth.sim import Simulator
 from .uart_model import UartDecoder, uart_levels
 
 
-class AmaranthBoard:
+class _SimulatedBoard:
+    """What both simulated boards share: the bytes decoded from ``tx`` handed out in order, and the clock."""
+
+    def _take(self, n: int) -> bytes:
+        avail = bytes(self.decoder.data[self._received:self._received + n])
+        self._received += len(avail)
+        return avail
+
+    def monotonic(self) -> float:
+        """Simulated seconds: the host's timeouts count board time (the client reads its clock here)."""
+        return self.cycles / self.clk_hz
+
+    def close(self) -> None:
+        pass
+
+
+class AmaranthBoard(_SimulatedBoard):
     """The inference top ``core`` (``rx`` / ``tx`` ports) in Amaranth's simulator, clocked at ``clk_hz``.
 
     Parameters
@@ -57,19 +73,10 @@ class AmaranthBoard:
         limit = self.cycles + min(int(timeout_s * self.clk_hz), self.max_wait_cycles)
         while len(self.decoder.data) - self._received < n and self.cycles < limit:
             self.sim.run_until((self.cycles + self.CHUNK) / self.clk_hz)
-        avail = bytes(self.decoder.data[self._received:self._received + n])
-        self._received += len(avail)
-        return avail
-
-    def monotonic(self) -> float:
-        """Simulated seconds: the host's timeouts count board time (the client reads its clock here)."""
-        return self.cycles / self.clk_hz
-
-    def close(self) -> None:
-        pass
+        return self._take(n)
 
 
-class CocotbBoard:
+class CocotbBoard(_SimulatedBoard):
     """A design with ``rx`` / ``tx`` ports in a cocotb simulation (Icarus, Verilator): the Transport of
     :class:`AmaranthBoard` — ``write`` queues line levels, ``read`` advances simulated time until the bytes arrived or
     the simulated timeout passed, ``monotonic`` returns simulated seconds (cycles / ``clk_hz``).
@@ -195,13 +202,4 @@ class CocotbBoard:
     def read(self, n: int, timeout_s: float) -> bytes:
         from cocotb.task import resume
         resume(self._wait)(n, timeout_s)
-        avail = bytes(self.decoder.data[self._received:self._received + n])
-        self._received += len(avail)
-        return avail
-
-    def monotonic(self) -> float:
-        """Simulated seconds: the host's timeouts count board time (the client reads its clock here)."""
-        return self.cycles / self.clk_hz
-
-    def close(self) -> None:
-        pass
+        return self._take(n)

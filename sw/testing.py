@@ -163,3 +163,19 @@ def fit_requant(rng: np.random.Generator, layer: QuantLayer) -> QuantLayer:
         layer.mult[n], layer.shift[n] = choose_multiplier(float(rng.uniform(0.5, 2.0)) * 48.0 / sigma)
     layer.bias[:] = rng.integers(-int(sigma), int(sigma) + 1, size=layer.n)
     return layer
+
+
+def run_cli(*args, env=None, timeout: float = 600):
+    """``sparsyn ARGS`` in a fresh Python process (as a user runs it): the ``subprocess.CompletedProcess``."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sparsyn.sw.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def one_line_error(result) -> str:
+    """The single ``sparsyn: error: ...`` line of a refused command (exit code 2, nothing else on stderr)."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsyn: error: "), result.stderr
+    return lines[0]

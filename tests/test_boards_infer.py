@@ -1,25 +1,14 @@
 """Inference on a board: ``sparsyn infer --port sim`` drives the inference top's RTL (UART at bit level) with the
 same host code as a real board; bit-exact logits, exact cycles; identity, flash and build refusals."""
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 
 from sparsyn.boards.infer import check_identity, inference_design, run_infer
 from sparsyn.sw.errors import SparsynError
+from sparsyn.sw.testing import one_line_error as one_line, run_cli as sparsyn
 
 
-def sparsyn(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "sparsyn.sw.cli", *args], capture_output=True, text=True,
-                          timeout=600, env=env)
-
-
-def one_line(r):
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sparsyn: error: "), r.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

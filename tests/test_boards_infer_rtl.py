@@ -3,28 +3,17 @@ to Verilog, in a cocotb bench (UART at bit level); bit-exact logits, exact cycle
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from sparsyn.boards.infer import build_rtl, inference_design, run_infer
 from sparsyn.sim.tools import have_simulator
+from sparsyn.sw.testing import one_line_error as one_line, run_cli as sparsyn
 
 needs_icarus = pytest.mark.skipif(have_simulator("icarus") is not None, reason=str(have_simulator("icarus")))
 needs_verilator = pytest.mark.skipif(have_simulator("verilator") is not None, reason=str(have_simulator("verilator")))
 
 
-def sparsyn(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "sparsyn.sw.cli", *args], capture_output=True, text=True,
-                          timeout=600, env=env)
-
-
-def one_line(r):
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sparsyn: error: "), r.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 chip reads its per-layer values from; a table that does not belong to the design is refused in one line."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,21 +10,12 @@ from amaranth.hdl import Fragment
 from sparsyn.hw.descriptor import DescriptorTable, load_table, manifest_descriptor
 from sparsyn.hw.sequenced_engine import SequencedEngine, plan_sequenced
 from sparsyn.sw.errors import SparsynError
+from sparsyn.sw.testing import one_line_error as one_line, run_cli as sparsyn
 from sparsyn.sw.manifest import load_descriptor, load_manifest, reseal
 from sparsyn.sw.rom import read_readmemh, write_readmemh
 from sparsyn.sw.schedule import ArrayConfig
 
 
-def sparsyn(*args):
-    return subprocess.run([sys.executable, "-m", "sparsyn.sw.cli", *args], capture_output=True, text=True,
-                          timeout=600)
-
-
-def one_line(r):
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sparsyn: error: "), r.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
