@@ -42,3 +42,14 @@ QUICK_OPTS = {"dense": {}, "packcnn": {"prune_steps": 1, "finetune_epochs": 1},
 @pytest.fixture(scope="session")
 def quick_opts():
     return QUICK_OPTS
+
+
+@pytest.fixture(scope="session")
+def dense_manifest(tmp_path_factory):
+    """The default digits model compressed with ``sparsyn compress --scheme dense --array 2x2`` (the CLI, as a user
+    runs it), once per session; read-only for the tests (one that edits a manifest copies it first)."""
+    from sparsyn.sw.testing import run_cli
+    out = tmp_path_factory.mktemp("dense-2x2") / "dense"
+    r = run_cli("compress", "--scheme", "dense", "--array", "2x2", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out

@@ -11,13 +11,6 @@ from sparsyn.sw.testing import one_line_error as one_line, run_cli as sparsyn
 
 
 
-@pytest.fixture(scope="module")
-def dense_manifest(tmp_path_factory):
-    out = tmp_path_factory.mktemp("infer") / "dense"
-    r = sparsyn("compress", "--scheme", "dense", "--array", "2x2", "--out", str(out), "--quiet")
-    assert r.returncode == 0, r.stderr
-    return out
-
 
 def test_infer_on_the_simulated_icebreaker_is_bit_exact(dense_manifest, tmp_path):
     r = sparsyn("infer", "--board", "icebreaker", "--manifest", str(dense_manifest), "--port", "sim",

@@ -16,13 +16,6 @@ needs_verilator = pytest.mark.skipif(have_simulator("verilator") is not None, re
 
 
 
-@pytest.fixture(scope="module")
-def dense_manifest(tmp_path_factory):
-    out = tmp_path_factory.mktemp("infer-rtl") / "dense"
-    r = sparsyn("compress", "--scheme", "dense", "--array", "2x2", "--out", str(out), "--quiet")
-    assert r.returncode == 0, r.stderr
-    return out
-
 
 @needs_icarus
 def test_infer_on_icarus_is_bit_exact(dense_manifest, tmp_path):

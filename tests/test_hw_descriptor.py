@@ -18,12 +18,10 @@ from sparsyn.sw.schedule import ArrayConfig
 
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    out = tmp_path_factory.mktemp("desc") / "dense"
-    r = sparsyn("compress", "--scheme", "dense", "--array", "2x2", "--out", str(out), "--quiet")
-    assert r.returncode == 0, r.stderr
-    return out
+@pytest.fixture
+def manifest(dense_manifest):
+    """The digits model compressed dense for 2x2 by the CLI (shared; tests that edit it work on a copy)."""
+    return dense_manifest
 
 
 def test_the_manifest_carries_the_table_the_chip_reads(manifest):
