@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from sparsyn.sw.qmodel import MaxPoolLayer, QuantLayer
+from sparsyn.sw.qmodel import AvgPoolLayer, MaxPoolLayer, QuantLayer
 from sparsyn.sw.schedule import ArrayConfig
 from sparsyn.sw.schemes import PackedLayer
 
@@ -116,11 +116,11 @@ def run_layer_rtl(layer: QuantLayer, packed: PackedLayer, x, array: ArrayConfig 
     return outs[0].reshape(layer.out_shape), stats[0], engine
 
 
-def run_maxpool_rtl(layer: MaxPoolLayer, x) -> np.ndarray:
-    """One image through a MaxPoolUnit -> (C, Ho, Wo) int64."""
-    from .maxpool import MaxPoolUnit, check_maxpool
-    check_maxpool(layer)
-    unit = MaxPoolUnit(layer)
+def run_pool_rtl(layer: MaxPoolLayer | AvgPoolLayer, x) -> np.ndarray:
+    """One image through the layer's pool unit (MaxPoolUnit, AvgPoolUnit) -> (C, Ho, Wo) int64."""
+    from .pools import check_pool, pool_unit
+    check_pool(layer)
+    unit = pool_unit(layer)
     sim = Simulator(unit)
     sim.add_clock(1e-8)
     n_out = int(np.prod(layer.out_shape))

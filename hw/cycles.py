@@ -141,9 +141,10 @@ def model_cycles(layer_totals: list[int], handovers: list[tuple[int, list[int]]]
     """Cycles of the ModelEngine from start to done.
 
     ``layer_totals``: each LayerEngine's ``total``; ``handovers[i]``: (elements leaving LayerEngine i,
-    [maxpool scan cycles of the pools between it and LayerEngine i+1]). Each layer costs its total plus
-    one cycle in which the controller sees ``done``; each hand-over costs one cycle per element, the
-    pools' scan time after their last input, and one cycle to start the next layer.
+    [cycles of each pool between it and LayerEngine i+1 from its last input to its last output,
+    :func:`sparsyn.hw.pools.pool_cycles`: a max-pool's scan, an average-pool's pipeline]). Each layer costs
+    its total plus one cycle in which the controller sees ``done``; each hand-over costs one cycle per
+    element, the pools' time after their last input, and one cycle to start the next layer.
     """
     layers = sum(t + 1 for t in layer_totals)
     transfer = sum(n + sum(pools) + 1 for n, pools in handovers)

@@ -1,10 +1,11 @@
-"""Verilog generation for a manifest: one module per conv/linear layer and per maxpool, plus a listing.
+"""Verilog generation for a manifest: one module per conv/linear layer and per pool, plus a listing.
 
 ``generate(manifest, array, out_dir)`` writes, into ``out_dir``:
 
-* ``sparsyn_<layer>.v`` — a :class:`~sparsyn.hw.engine.LayerEngine` (conv/linear) or
-  :class:`~sparsyn.hw.maxpool.MaxPoolUnit`, top module ``sparsyn_<layer>``, ports ``clk``, ``rst``
-  and the flattened component signature (``act_in__valid``, ``act_in__ready``, ``act_in__payload``, ...);
+* ``sparsyn_<layer>.v`` — a :class:`~sparsyn.hw.engine.LayerEngine` (conv/linear), a
+  :class:`~sparsyn.hw.maxpool.MaxPoolUnit` or an :class:`~sparsyn.hw.avgpool.AvgPoolUnit`, top module
+  ``sparsyn_<layer>``, ports ``clk``, ``rst`` and the flattened component signature (``act_in__valid``,
+  ``act_in__ready``, ``act_in__payload``, ...);
 * ``sparsyn_lint.vlt`` — the Verilator waivers for generated-code warnings (:data:`LINT_WAIVERS`);
 * ``sparsyn-rtl.json`` — files, top modules, ports and the cycle model of every layer.
 
@@ -26,9 +27,9 @@ from sparsyn.sw.outdir import check_out, staged_output
 from sparsyn.sw.schedule import ArrayConfig
 
 from .engines import build_engine
-from .maxpool import MaxPoolUnit, maxpool_cycles
 from .model_engine import ModelEngine, plan_model
 from .plan import EngineLimits
+from .pools import pool_cycles, pool_unit
 
 LISTING_NAME = "sparsyn-rtl.json"
 WAIVER_NAME = "sparsyn_lint.vlt"
@@ -96,9 +97,10 @@ def build_modules(model, packed: dict, array: ArrayConfig | None = None, limits:
                "rom_bits": plan.rom_bits, "cycles": plan.model}
         out.append((layer, build_engine(plan), module_name(layer.name), rec))
         for pool in seg.pools:
-            rec = {"kind": "maxpool", "in_shape": list(pool.in_shape), "out_shape": list(pool.out_shape),
-                   "cycles": {"total": maxpool_cycles(pool)}}
-            out.append((pool, MaxPoolUnit(pool), module_name(pool.name), rec))
+            # a pool's "total": its cycles from its last input handshake to its last output handshake
+            rec = {"kind": pool.kind, "in_shape": list(pool.in_shape), "out_shape": list(pool.out_shape),
+                   "cycles": {"total": pool_cycles(pool)}}
+            out.append((pool, pool_unit(pool), module_name(pool.name), rec))
     if model_top:
         out.append((None, ModelEngine(mplan), module_name(f"model_{model.name}"),
                     {"kind": "model", "in_shape": list(model.input_shape),
@@ -108,7 +110,7 @@ def build_modules(model, packed: dict, array: ArrayConfig | None = None, limits:
 
 def generate(manifest_path, array: ArrayConfig | None, out_dir, limits: EngineLimits = EngineLimits(),
              model_top: bool = False) -> list[Path]:
-    """Write the Verilog of every conv/linear/maxpool layer of a manifest; returns the files written
+    """Write the Verilog of every conv/linear/pool layer of a manifest; returns the files written
     (Verilog files, then the waiver file and the JSON listing). ``array`` (None: the manifest's) must be
     the array the manifest was packed for.
 

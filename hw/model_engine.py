@@ -1,7 +1,8 @@
-"""ModelEngine: a whole network as a chain of LayerEngines and MaxPoolUnits behind one interface.
+"""ModelEngine: a whole network as a chain of LayerEngines and pool units behind one interface.
 
 Stages run one after another (no overlap between layers): the first LayerEngine computes from its
-input buffer, then its ``act_out`` streams through the following MaxPoolUnits (if any) into the next
+input buffer, then its ``act_out`` streams through the following pool units (max-pool, average-pool:
+:mod:`.pools`; if any) into the next
 LayerEngine's ``act_in``, which is then started, and so on. ``done`` rises when the last LayerEngine
 is done; its outputs (through any trailing pools) are read from ``act_out``.
 """
@@ -13,14 +14,14 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
-from sparsyn.sw.qmodel import FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
+from sparsyn.sw.qmodel import MODEL_INPUT, AvgPoolLayer, FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
 from sparsyn.sw.schedule import ArrayConfig
 
 from .cycles import model_cycles, utilization
 from .engine import engine_signature
 from .engines import build_engine, plan_layer
-from .maxpool import MaxPoolUnit, check_maxpool, maxpool_cycles
 from .plan import EngineLimits
+from .pools import check_pool, is_pool, pool_cycles, pool_unit
 
 
 def _size(shape) -> int:
@@ -29,9 +30,9 @@ def _size(shape) -> int:
 
 @dataclass
 class SegmentPlan:
-    """One layer engine's plan and the max-pool layers that follow it (before the next engine)."""
+    """One layer engine's plan and the pool layers (max or average) that follow it (before the next engine)."""
     engine: object
-    pools: list[MaxPoolLayer] = field(default_factory=list)
+    pools: list[MaxPoolLayer | AvgPoolLayer] = field(default_factory=list)
 
     @property
     def out_elements(self) -> int:
@@ -68,12 +69,25 @@ def _model_total(plan: ModelPlan, x) -> int:
 
 
 def handovers(segments) -> list:
-    return [(s.engine.layer.n * s.engine.layer.pixels, [maxpool_cycles(p) for p in s.pools]) for s in segments[:-1]]
+    """Per hand-over: (elements leaving the engine, each following pool's cycles after its last input)."""
+    return [(s.engine.layer.n * s.engine.layer.pixels, [pool_cycles(p) for p in s.pools]) for s in segments[:-1]]
+
+
+def check_chain(model: QuantModel) -> None:
+    """Refuse (one line) a graph: the whole-model engines stream each layer's output into the next layer."""
+    for i, layer in enumerate(model.layers):
+        srcs = model.sources(i)
+        if srcs != ((model.layers[i - 1].name,) if i else (MODEL_INPUT,)):
+            what = f"adds {srcs[0]!r} and {srcs[1]!r}" if len(srcs) > 1 else f"reads {srcs[0]!r}, not the layer before it"
+            raise SparsynError(f"model {model.name} is a graph (layer {layer.name} {what}); the whole-model engines "
+                               "run a chain of layers, each streaming into the next: check a graph layer by layer "
+                               "with 'sparsyn sim'")
 
 
 def plan_model(model: QuantModel, packed: dict, array: ArrayConfig | None = None,
                limits: EngineLimits = EngineLimits()) -> ModelPlan:
     """Plan every layer of ``model`` (one line on the first refusal; nothing is constructed)."""
+    check_chain(model)
     segments: list[SegmentPlan] = []
     size = _size(model.input_shape)
     for layer in model.layers:
@@ -85,11 +99,11 @@ def plan_model(model: QuantModel, packed: dict, array: ArrayConfig | None = None
             if layer.name not in packed:
                 raise SparsynError(f"layer {layer.name} has no packed weights; re-run 'sparsyn compress'")
             segments.append(SegmentPlan(plan_layer(layer, packed[layer.name], array, limits)))
-        elif isinstance(layer, MaxPoolLayer):
+        elif is_pool(layer):
             if not segments:
-                raise SparsynError(f"model {model.name} starts with maxpool {layer.name}; the ModelEngine "
+                raise SparsynError(f"model {model.name} starts with {layer.kind} {layer.name}; the ModelEngine "
                                    "needs a conv/linear first layer (pool the input in software)")
-            check_maxpool(layer)
+            check_pool(layer)
             segments[-1].pools.append(layer)
         elif not isinstance(layer, FlattenLayer):
             raise SparsynError(f"layer {layer.name} of kind {layer.kind} has no hardware unit")
@@ -106,7 +120,7 @@ def plan_model(model: QuantModel, packed: dict, array: ArrayConfig | None = None
 
 @dataclass
 class Segment:
-    """One layer engine and the MaxPoolUnits that follow it (before the next engine)."""
+    """One layer engine and the pool units that follow it (before the next engine)."""
     engine: object
     pools: list = field(default_factory=list)
 
@@ -116,7 +130,7 @@ class ModelEngine(wiring.Component):
 
     Latency: :func:`sparsyn.hw.cycles.model_cycles` ``["total"]`` cycles from start to done:
     every layer's own total plus one cycle to see its ``done``, and per hand-over the transfer of the
-    activations (one element per cycle, plus the MaxPoolUnits' scan time) and one start cycle.
+    activations (one element per cycle, plus each pool unit's time after its last input) and one start cycle.
 
     Parameters
     ----------
@@ -126,7 +140,7 @@ class ModelEngine(wiring.Component):
     def __init__(self, plan: ModelPlan):
         self.plan = plan
         self.model = plan.model
-        self.segments = [Segment(build_engine(s.engine), [MaxPoolUnit(p) for p in s.pools]) for s in plan.segments]
+        self.segments = [Segment(build_engine(s.engine), [pool_unit(p) for p in s.pools]) for s in plan.segments]
         self.cycle_model = plan.cycle_model
         super().__init__(engine_signature())
 

@@ -1,5 +1,5 @@
 """The sequenced model engine: ONE datapath (array, activation feeder, accumulator, requant, output
-buffer) and one set of max-pool units reused layer after layer, under a small sequencer.
+buffer) and one set of pool units (max-pool, average-pool) reused layer after layer, under a small sequencer.
 
 Where the :class:`~sparsyn.hw.model_engine.ModelEngine` builds a LayerEngine per layer, this engine builds
 the LayerEngine's components once, for the list of the model's layer plans (:mod:`.per_layer`): its memories
@@ -10,12 +10,12 @@ descriptors, pass tables, bias, requant constants — the manifest's ROM files, 
 
 Sequencer (per image)::
 
-    IDLE --start--> RUN layer 0 --done--> XFER: its outputs, through the max-pool units of the pools that
+    IDLE --start--> RUN layer 0 --done--> XFER: its outputs, through the pool units of the pools that
     follow it, into the datapath's input buffer (now with the next layer's geometry) --> START the next
     layer --> RUN ... --> after the last layer: done, its outputs (through trailing pools) on ``act_out``
 
 Latency: the same as the ModelEngine's, :func:`sparsyn.hw.cycles.model_cycles` ``["total"]`` (each layer's
-own total plus one cycle to see its ``done``; per hand-over one cycle per element, the pools' scan time and
+own total plus one cycle to see its ``done``; per hand-over one cycle per element, the pools' time and
 one start cycle) — the datapath runs every layer with exactly that layer's FSM timing.
 """
 from __future__ import annotations
@@ -26,19 +26,19 @@ from amaranth.hdl import Cat, Const, Fragment, Module, Mux, Signal
 from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
-from sparsyn.sw.qmodel import MaxPoolLayer, QuantModel
+from sparsyn.sw.qmodel import AvgPoolLayer, MaxPoolLayer, QuantModel
 from sparsyn.sw.schedule import ArrayConfig
 
 from .cycles import utilization
 from .descriptor import DescriptorScope, DescriptorTable, descriptor_memory, descriptor_scope, record_descriptor
 from .engine import LayerEngine, engine_signature
 from .engines import build_engine
-from .maxpool import MaxPoolUnit
 from .memories import rom_offsets
 from .model_engine import ModelPlan, plan_model
 from .mux import mux_tree
 from .per_layer import LayerSelect
 from .plan import EngineLimits, LayerPlan, with_phases
+from .pools import POOL_KINDS, pool_unit
 from .shared_product import datapath_kinds
 
 
@@ -49,14 +49,15 @@ class SequencedPlan:
 
     model : QuantModel; layers : the compute layers' plans in order (LayerPlans run on the shared datapath; a
     layer whose scheme brings its own engine, e.g. PermDNN's, keeps its plan and engine, dispatched by the
-    sequencer); pools : per compute layer, the max-pool layers that follow it; array : R x C with the most lanes any
-    layer's PE takes; cycle_model : the exact cycle model (:func:`~sparsyn.hw.cycles.model_cycles` plus useful MACs,
-    ``mac_units`` — every multiply-accumulate unit of the design, the engines of layers with their own included —,
-    the utilization of them over the whole network and ``datapaths``, the PE datapath kinds of the shared array).
+    sequencer); pools : per compute layer, the pool layers (max, average) that follow it; array : R x C with the most
+    lanes any layer's PE takes; cycle_model : the exact cycle model (:func:`~sparsyn.hw.cycles.model_cycles` plus
+    useful MACs, ``mac_units`` — every multiply-accumulate unit of the design, the engines of layers with their own
+    included —, the utilization of them over the whole network and ``datapaths``, the PE datapath kinds of the
+    shared array).
     """
     model: QuantModel
     layers: list[LayerPlan]
-    pools: list[list[MaxPoolLayer]]
+    pools: list[list[MaxPoolLayer | AvgPoolLayer]]
     array: ArrayConfig
     cycle_model: dict
     base: ModelPlan = field(repr=False, default=None)
@@ -70,7 +71,7 @@ class SequencedPlan:
 
     @property
     def step_aliases(self) -> dict[str, int]:
-        """Each max-pool layer -> the step of the compute layer it follows."""
+        """Each pool layer -> the step of the compute layer it follows."""
         return {pool.name: i for i, pools in enumerate(self.pools) for pool in pools}
 
     @property
@@ -213,9 +214,13 @@ class SequencedEngine(wiring.Component):
                 self.route.append((self.own[k], None))
                 k += 1
         depth = max((len(p) for p in plan.pools), default=0)
-        #: unit j runs the j-th pool after any layer: its pools, and per layer the index among them (or None)
-        self.unit_pools = [[p[j] for p in plan.pools if len(p) > j] for j in range(depth)]
-        self.units = [MaxPoolUnit(pools) for pools in self.unit_pools]
+        #: per pool unit, (j, kind): it runs the j-th pool after any layer when that pool is of its kind (the
+        #: max-pool units first, as before average pools existed, so their descriptor fields keep their names)
+        self.unit_keys = [(j, kind) for kind in POOL_KINDS for j in range(depth)
+                          if any(len(p) > j and p[j].kind == kind for p in plan.pools)]
+        #: per pool unit, the pools it runs (``layer_index`` selects among them)
+        self.unit_pools = [[p[j] for p in plan.pools if len(p) > j and p[j].kind == kind] for j, kind in self.unit_keys]
+        self.units = [pool_unit(pools) for pools in self.unit_pools]
         members = dict(engine_signature().members)
         if weights_in == "spram":
             members["weights_load"] = self.datapath.signature.members["weights_load"]
@@ -257,6 +262,11 @@ class SequencedEngine(wiring.Component):
             m.submodules.descriptor = self.descriptor_rom = scope.memory
         return m
 
+    @staticmethod
+    def _unit_name(j: int, kind: str) -> str:
+        """The submodule name of the pool unit (j, kind): ``pool<j>`` for a max-pool unit, ``<kind><j>`` else."""
+        return f"pool{j}" if kind == "maxpool" else f"{kind}{j}"
+
     def _elaborate(self, platform):
         m = Module()
         plan, dp, route = self.plan, self.datapath, self.route
@@ -266,8 +276,8 @@ class SequencedEngine(wiring.Component):
             wiring.connect(m, wiring.flipped(self.weights_load), dp.weights_load)
         for k, eng in enumerate(self.own):
             m.submodules[f"engine_{plan.layers[[r[0] for r in route].index(eng)].layer.name}"] = eng
-        for j, unit in enumerate(self.units):
-            m.submodules[f"pool{j}"] = Fragment.get(unit, platform)
+        for (j, kind), unit in zip(self.unit_keys, self.units):
+            m.submodules[self._unit_name(j, kind)] = Fragment.get(unit, platform)
 
         seg = Signal(range(max(n, 2)))         # the layer being run / handed over / read out
         busy, done, xfer = Signal(), Signal(), Signal()
@@ -294,16 +304,16 @@ class SequencedEngine(wiring.Component):
         for i, pools in enumerate(plan.pools):
             eng, last = route[i][0], i == n - 1
             src, cond = eng.act_out, at[i] if last else at[i] & xfer
-            for pool in pools:
-                unit = self.units[pools.index(pool)]
+            for j, pool in enumerate(pools):
+                unit = self.units[self.unit_keys.index((j, pool.kind))]
                 edges.append((cond, src, unit.i))
                 # after a pool unit: the segment's hand-over (busy) or, after the last layer, its read-out
                 src, cond = unit.o, at[i] if last else at[i] & busy
             edges.append((cond, src, self.act_out if last else route[i + 1][0].act_in))
-        for j, unit in enumerate(self.units):
-            if len(self.unit_pools[j]) > 1:
-                m.d.comb += unit.layer_index.eq(sel([self.unit_pools[j].index(p[j]) if len(p) > j else 0
-                                                     for p in plan.pools], name=f"pool{j}_layer"))
+        for (j, kind), unit, pools in zip(self.unit_keys, self.units, self.unit_pools):
+            if len(pools) > 1:
+                m.d.comb += unit.layer_index.eq(sel([pools.index(p[j]) if len(p) > j and p[j].kind == kind else 0
+                                                     for p in plan.pools], name=f"{self._unit_name(j, kind)}_layer"))
         first = route[0][0]
         edges.append((~busy, self.act_in, first.act_in))    # the first layer's input from outside, while idle
         sinks, sources = {}, {}

@@ -1,4 +1,5 @@
-"""RTL check of a compressed model: every conv/linear layer's engine against the golden model.
+"""RTL check of a compressed model: every conv/linear layer's engine and every max-pool / average-pool / add
+layer's stream unit against the golden model.
 
 :func:`run_engine` is the one path from a layer to a measured, checked RTL run (used by the pytest
 regression, :func:`rtl_check`, ``sparsyn sim`` and the simulator benchmark): it plans and builds the
@@ -7,6 +8,8 @@ Verilator, computes the golden outputs with :func:`sparsyn.sw.golden.run_layer`,
 :mod:`sparsyn.sim.benches.bench_engine` and requires the measured cycle count of **every image** to
 equal the engine's exact cycle model (no tolerance). :func:`rtl_check` feeds the reference vectors
 stored in the manifest and checks the RTL against them as well as against the golden model.
+:func:`run_stream` is the same for a layer without weights: its stream unit (:mod:`sparsyn.hw.stream_units`)
+driven by :mod:`sparsyn.sim.benches.bench_stream`, every image's cycles equal to the unit's exact cycle model.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from .runner import BenchFailure, build, run_bench
 from .tools import check_simulator
 
 ENGINE_BENCH = "sparsyn.sim.benches.bench_engine"
+STREAM_BENCH = "sparsyn.sim.benches.bench_stream"
 
 COLUMNS = ["layer", "scheme", "cycles_measured", "cycles_model", "cycles_exact", "utilization",
            "bit_exact", "reference_exact", "wall_s"]
@@ -46,7 +50,7 @@ def golden_outputs(layer: QuantLayer, images) -> np.ndarray:
     return run_layer(layer, batch).reshape(batch.shape[0], -1).numpy()
 
 
-def _mismatch_text(layer: QuantLayer, expected: np.ndarray, result: dict) -> str | None:
+def _mismatch_text(layer, expected: np.ndarray, result: dict) -> str | None:
     from sparsyn.sw.golden import first_mismatch
     outputs = result.get("outputs")
     if not outputs:
@@ -83,6 +87,22 @@ def sim_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None
         if log is not None:
             log(note)
         return make_engine(layer, packed, array, EngineLimits(**SIM_LIMITS)), note
+
+
+def sim_stream_unit(layer, log=None):
+    """:func:`sparsyn.hw.stream_units.stream_unit` with the default buffer, or — for a pooling layer whose input
+    exceeds it — with :data:`SIM_LIMITS`' activation buffer, saying so (as :func:`sim_engine`).
+    Returns ``(unit, note or None)``."""
+    from sparsyn.hw.stream_units import stream_unit
+    try:
+        return stream_unit(layer), None
+    except SparsynError as err:
+        if "exceeds the buffer" not in str(err):
+            raise
+        note = f"{err} — simulated with a larger buffer"
+        if log is not None:
+            log(note)
+        return stream_unit(layer, SIM_LIMITS["act_elements"]), note
 
 
 def check_cycles(layer_name: str, measured: list[int], images, plan) -> list[int]:
@@ -141,6 +161,60 @@ def run_engine(layer: QuantLayer, packed: PackedLayer, array: ArrayConfig | None
             "test_dir": res["test_dir"]}
 
 
+def run_stream(layer, simulator: str, inputs, *, expected=None, test_dir: Path | None = None, in_pauses=None,
+               out_pauses=None, settings: dict | None = None, unit=None, log=None,
+               build_root: Path | None = None) -> dict:
+    """Run a batch through the stream unit of a max-pool / average-pool / add ``layer`` in ``simulator``.
+
+    ``inputs``: the tensors the layer reads, one per input stream (an add: ``a`` then ``b``), each ``(B, C, H, W)``
+    (or flat per image); ``expected`` (B, C*Ho*Wo) overrides the golden outputs (e.g. stored reference vectors).
+    ``in_pauses`` / ``out_pauses``: valid gaps / back-pressure (see :mod:`sparsyn.sim.benches.bench_stream`);
+    ``settings``: constant inputs (``{"layer_index": k}`` of a shared unit, then given as ``unit``, a
+    :class:`~sparsyn.hw.stream_units.StreamUnit`; default the layer's own unit).
+
+    Returns a row like :func:`run_engine`'s (``scheme`` is the layer's kind; ``utilization`` None: no PEs):
+    ``cycles_measured`` (first image) / ``cycles_all`` from each image's first input handshake to its last output
+    handshake, ``cycles_model`` / ``cycles_model_all`` the unit's exact model. With steady streams (no pauses)
+    every image's cycles must equal the model (:class:`CycleMismatch` otherwise); with pauses the model does not
+    apply and ``cycles_exact`` is None. Raises :class:`~sparsyn.sim.runner.BenchFailure` (layer, image, channel,
+    position, expected, actual and the waveform path) when any output differs.
+    """
+    from sparsyn.hw.generate import module_name
+    from sparsyn.hw.stream_units import stream_unit
+    from sparsyn.sw.golden import run_layer
+    check_simulator(simulator)
+    su = unit if unit is not None else stream_unit(layer)
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    if len(inputs) != len(su.inputs):
+        raise ValueError(f"layer {layer.name} reads {len(su.inputs)} tensors, {len(inputs)} given")
+    batches = [torch.as_tensor(np.asarray(t, dtype=np.int64)).reshape(-1, *layer.in_shape) for t in inputs]
+    n_img = batches[0].shape[0]
+    if expected is None:
+        expected = run_layer(layer, *batches).reshape(n_img, -1).numpy()
+    expected = np.asarray(expected, dtype=np.int64).reshape(n_img, -1)
+    bld = build(su.unit, simulator, module_name(layer.name), log=log, root=build_root)
+    params = {"name": layer.name, "images": n_img, "expected": expected.tolist(),
+              "inputs": {port: b.reshape(-1).tolist() for port, b in zip(su.inputs, batches)},
+              "set": settings, "in_pauses": in_pauses, "out_pauses": out_pauses,
+              "timeout_cycles": 2 * su.cycles + 1000}
+    res = run_bench(bld, STREAM_BENCH, params, test_dir=test_dir,
+                    describe=lambda r: _mismatch_text(layer, expected, r))
+    steady = not in_pauses and not out_pauses
+    model_all = [su.cycles] * n_img
+    if steady:
+        for i, got in enumerate(res["cycles"]):
+            if got != su.cycles:
+                raise CycleMismatch(f"layer {layer.name}: image {i} took {got} cycles in RTL but the cycle model "
+                                    f"says {su.cycles} ({got - su.cycles:+d}); the model must be exact")
+    return {"layer": layer.name, "scheme": layer.kind, "simulator": simulator,
+            "cycles_measured": res["cycles"][0], "cycles_all": res["cycles"],
+            "cycles_model": su.cycles, "cycles_model_all": model_all, "cycles_exact": True if steady else None,
+            "utilization": None, "bit_exact": True, "mismatch": None, "outputs_checked": res["outputs_checked"],
+            "sim_cycles": res["sim_cycles"], "build_s": bld.build_s, "build_cached": bld.cached,
+            "wall_s": res["wall_s"], "test_s": sum(c["real_s"] for c in res["tests"]), "test_dir": res["test_dir"]}
+
+
 def compressed_default(scheme, images: int = 2):
     """The default digits model compressed with ``scheme`` (a Scheme object; quiet) and ``images`` test images
     through its golden model: ``(qmodel, packed, x, outs)`` for :func:`run_model_layers`."""
@@ -157,12 +231,13 @@ def compressed_default(scheme, images: int = 2):
 
 def run_model_layers(compressed, array: ArrayConfig, simulator: str, test_dir: Path) -> list[dict]:
     """:func:`run_engine` of every conv/linear layer of ``compressed`` (:func:`compressed_default`), each fed the
-    golden output of the layer before it; the rows, in layer order."""
+    golden output of the layer it reads; the rows, in layer order."""
+    from sparsyn.sw.golden import layer_inputs
     qmodel, packed, x, outs = compressed
     rows = []
     for i, layer in enumerate(qmodel.layers):
         if layer.kind in ("conv", "linear"):
-            layer_in = x if i == 0 else outs[i - 1]
+            layer_in = layer_inputs(qmodel, i, x, outs)[0]
             rows.append(run_engine(layer, packed[layer.name], array, simulator, layer_in,
                                    test_dir=Path(test_dir) / layer.name))
     return rows
@@ -224,17 +299,16 @@ def model_inputs(model, images: int = 1, data=None) -> tuple[torch.Tensor, list[
 
 def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig | None = None,
               images: int | None = None, out_dir=None, progress: bool = True) -> list[dict]:
-    """Check every conv/linear layer of a manifest in RTL, layer by layer, against the golden model
+    """Check every layer of a manifest that has hardware in RTL, layer by layer, against the golden model
     decoded from its ROM files **and** against the reference vectors stored at compress time.
 
     The manifest is refused first when its golden model no longer reproduces its reference vectors.
-    Each layer is fed the reference input of that layer (the stored output of the layer before it), so
-    layers are checked independently; with ``images`` more than stored, further test images of the data the
-    manifest records (the digits, a zoo model's synthetic data, or the ``--data`` file when unchanged) are
-    checked against the golden model only. Returns one row per compute layer: ``layer, scheme,
-    cycles_measured, cycles_model, cycles_exact, utilization, bit_exact, reference_exact, mismatch
-    (str or None), wall_s`` (+ build time, simulator). ``array`` (None: the manifest's) must be the
-    array the manifest was packed for.
+    Each layer is fed the reference tensors it reads (the stored outputs of the layers it names, or of the layer
+    before it), so layers are checked independently; with ``images`` more than stored, further test images of the
+    data the manifest records (the digits, a zoo model's synthetic data, or the ``--data`` file when unchanged)
+    are checked against the golden model only. Returns one row per conv/linear layer and per max-pool /
+    average-pool / add layer (see :func:`check_layers`). ``array`` (None: the manifest's) must be the array the
+    manifest was packed for.
     """
     from sparsyn.sw.manifest import check_reference, load_manifest, load_reference, resolve_array
     from sparsyn.sw.paths import work_dir
@@ -254,29 +328,60 @@ def rtl_check(manifest_path, simulator: str = "verilator", array: ArrayConfig | 
         from sparsyn.sw.data import recorded_data
         x, outs = model_inputs(model, images, recorded_data(doc.get("data")))
     base = Path(out_dir) if out_dir is not None else work_dir() / "sim-check" / f"{simulator}-{array.rows}x{array.cols}"
+    return check_layers(model, packed, array, simulator, x, outs, base, reference_images=min(images, n_ref),
+                        progress=progress)
+
+
+def check_layers(model, packed: dict, array: ArrayConfig | None, simulator: str, x, outs, base: Path, *,
+                 reference_images: int | None = None, progress: bool = False) -> list[dict]:
+    """The layer-by-layer RTL check of a model: every conv/linear layer on its engine (:func:`run_engine`), every
+    max-pool / average-pool / add layer on its stream unit (:func:`run_stream`; flatten layers have no hardware
+    and no row), each fed the tensors it reads (:func:`sparsyn.sw.golden.layer_inputs` of ``x`` and ``outs``)
+    and checked against ``outs[i]`` (the reference outputs: the golden model's, or a manifest's stored ones).
+
+    Returns one row per checked layer: ``layer, scheme`` (a stream unit's: its kind, e.g. ``"maxpool"``),
+    ``cycles_measured, cycles_model, cycles_exact, utilization`` (None for a stream unit), ``bit_exact,
+    reference_exact, mismatch`` (None, or the one-line failure: layer, image, channel, position, expected,
+    actual), ``wall_s`` (+ build time, simulator); ``reference_exact`` and ``reference_images`` when
+    ``reference_images`` is given. Test folders go under ``base/<layer>``.
+    """
+    from sparsyn.hw.stream_units import has_stream_unit
+    from sparsyn.sw.golden import layer_inputs
     rows = []
     log = (lambda msg: print(f"   {msg}", flush=True)) if progress else None
     for i, layer in enumerate(model.layers):
-        if not isinstance(layer, QuantLayer):
+        compute = isinstance(layer, QuantLayer)
+        if not (compute or has_stream_unit(layer)):
             continue
-        layer_in = x if i == 0 else outs[i - 1]
+        layer_in = layer_inputs(model, i, x, outs)
+        expected = outs[i].reshape(outs[i].shape[0], -1)
         if progress:
             print(f"   {layer.name}: {layer.kind} {layer.in_shape} -> {layer.out_shape} on {simulator}", flush=True)
         t0 = time.perf_counter()
-        engine, note = sim_engine(layer, packed[layer.name], array, log=log)
+        note = None
+        if compute:
+            unit, note = sim_engine(layer, packed[layer.name], array, log=log)
+            scheme, model_total = packed[layer.name].scheme, unit.model["total"]
+        else:
+            unit, note = sim_stream_unit(layer, log=log)
+            scheme, model_total = layer.kind, unit.cycles
         try:
-            row = run_engine(layer, packed[layer.name], array, simulator, layer_in,
-                             test_dir=base / layer.name, log=log, engine=engine,
-                             expected=outs[i].reshape(outs[i].shape[0], -1))
+            if compute:
+                row = run_engine(layer, packed[layer.name], array, simulator, layer_in[0],
+                                 test_dir=base / layer.name, log=log, engine=unit, expected=expected)
+            else:
+                row = run_stream(layer, simulator, layer_in, expected=expected, test_dir=base / layer.name,
+                                 log=log, unit=unit)
             row["reference_exact"] = True
-            row["reference_images"] = min(images, n_ref)
+            if reference_images is not None:
+                row["reference_images"] = reference_images
             if note:
                 row["limits_note"] = note
         except (BenchFailure, CycleMismatch) as err:
             results = getattr(err, "results", {}) or {}
             measured = (results.get("cycles") or [None])[0]
-            row = {"layer": layer.name, "scheme": packed[layer.name].scheme, "simulator": simulator,
-                   "cycles_measured": measured, "cycles_model": engine.model["total"],
+            row = {"layer": layer.name, "scheme": scheme, "simulator": simulator,
+                   "cycles_measured": measured, "cycles_model": model_total,
                    "cycles_exact": False if isinstance(err, CycleMismatch) else None,
                    "utilization": None, "bit_exact": isinstance(err, CycleMismatch),
                    "reference_exact": isinstance(err, CycleMismatch), "mismatch": str(err)}

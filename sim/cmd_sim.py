@@ -6,10 +6,11 @@ from pathlib import Path
 
 def add_parser(sub):
     p = sub.add_parser("sim", help="RTL of every layer of a manifest vs the golden model (Icarus/Verilator)",
-                       description="Generate each conv/linear layer's engine, simulate it with cocotb in Icarus "
-                                   "or Verilator on the reference vectors stored in the manifest (the input of "
-                                   "each layer; the golden model from the ROM files must reproduce them), and "
-                                   "print per layer: cycles measured / modelled (must be equal), PE utilization, "
+                       description="Generate each conv/linear layer's engine and each max-pool / average-pool / "
+                                   "add layer's stream unit, simulate it with cocotb in Icarus or Verilator on the "
+                                   "reference vectors stored in the manifest (the tensors each layer reads; the "
+                                   "golden model from the ROM files must reproduce them), and print per layer: "
+                                   "cycles measured / modelled (must be equal), PE utilization (compute layers), "
                                    "bit-exact yes/no. Exits 1 if any layer is not bit-exact or not cycle-exact.")
     p.add_argument("--manifest", required=True, metavar="PATH", help="manifest.json or its folder "
                    "(from 'sparsyn compress')")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 def add_parser(sub):
     p = sub.add_parser("generate", help="generate the Verilog of every layer of a compressed model",
-                       description="Elaborate one LayerEngine per conv/linear layer and one MaxPoolUnit per "
-                                   "maxpool of a manifest and write sparsyn_<layer>.v, sparsyn_lint.vlt "
+                       description="Elaborate one LayerEngine per conv/linear layer and one pool unit per "
+                                   "max / average pool of a manifest and write sparsyn_<layer>.v, sparsyn_lint.vlt "
                                    "(Verilator waivers) and sparsyn-rtl.json (ports, cycle model) to DIR.")
     p.add_argument("--manifest", required=True, metavar="PATH", help="manifest.json or its folder")
     p.add_argument("--array", default=None, metavar="RxC",

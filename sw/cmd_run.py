@@ -81,15 +81,19 @@ def size_row(report: dict) -> dict:
 
 def rtl_row(res: list[dict]) -> dict:
     """The RTL columns of one scheme's row from ``rtl_check`` rows: layers, bit-exact (vs the golden
-    model and the reference vectors), total measured cycles, ``cycles_exact`` (every layer's measured
-    cycles equal its exact model) and the cycle-weighted PE utilization."""
+    model and the reference vectors), total measured cycles (compute layers and stream units: pools, adds),
+    ``cycles_exact`` (every layer's measured cycles equal its exact model) and the PE utilization weighted by
+    the compute layers' cycles."""
+    from sparsyn.hw.stream_units import STREAM_KINDS
     exact = all(r["bit_exact"] and r.get("reference_exact", True) for r in res)
     cycles_exact = all(r.get("cycles_exact") is True for r in res)
     measured = [r["cycles_measured"] for r in res if r.get("cycles_measured") is not None]
     cyc = sum(measured) if len(measured) == len(res) else None
+    compute = [r for r in res if r.get("scheme") not in STREAM_KINDS]
     util = None
-    if cyc and all(r.get("utilization") is not None for r in res):
-        util = sum(r["utilization"] * r["cycles_measured"] for r in res) / cyc
+    if cyc and compute and all(r.get("utilization") is not None for r in compute):
+        util = sum(r["utilization"] * r["cycles_measured"] for r in compute) / sum(r["cycles_measured"]
+                                                                                  for r in compute)
     return {"rtl_layers": len(res), "rtl_bit_exact": exact, "rtl_cycles": cyc, "cycles_exact": cycles_exact,
             "rtl_utilization": util}
 

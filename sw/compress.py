@@ -14,7 +14,7 @@ from .golden import logits, quantize_input, run_golden, run_int8_reference, firs
 from .importer import import_model, load_model_file
 from .manifest import MANIFEST_NAME, REFERENCE_IMAGES, check_out_dir, write_manifest
 from .model_zoo import default_model
-from .qmodel import QuantModel
+from .qmodel import AddLayer, AvgPoolLayer, QuantLayer, QuantModel
 from .quantize import quantize_model
 from .report import json_text
 from .schemes import PackedLayer, Scheme, get_scheme
@@ -136,11 +136,33 @@ def stored_bits(p: PackedLayer) -> dict:
             "constant_bits": kinds["constants"], "stored_bits": p.rom_bits}
 
 
+def operator_constants(layer) -> int:
+    """Bits of the constants an average pool (mult, shift) or a residual add (mult_a, mult_b, shift) keeps on the
+    chip (its unit's constants; a unit shared by several such layers holds them in the descriptor table)."""
+    from .requant import MAX_SHIFT, MULT_BITS
+    shift = MAX_SHIFT.bit_length()
+    if isinstance(layer, AvgPoolLayer):
+        return MULT_BITS + shift
+    if isinstance(layer, AddLayer):
+        return 2 * MULT_BITS + shift
+    return 0
+
+
 def layer_report(model: QuantModel, packed: dict[str, PackedLayer]) -> list[dict]:
     """Per compute layer: shapes, scheme figures and the stored bits by kind; ``rate_vs_int8`` /
-    ``rate_vs_fp32`` count every stored bit, ``weights_rate_vs_int8`` the weight memory only."""
+    ``rate_vs_fp32`` count every stored bit, ``weights_rate_vs_int8`` the weight memory only. Average pools and
+    residual adds get a row of their constants (:func:`operator_constants`)."""
     rows = []
-    for layer in model.compute_layers:
+    for layer in model.layers:
+        if operator_constants(layer):
+            bits = operator_constants(layer)
+            rows.append({"layer": layer.name, "kind": layer.kind, "scheme": "-", "n": 0, "k": 0, "nonzero": 0,
+                         "weight_bits": 0, "index_bits": 0, "other_bits": bits, "table_bits": 0,
+                         "constant_bits": bits, "stored_bits": bits, "rate_vs_int8": None, "rate_vs_fp32": None,
+                         "weights_rate_vs_int8": None})
+            continue
+        if not isinstance(layer, QuantLayer):
+            continue
         p = packed[layer.name]
         st = get_scheme(p.scheme).stats(p, layer)
         dense = layer.n * layer.k

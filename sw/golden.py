@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .qmodel import FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
+from .qmodel import MODEL_INPUT, AddLayer, AvgPoolLayer, FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
 from .requant import ACT_MAX, ACT_MIN, requantize
 
 
@@ -45,8 +45,21 @@ def layer_accumulators(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
     return acc.permute(0, 2, 1).reshape(b, *layer.out_shape)
 
 
-def run_layer(layer, x: torch.Tensor) -> torch.Tensor:
-    """One layer of the golden model on an int64 batch (B, C, H, W)."""
+def avgpool_sums(layer: AvgPoolLayer, x: torch.Tensor) -> torch.Tensor:
+    """(B, C, Ho, Wo) window sums of an average-pool layer (rows / columns past the last whole window unread)."""
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    x = x.reshape(x.shape[0], *layer.in_shape)
+    return x.unfold(2, kh, sh).unfold(3, kw, sw).sum(dim=(-1, -2))
+
+
+def add_accumulators(layer: AddLayer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a*mult_a + b*mult_b`` (int64) of a residual add, before the shift and clamp."""
+    shape = (a.shape[0], *layer.out_shape)
+    return a.reshape(shape) * layer.mult_a + b.reshape(shape) * layer.mult_b
+
+
+def run_layer(layer, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """One layer of the golden model on an int64 batch (B, C, H, W) (an add also takes its second input)."""
     if isinstance(layer, QuantLayer):
         acc = layer_accumulators(layer, x)
         return requantize(acc, layer.mult, layer.shift, layer.relu)
@@ -59,18 +72,30 @@ def run_layer(layer, x: torch.Tensor) -> torch.Tensor:
         return win.amax(dim=(-1, -2))
     if isinstance(layer, FlattenLayer):
         return x.reshape(x.shape[0], *layer.out_shape)
+    if isinstance(layer, AvgPoolLayer):
+        return requantize(avgpool_sums(layer, x), [layer.mult], [layer.shift], layer.relu)
+    if isinstance(layer, AddLayer):
+        (b,) = more
+        return requantize(add_accumulators(layer, x, b), [1], [layer.shift], layer.relu)
     raise TypeError(f"unknown layer {layer!r}")
 
 
+def layer_inputs(model: QuantModel, index: int, x: torch.Tensor, outs: list) -> list[torch.Tensor]:
+    """The tensors layer ``index`` reads, from the model input ``x`` and the outputs so far (``outs``, in layer
+    order)."""
+    names = {layer.name: i for i, layer in enumerate(model.layers[:index])}
+    return [x if src == MODEL_INPUT else outs[names[src]] for src in model.sources(index)]
+
+
 def run_golden(model: QuantModel, x_int: torch.Tensor) -> list[torch.Tensor]:
-    """All layer outputs (int64, each (B, C, H, W)) for an int8-coded input batch."""
+    """All layer outputs (int64, each (B, C, H, W)) for an int8-coded input batch (a graph runs in layer order,
+    each layer on the tensors it names)."""
     if x_int.dtype != torch.int64:
         raise TypeError("the golden model takes int64 activation codes; use quantize_input()")
     outs = []
     x = x_int.reshape(x_int.shape[0], *model.input_shape)
-    for layer in model.layers:
-        x = run_layer(layer, x)
-        outs.append(x)
+    for i, layer in enumerate(model.layers):
+        outs.append(run_layer(layer, *layer_inputs(model, i, x, outs)))
     return outs
 
 
@@ -82,8 +107,9 @@ def logits(model: QuantModel, x_int: torch.Tensor) -> torch.Tensor:
 def run_int8_reference(model: QuantModel, x_int: torch.Tensor) -> list[torch.Tensor]:
     """The int8 model computed with float64 conv/linear/max-pool ops (exact for these ranges)."""
     outs = []
-    x = x_int.double().reshape(x_int.shape[0], *model.input_shape)
-    for layer in model.layers:
+    x0 = x_int.double().reshape(x_int.shape[0], *model.input_shape)
+    for i, layer in enumerate(model.layers):
+        x, *more = layer_inputs(model, i, x0, outs)
         if isinstance(layer, QuantLayer):
             c, _, _ = layer.in_shape
             kh, kw = layer.kernel
@@ -99,6 +125,14 @@ def run_int8_reference(model: QuantModel, x_int: torch.Tensor) -> list[torch.Ten
             x = F.max_pool2d(x.reshape(x.shape[0], *layer.in_shape), layer.kernel, layer.stride, layer.padding)
         elif isinstance(layer, FlattenLayer):
             x = x.reshape(x.shape[0], *layer.out_shape)
+        elif isinstance(layer, AvgPoolLayer):
+            (kh, kw), s = layer.kernel, 2.0 ** layer.shift
+            total = F.avg_pool2d(x.reshape(x.shape[0], *layer.in_shape), layer.kernel, layer.stride) * (kh * kw)
+            x = torch.floor((torch.round(total) * layer.mult + s / 2) / s).clamp(0 if layer.relu else ACT_MIN, ACT_MAX)
+        elif isinstance(layer, AddLayer):
+            s = 2.0 ** layer.shift
+            acc = x.reshape(x.shape[0], *layer.out_shape) * layer.mult_a + more[0].reshape(x.shape[0], *layer.out_shape) * layer.mult_b
+            x = torch.floor((acc + s / 2) / s).clamp(0 if layer.relu else ACT_MIN, ACT_MAX)
         outs.append(x)
     return [o.to(torch.int64) for o in outs]
 

@@ -1,10 +1,17 @@
-"""Model import: trace any ``torch.nn.Module`` (torch.fx) into a flat float layer list.
+"""Model import: trace any ``torch.nn.Module`` (torch.fx) into a float layer list (a graph in run order).
 
 Supported: Conv2d (any kernel, stride and zero padding, per axis; groups=1 or depthwise, dilation=1), Linear, ReLU,
-ReLU6 and Hardtanh(0, max) (ReLU with a cap), MaxPool2d, Flatten, BatchNorm2d / BatchNorm1d (folded into the preceding
-Conv2d / Linear), Dropout / Identity (nothing in eval), plus ``torch.flatten`` / ``F.relu`` / ``torch.relu``
-calls. ReLU is fused into the preceding Conv2d/Linear. Anything else is refused with one error naming the
-module and the supported set.
+ReLU6 and Hardtanh(0, max) (ReLU with a cap), MaxPool2d, AvgPool2d (no padding; a window that does not tile the map
+drops the rows / columns past the last whole window, as PyTorch does), AdaptiveAvgPool2d (output sizes that divide
+the map, e.g. 1), Flatten, BatchNorm2d / BatchNorm1d (folded into the preceding Conv2d / Linear), Dropout /
+Identity (nothing in eval), the residual add of two tensors of one shape (``x + y``, ``torch.add``), plus
+``torch.flatten`` / ``F.relu`` / ``torch.relu`` / ``F.avg_pool2d`` / ``F.adaptive_avg_pool2d`` / the global
+``x.mean((2, 3))`` calls. ReLU is fused into the preceding Conv2d / Linear / add. Anything else is refused with one
+error naming the module and the supported set.
+
+**Graphs**: a layer that does not read the layer before it (a ResNet's 1x1 shortcut conv reads the block's input)
+names what it reads in ``inputs``; an add reads two tensors. A fused ReLU / folded BatchNorm must be the only
+reader of its layer's output (else the other reader would see the unfused value: refused).
 
 **Depthwise Conv2d** (groups = in_channels, out_channels = m * in_channels, depth multiplier m >= 1) is imported
 as the regular conv it equals: an N x (C*kh*kw) weight matrix that is zero outside each output channel's own
@@ -38,17 +45,18 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .errors import SparsynError
-from .qmodel import axis_pair, axis_pair_or_int
+from .qmodel import MODEL_INPUT, axis_pair, axis_pair_or_int
 
 SUPPORTED = ("Conv2d (groups=1, or depthwise: groups = in_channels), Linear, ReLU, ReLU6, Hardtanh(0, max), "
-             "MaxPool2d, Flatten, BatchNorm2d (after a Conv2d), BatchNorm1d (after a Linear), Dropout, Identity")
+             "MaxPool2d, AvgPool2d (no padding), AdaptiveAvgPool2d(1), Flatten, BatchNorm2d (after a Conv2d), "
+             "BatchNorm1d (after a Linear), Dropout, Identity, and the residual add of two tensors")
 
 
 @dataclass
 class FloatLayer:
     """One layer of the imported float network (weights as an N x K matrix for conv/linear)."""
     name: str
-    kind: str                      # conv | linear | maxpool | flatten
+    kind: str                      # conv | linear | maxpool | avgpool | add | flatten
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
     weight: np.ndarray | None = None   # N x K float64
@@ -60,6 +68,7 @@ class FloatLayer:
     pool: tuple[int, int, int] | None = None  # maxpool (kernel, stride, padding)
     act_max: float | None = None       # ReLU6 / Hardtanh(0, max): the cap of the fused ReLU (float model only)
     groups: int = 1                    # a depthwise conv's groups (= input channels); its weight is block-diagonal
+    inputs: tuple[str, ...] = ()       # the tensors it reads (layer names / MODEL_INPUT); () = the layer before it
 
 
 def load_model_file(path) -> nn.Module:
@@ -115,8 +124,12 @@ def _int_param(v, what, name):
 
 
 def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> list[FloatLayer]:
-    """Trace ``module`` and return its layers with shapes for a (C, H, W) input, or an (F,) input (the module is
-    called with N×F tensors; the layer chain sees (F, 1, 1))."""
+    """Trace ``module`` and return its layers, in the order they run, with shapes for a (C, H, W) input, or an
+    (F,) input (the module is called with N×F tensors; the layers see (F, 1, 1)).
+
+    The model may branch: a layer whose input is not the layer before it names its inputs (``inputs``; the model's
+    input is :data:`~sparsyn.sw.qmodel.MODEL_INPUT`), and a residual add reads two. The model's output is the
+    last layer's."""
     module = module.eval()
     try:
         gm = fx.symbolic_trace(module)
@@ -127,8 +140,9 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> list[FloatL
     mods = dict(gm.named_modules())
     layers: list[FloatLayer] = []
     input_shape = tuple(int(v) for v in input_shape)
-    shape = input_shape + (1, 1) if len(input_shape) == 1 else input_shape
-    chain_end = None  # name of the node whose value the next layer must consume
+    shape_of: dict[str, tuple] = {}    # tensor (layer name or MODEL_INPUT) -> its (C, H, W)
+    tensor: dict[str, str] = {}        # fx node -> the tensor holding its value
+    node_of: dict[str, fx.Node] = {}   # tensor -> the fx node that last defined it (its users read it)
 
     def unsupported(what):
         raise SparsynError(f"unsupported layer {what}; sparsyn supports {SUPPORTED}")
@@ -138,61 +152,97 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> list[FloatL
     shapes = _propagated_shapes(gm, input_shape)
     problems: list[str] = []
     refused: set[str] = set()          # refused nodes, and the BatchNorm / ReLU / Dropout that only follow them
+    output = None
     for node in gm.graph.nodes:
         if node.op == "output":
+            output = node
             break
         try:
             if node.op == "placeholder":
-                if chain_end is not None:
+                if MODEL_INPUT in shape_of:
                     unsupported(f"second model input '{node.name}'")
-                chain_end = node.name
+                tensor[node.name], node_of[MODEL_INPUT] = MODEL_INPUT, node
+                shape_of[MODEL_INPUT] = input_shape + (1, 1) if len(input_shape) == 1 else input_shape
                 continue
             if node.op == "get_attr":
                 unsupported(f"parameter access '{node.target}' in forward()")
-            args = [a for a in node.args if isinstance(a, fx.Node)]
-            if len(args) == 1 and args[0].name in refused and _follows(node, mods) and node.name in shapes:
-                # the BatchNorm / activation of a refused layer: no problem of its own
+            args = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
+            if any(a.name in refused for a in args) and node.name in shapes and (len(args) > 1 or _follows(node, mods)):
+                # the BatchNorm / activation of a refused layer, or an add of one: no problem of its own
                 refused.add(node.name)
-                shape, chain_end = shapes[node.name], node.name
+                tensor[node.name], shape_of[node.name] = node.name, shapes[node.name]
                 continue
             label = str(node.target) if node.op == "call_module" else node.name
-            if len(args) > 1 and node.target in _ADDS:
-                unsupported(f"'{label}': a residual add of {len(args)} branches; only a single chain of layers is "
-                            "supported (no skip connections or multi-input operations)")
-            if len(args) == 1 and chain_end is not None and args[0].name != chain_end:
-                unsupported(f"'{label}': a branch off the chain (it reads '{args[0].name}', not the layer before it: "
-                            "a skip connection); only a single chain of layers is supported (no skip connections or "
-                            "multi-input operations)")
-            if len(args) != 1 or args[0].name != chain_end:
-                unsupported(f"'{label}': only a single chain of layers is supported "
-                            "(no skip connections or multi-input operations)")
-            if node.op == "call_module":
-                out = _module_layer(mods[node.target], str(node.target), shape, layers)
-            elif node.op in ("call_function", "call_method"):
-                out = _function_layer(node, shape, layers)
+            if len(args) == 2 and node.target in _ADDS:
+                out = _add_layer(node.name, [tensor[a.name] for a in args], shape_of)
+            elif len(args) != 1:
+                unsupported(f"'{label}': an operation on {len(args)} tensors (only a residual add of two tensors "
+                            "reads more than one)")
             else:
-                unsupported(f"'{node.name}' ({node.op})")
+                src = tensor[args[0].name]
+                if _follows(node, mods) and src != MODEL_INPUT:
+                    # fused into / folded into the layer that made its input: nobody else may read that value
+                    others = [u.name for u in args[0].users if u is not node]
+                    if others and not _ignored(node, mods):
+                        unsupported(f"'{label}': it changes the output of '{src}', which '{others[0]}' also reads "
+                                    "(a fused BatchNorm / ReLU must be the only reader of its layer's output)")
+                shape = shape_of[src]
+                owner = next((l for l in layers if l.name == src), None)
+                if node.op == "call_module":
+                    out = _module_layer(mods[node.target], str(node.target), shape, owner)
+                elif node.op in ("call_function", "call_method"):
+                    out = _function_layer(node, shape, owner)
+                else:
+                    unsupported(f"'{node.name}' ({node.op})")
+                if out is None:                 # fused, folded or ignored: the node's value is its input's
+                    tensor[node.name] = src
+                    node_of[src] = node
+                    continue
+                out.inputs = (src,)
         except SparsynError as err:
             problems.append(str(err))
             refused.add(node.name)
             if shapes.get(node.name) is None:
                 break                      # no shape to go on with
-            shape, chain_end = shapes[node.name], node.name
+            tensor[node.name], shape_of[node.name] = node.name, shapes[node.name]   # a stand-in for its readers
             continue
-        if out is not None:
-            layers.append(out)
-            shape = out.out_shape
-        chain_end = node.name
+        layers.append(out)
+        tensor[node.name], shape_of[out.name], node_of[out.name] = out.name, out.out_shape, node
     if problems:
         raise SparsynError(_problems_text(type(module).__name__, problems))
     if not any(l.kind in ("conv", "linear") for l in layers):
         raise SparsynError(f"model {type(module).__name__} has no Conv2d or Linear layer to compress")
+    result = output.args[0] if output is not None else None
+    if not isinstance(result, fx.Node) or tensor.get(result.name) != layers[-1].name:
+        raise SparsynError(f"model {type(module).__name__} does not return the output of its last layer "
+                           f"('{layers[-1].name}'); return one tensor, computed last")
+    _chain_inputs(layers)
     _check_with_torch(module, layers, input_shape)
     return layers
 
 
+def _chain_inputs(layers: list[FloatLayer]) -> None:
+    """Drop ``inputs`` that just name the layer before (the model input for the first): a chain stays a chain."""
+    for i, layer in enumerate(layers):
+        if layer.inputs == ((layers[i - 1].name,) if i else (MODEL_INPUT,)):
+            layer.inputs = ()
+
+
+def _add_layer(name, srcs, shape_of):
+    a, b = srcs
+    if shape_of[a] != shape_of[b]:
+        raise SparsynError(f"unsupported layer '{name}': an add of a {shape_of[a]} and a {shape_of[b]} tensor; "
+                           "the residual add needs two tensors of one shape (no broadcasting)")
+    return FloatLayer(name, "add", shape_of[a], shape_of[a], inputs=(a, b))
+
+
 #: The operators of a residual add (``x + y``, ``torch.add``, ``x.add(y)``).
 _ADDS = (operator.add, operator.iadd, torch.add, "add", "add_")
+
+
+def _ignored(node, mods) -> bool:
+    """Dropout / Identity: nothing in eval."""
+    return node.op == "call_module" and isinstance(mods[node.target], (nn.Dropout, nn.Identity))
 
 
 def _follows(node, mods) -> bool:
@@ -242,7 +292,7 @@ def _conv_out(h, k, s, p):
     return (h + 2 * p - k) // s + 1
 
 
-def _module_layer(m, name, in_shape, layers):
+def _module_layer(m, name, in_shape, owner):
     c, h, w = in_shape
     if isinstance(m, nn.Conv2d):
         if m.groups not in (1, m.in_channels):
@@ -280,14 +330,14 @@ def _module_layer(m, name, in_shape, layers):
         b = (m.bias.detach().double().numpy().copy() if m.bias is not None else np.zeros(m.out_features))
         return FloatLayer(name, "linear", in_shape, (m.out_features, 1, 1), wt, b)
     if isinstance(m, nn.ReLU):
-        return _fuse_relu(name, layers)
+        return _fuse_relu(name, owner)
     if isinstance(m, (nn.ReLU6, nn.Hardtanh)):        # nn.ReLU6 is a Hardtanh(0, 6)
         lo, hi = float(m.min_val), float(m.max_val)
         if lo != 0.0 or hi <= 0.0:
             raise SparsynError(f"unsupported layer '{name}': Hardtanh({lo:g}, {hi:g}); only a cap above zero, "
                                "Hardtanh(0, max) or ReLU6, is a clamp of the int8 codes; use ReLU6 or "
                                "Hardtanh(0, max)")
-        _fuse_relu(name, layers, cap=hi)
+        _fuse_relu(name, owner, cap=hi)
         return None
     if isinstance(m, nn.MaxPool2d):
         k = _int_param(m.kernel_size, "kernel_size", name)
@@ -297,21 +347,48 @@ def _module_layer(m, name, in_shape, layers):
             raise SparsynError(f"unsupported layer '{name}': MaxPool2d with dilation/ceil_mode/return_indices")
         ho, wo = _conv_out(h, k, s, p), _conv_out(w, k, s, p)
         return FloatLayer(name, "maxpool", in_shape, (c, ho, wo), pool=(k, s, p))
+    if isinstance(m, nn.AvgPool2d):
+        if m.ceil_mode or m.divisor_override is not None or axis_pair(m.padding) != (0, 0):
+            raise SparsynError(f"unsupported layer '{name}': AvgPool2d with padding, ceil_mode or divisor_override; "
+                               "use AvgPool2d(kernel_size, stride) without padding")
+        kernel = axis_pair(m.kernel_size)
+        return _avgpool(name, in_shape, kernel, axis_pair(m.stride if m.stride is not None else m.kernel_size))
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return _adaptive_avgpool(name, in_shape, m.output_size)
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1:
             raise SparsynError(f"unsupported layer '{name}': Flatten(start_dim={m.start_dim}); use nn.Flatten()")
         return FloatLayer(name, "flatten", in_shape, (c * h * w, 1, 1))
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        return _fold_bn(m, name, layers)
+        return _fold_bn(m, name, owner)
     if isinstance(m, (nn.Dropout, nn.Identity)):
         return None
     raise SparsynError(f"unsupported layer '{name}' ({type(m).__name__}); sparsyn supports {SUPPORTED}")
 
 
-def _function_layer(node, in_shape, layers):
+def _function_layer(node, in_shape, owner):
     t = node.target
     if t in (F.relu, torch.relu, "relu") or (node.op == "call_method" and t == "relu"):
-        return _fuse_relu(node.name, layers)
+        return _fuse_relu(node.name, owner)
+    if t is F.adaptive_avg_pool2d:
+        return _adaptive_avgpool(node.name, in_shape, _arg(node, 1, "output_size"))
+    if t is F.avg_pool2d:
+        kernel = _arg(node, 1, "kernel_size")
+        stride = _arg(node, 2, "stride", None) or kernel
+        if _arg(node, 3, "padding", 0) not in (0, (0, 0)) or _arg(node, 4, "ceil_mode", False):
+            raise SparsynError(f"unsupported operation '{node.name}': avg_pool2d with padding or ceil_mode; "
+                               "use avg_pool2d(x, kernel_size, stride) without padding")
+        return _avgpool(node.name, in_shape, axis_pair(kernel), axis_pair(stride))
+    if t in (torch.mean, "mean"):
+        dims = _arg(node, 1, "dim", None)
+        dims = tuple(sorted(int(d) % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims]))) \
+            if dims is not None else None
+        if dims == (2, 3) and not _arg(node, 2, "keepdim", False):
+            c, h, w = in_shape
+            layer = _avgpool(node.name, in_shape, (h, w), (h, w))
+            return layer                      # (C, 1, 1): the flattened (N, C) it returns is the same buffer
+        raise SparsynError(f"unsupported operation '{node.name}': mean over dims {dims}; only the global mean "
+                           "over (H, W), x.mean((2, 3)), is an average pool")
     if t in (torch.flatten, "flatten", "view", "reshape") and node.op in ("call_function", "call_method"):
         c, h, w = in_shape
         return FloatLayer(node.name, "flatten", in_shape, (c * h * w, 1, 1))
@@ -319,11 +396,40 @@ def _function_layer(node, in_shape, layers):
     raise SparsynError(f"unsupported operation '{node.name}' ({what}); sparsyn supports {SUPPORTED}")
 
 
-def _fuse_relu(name, layers, cap: float | None = None):
-    prev = layers[-1] if layers else None
-    if prev is None or prev.kind not in ("conv", "linear"):
-        raise SparsynError(f"{'ReLU' if cap is None else 'ReLU6 / Hardtanh'} '{name}' must directly follow a Conv2d "
-                           "or Linear (it is fused into it)")
+def _arg(node, index: int, key: str, default=...):
+    """Argument ``index`` / keyword ``key`` of an fx call (a constant; ``default`` when absent)."""
+    if len(node.args) > index:
+        return node.args[index]
+    if key in node.kwargs:
+        return node.kwargs[key]
+    if default is ...:
+        raise SparsynError(f"operation '{node.name}' has no {key} argument")
+    return default
+
+
+def _avgpool(name, in_shape, kernel, stride):
+    c, h, w = in_shape
+    (kh, kw), (sh, sw) = kernel, stride
+    if kh > h or kw > w:
+        raise SparsynError(f"layer '{name}': a {kh}x{kw} average-pool window does not fit a {h}x{w} input")
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    return FloatLayer(name, "avgpool", in_shape, (c, ho, wo), kernel=(kh, kw), stride=axis_pair_or_int((sh, sw)))
+
+
+def _adaptive_avgpool(name, in_shape, size):
+    c, h, w = in_shape
+    oh, ow = axis_pair(size) if size is not None else (1, 1)
+    oh, ow = oh or h, ow or w
+    if h % oh or w % ow:
+        raise SparsynError(f"unsupported layer '{name}': AdaptiveAvgPool2d({size}) over a {h}x{w} map has windows of "
+                           "different sizes; use AdaptiveAvgPool2d(1) or an output size that divides the map")
+    return _avgpool(name, in_shape, (h // oh, w // ow), (h // oh, w // ow))
+
+
+def _fuse_relu(name, prev, cap: float | None = None):
+    if prev is None or prev.kind not in ("conv", "linear", "add"):
+        raise SparsynError(f"{'ReLU' if cap is None else 'ReLU6 / Hardtanh'} '{name}' must directly follow a Conv2d, "
+                           "Linear or residual add (it is fused into it)")
     if prev.relu:
         # a second cap keeps the smaller one; a plain ReLU after a capped one changes nothing
         cap = cap if prev.act_max is None else (prev.act_max if cap is None else min(cap, prev.act_max))
@@ -332,8 +438,7 @@ def _fuse_relu(name, layers, cap: float | None = None):
     return None
 
 
-def _fold_bn(bn, name, layers):
-    prev = layers[-1] if layers else None
+def _fold_bn(bn, name, prev):
     kind, after = ("conv", "Conv2d") if isinstance(bn, nn.BatchNorm2d) else ("linear", "Linear")
     if prev is None or prev.kind != kind or prev.relu:
         raise SparsynError(f"{type(bn).__name__} '{name}' must directly follow a {after} (it is folded into it)")
@@ -351,27 +456,35 @@ def _fold_bn(bn, name, layers):
 
 
 def run_float(layers: list[FloatLayer], x: torch.Tensor, collect: bool = False):
-    """Run the imported layer list in float64 (calibration, and the check against the module)."""
-    outs = []
-    x = x.double()
+    """Run the imported layers in float64 (calibration, and the check against the module); each layer reads the
+    tensors it names (the layer before it by default). Returns the last output flattened, or every output."""
+    outs: dict[str, torch.Tensor] = {MODEL_INPUT: x.double()}
+    prev = MODEL_INPUT
     for l in layers:
-        x = x.reshape(x.shape[0], *l.in_shape)
+        srcs = l.inputs or (prev,)
+        x = outs[srcs[0]].reshape(x.shape[0], *l.in_shape)
         if l.kind in ("conv", "linear"):
             c = l.in_shape[0]
             w = torch.as_tensor(l.weight).reshape(l.out_shape[0], c, *l.kernel)
             x = F.conv2d(x, w, torch.as_tensor(l.bias), stride=l.stride, padding=l.padding)
-            if l.relu:
-                x = F.relu(x)
-            if l.act_max is not None:
-                x = x.clamp(max=l.act_max)
         elif l.kind == "maxpool":
             k, s, p = l.pool
             x = F.max_pool2d(x, k, s, p)
+        elif l.kind == "avgpool":
+            x = F.avg_pool2d(x, l.kernel, l.stride)
+        elif l.kind == "add":
+            x = x + outs[srcs[1]].reshape(x.shape[0], *l.in_shape)
         else:
             x = x.reshape(x.shape[0], *l.out_shape)
-        if collect:
-            outs.append(x)
-    return outs if collect else x.reshape(x.shape[0], -1)
+        if l.relu:
+            x = F.relu(x)
+        if l.act_max is not None:
+            x = x.clamp(max=l.act_max)
+        outs[l.name] = x
+        prev = l.name
+    if collect:
+        return [outs[l.name] for l in layers]
+    return x.reshape(x.shape[0], -1)
 
 
 def _check_with_torch(module, layers, input_shape):
@@ -381,5 +494,5 @@ def _check_with_torch(module, layers, input_shape):
         ref = copy.deepcopy(module).double()(x.double()).reshape(2, -1)
     got = run_float(layers, x)
     if ref.shape != got.shape or not torch.allclose(ref, got, rtol=1e-6, atol=1e-6):
-        raise SparsynError(f"model {type(module).__name__} does not compute a plain chain of {SUPPORTED} "
+        raise SparsynError(f"model {type(module).__name__} does not compute a graph of {SUPPORTED} "
                            "(its forward() does more than these layers); simplify the model")

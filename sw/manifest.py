@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SparsynError
-from .qmodel import FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
+from .qmodel import AddLayer, AvgPoolLayer, FlattenLayer, MaxPoolLayer, QuantLayer, QuantModel
 from .rom import read_readmemh, write_readmemh
 from .schedule import ArrayConfig
 from .schemes import ROM_KINDS, PackedLayer, Rom, get_scheme
@@ -77,6 +77,14 @@ def _layer_record(layer, packed: PackedLayer | None) -> dict:
             rec["groups"] = layer.groups
     elif isinstance(layer, MaxPoolLayer):
         rec.update(kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
+    elif isinstance(layer, AvgPoolLayer):
+        rec.update(kernel=list(layer.kernel), stride=list(layer.stride), mult=layer.mult, shift=layer.shift,
+                   relu=layer.relu)
+    elif isinstance(layer, AddLayer):
+        rec.update(mult_a=layer.mult_a, mult_b=layer.mult_b, shift=layer.shift, relu=layer.relu,
+                   out_scale=layer.out_scale)
+    if layer.inputs:                       # written only for a graph: a chain's manifest stays as it was
+        rec["inputs"] = list(layer.inputs)
     return rec
 
 
@@ -261,10 +269,17 @@ def load_manifest(path: Path) -> tuple[QuantModel, dict[str, PackedLayer], dict]
                 packed[layer.name] = p
             elif rec["op"] == "maxpool":
                 layer = MaxPoolLayer(rec["name"], shape_in, shape_out, rec["kernel"], rec["stride"], rec["padding"])
+            elif rec["op"] == "avgpool":
+                layer = AvgPoolLayer(rec["name"], shape_in, shape_out, tuple(rec["kernel"]), tuple(rec["stride"]),
+                                     rec["mult"], rec["shift"], rec["relu"])
+            elif rec["op"] == "add":
+                layer = AddLayer(rec["name"], shape_in, shape_out, tuple(rec["inputs"]), rec["mult_a"], rec["mult_b"],
+                                 rec["shift"], rec["relu"], rec["out_scale"])
             elif rec["op"] == "flatten":
                 layer = FlattenLayer(rec["name"], shape_in, shape_out)
             else:
                 raise SparsynError(f"manifest {path}: layer {rec.get('name')!r} has unknown op {rec['op']!r}")
+            layer.inputs = tuple(rec.get("inputs") or ())
             layers.append(layer)
         m = doc["model"]
         model = QuantModel(m["name"], tuple(m["input_shape"]), m["input_scale"], layers, m["classes"])

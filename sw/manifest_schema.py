@@ -54,15 +54,30 @@ _POOL = {
                    "stride": {"type": "integer", "minimum": 1, "maximum": 64},
                    "padding": {"type": "integer", "minimum": 0, "maximum": 64}},
 }
+_PAIR = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 1 << 10}, "minItems": 2, "maxItems": 2}
+_MULT = {"type": "integer", "minimum": 0, "maximum": (1 << 15) - 1}
+_SHIFT = {"type": "integer", "minimum": 1, "maximum": 47}
+_AVGPOOL = {
+    "required": ["kernel", "stride", "mult", "shift", "relu"],
+    "properties": {"kernel": _PAIR, "stride": _PAIR, "mult": _MULT, "shift": _SHIFT, "relu": {"type": "boolean"}},
+}
+_ADD = {
+    "required": ["inputs", "mult_a", "mult_b", "shift", "relu", "out_scale"],
+    "properties": {"inputs": {"minItems": 2, "maxItems": 2}, "mult_a": _MULT, "mult_b": _MULT, "shift": _SHIFT,
+                   "relu": {"type": "boolean"}, "out_scale": _SCALE},
+}
 _LAYER = {
     "type": "object",
     "required": ["name", "op", "in_shape", "out_shape"],
     "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]+$"},
-                   "op": {"enum": ["conv", "linear", "maxpool", "flatten"]},
-                   "in_shape": _SHAPE, "out_shape": _SHAPE},
+                   "op": {"enum": ["conv", "linear", "maxpool", "avgpool", "add", "flatten"]},
+                   "in_shape": _SHAPE, "out_shape": _SHAPE,
+                   "inputs": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2}},
     "allOf": [
         {"if": {"properties": {"op": {"enum": ["conv", "linear"]}}}, "then": _COMPUTE},
         {"if": {"properties": {"op": {"const": "maxpool"}}}, "then": _POOL},
+        {"if": {"properties": {"op": {"const": "avgpool"}}}, "then": _AVGPOOL},
+        {"if": {"properties": {"op": {"const": "add"}}}, "then": _ADD},
     ],
 }
 
@@ -114,11 +129,22 @@ def check_manifest_schema(doc, path) -> None:
 
 
 def check_layer_chain(doc, path) -> None:
-    """Each layer takes what the one before it gives (the first: the model's input): refuse a manifest whose
-    layers were removed, reordered or reshaped."""
-    shape = list(doc["model"]["input_shape"])
+    """Each layer takes what the tensors it reads give (the layer before it, the model's input for the first, or
+    the layers / ``@input`` its ``inputs`` name, which must come earlier): refuse a manifest whose layers were
+    removed, reordered or reshaped."""
+    shapes = {"@input": list(doc["model"]["input_shape"])}
+    prev = "@input"
     for rec in doc["layers"]:
-        if list(rec["in_shape"]) != shape:
-            raise SparsynError(f"manifest {path}: layer {rec['name']} takes {rec['in_shape']} but the layer before "
-                               f"gives {shape} (a layer was removed or edited); re-run 'sparsyn compress'")
-        shape = list(rec["out_shape"])
+        for src in rec.get("inputs") or [prev]:
+            if src not in shapes:
+                raise SparsynError(f"manifest {path}: layer {rec['name']} reads {src!r}, which no layer before it "
+                                   "makes (a layer was removed or reordered); re-run 'sparsyn compress'")
+            if list(rec["in_shape"]) != shapes[src]:
+                what = "the layer before" if src == prev and not rec.get("inputs") else repr(src)
+                raise SparsynError(f"manifest {path}: layer {rec['name']} takes {rec['in_shape']} but {what} "
+                                   f"gives {shapes[src]} (a layer was removed or edited); re-run 'sparsyn compress'")
+        if rec["op"] == "add" and list(rec["out_shape"]) != list(rec["in_shape"]):
+            raise SparsynError(f"manifest {path}: add layer {rec['name']} gives {rec['out_shape']} from two "
+                               f"{rec['in_shape']} tensors; re-run 'sparsyn compress'")
+        shapes[rec["name"]] = list(rec["out_shape"])
+        prev = rec["name"]

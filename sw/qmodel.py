@@ -71,6 +71,7 @@ class QuantLayer:
     scheme: str = "dense"
     extra: dict[str, Any] = field(default_factory=dict)
     groups: int = 1
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.stride = axis_pair_or_int(self.stride)
@@ -125,6 +126,7 @@ class MaxPoolLayer:
     stride: int
     padding: int = 0
     kind: str = "maxpool"
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -134,6 +136,65 @@ class FlattenLayer:
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
     kind: str = "flatten"
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass
+class AvgPoolLayer:
+    """AvgPool2d (zero padding only) or AdaptiveAvgPool2d(1) on int8 activations, as sum + integer requant.
+
+    Output ``(c, oy, ox)`` sums the ``kh x kw`` window at ``(oy*sh, ox*sw)`` and requantizes the sum with one
+    ``(mult, shift)`` ~= 1/(kh*kw) (:mod:`sparsyn.sw.requant`'s contract, clamp to [-128, 127], or [0, 127] with
+    ``relu``): ``y = clamp((sum*mult + 2**(shift-1)) >> shift)``. The output scale equals the input scale.
+    Rows / columns beyond the last whole window are not read (PyTorch's floor), so DS-CNN's 24x5 window over a
+    25x5 map ignores the last row. ``kernel`` / ``stride`` are (rows, columns).
+    """
+    name: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    mult: int
+    shift: int
+    relu: bool = False
+    kind: str = "avgpool"
+    inputs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.kernel, self.stride = axis_pair(self.kernel), axis_pair(self.stride)
+        self.mult, self.shift = int(self.mult), int(self.shift)
+
+    @property
+    def area(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+
+@dataclass
+class AddLayer:
+    """Residual add of two int8 tensors of the same shape but different scales.
+
+    ``y = clamp((a*mult_a + b*mult_b + 2**(shift-1)) >> shift)`` (clamp [-128, 127], [0, 127] with ``relu``):
+    each branch is rescaled to the output scale by its own integer multiplier over one common shift.
+    ``inputs`` names the two layers (or :data:`MODEL_INPUT`) whose outputs are ``a`` and ``b``.
+    """
+    name: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    inputs: tuple[str, ...]
+    mult_a: int
+    mult_b: int
+    shift: int
+    relu: bool = False
+    out_scale: float = 1.0
+    kind: str = "add"
+
+    def __post_init__(self):
+        self.inputs = tuple(self.inputs)
+        self.mult_a, self.mult_b, self.shift = int(self.mult_a), int(self.mult_b), int(self.shift)
+
+
+#: The name a layer's ``inputs`` use for the model's input tensor.
+MODEL_INPUT = "@input"
 
 
 @dataclass
@@ -148,6 +209,20 @@ class QuantModel:
     @property
     def compute_layers(self) -> list[QuantLayer]:
         return [layer for layer in self.layers if isinstance(layer, QuantLayer)]
+
+    def sources(self, index: int) -> tuple[str, ...]:
+        """The tensors layer ``index`` reads: its ``inputs``, or the layer before it (:data:`MODEL_INPUT` for
+        the first). Every layer's output is the tensor of its name; the model's output is the last layer's."""
+        layer = self.layers[index]
+        if layer.inputs:
+            return tuple(layer.inputs)
+        return (self.layers[index - 1].name,) if index else (MODEL_INPUT,)
+
+    @property
+    def is_chain(self) -> bool:
+        """Every layer reads the one before it (no branch, no add): what a streaming engine runs."""
+        return all(self.sources(i) == ((self.layers[i - 1].name,) if i else (MODEL_INPUT,))
+                   for i in range(len(self.layers)))
 
     def layer(self, name: str):
         for layer in self.layers:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from .qmodel import MaxPoolLayer, QuantLayer
+from .qmodel import AddLayer, MaxPoolLayer, QuantLayer
 from .requant import choose_multiplier
 
 
@@ -86,6 +86,19 @@ def random_maxpool_layer(c: int, h: int, w: int, kernel: int = 2, stride: int | 
     stride = kernel if stride is None else stride
     out = (c, conv_out_size(h, kernel, stride, padding), conv_out_size(w, kernel, stride, padding))
     return MaxPoolLayer(name, (c, h, w), out, kernel, stride, padding)
+
+
+def random_add_layer(rng: np.random.Generator, c: int, h: int, w: int, *, relu: bool | None = None,
+                     mult_a: int | None = None, mult_b: int | None = None, shift: int | None = None,
+                     name: str = "add", inputs=("a", "b")) -> AddLayer:
+    """A residual add of two (c, h, w) tensors; the constants not given are random: multipliers normalised into
+    ``[2**14, 2**15)`` over a shift of 14..17, so that the outputs spread over the int8 range (rounding and both
+    clamps exercised) rather than all clamping."""
+    relu = bool(rng.integers(2)) if relu is None else relu
+    mult_a = int(rng.integers(1 << 14, 1 << 15)) if mult_a is None else mult_a
+    mult_b = int(rng.integers(1 << 14, 1 << 15)) if mult_b is None else mult_b
+    shift = int(rng.integers(14, 18)) if shift is None else shift
+    return AddLayer(name, (c, h, w), (c, h, w), tuple(inputs), mult_a, mult_b, shift, relu=relu)
 
 
 def random_input(rng: np.random.Generator, layer, batch: int = 1) -> torch.Tensor:

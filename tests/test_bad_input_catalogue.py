@@ -23,11 +23,12 @@ MODELS = textwrap.dedent('''
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
             self.fc = nn.Linear(4 * 8 * 8, 10)
 
         def forward(self, x):
             y = self.conv(x)
-            return self.fc(torch.flatten(y + self.conv(x), 1))
+            return self.fc(torch.flatten(torch.relu(y) + self.conv2(y), 1))
 
     class TwoInputs(nn.Module):
         def __init__(self):
@@ -69,8 +70,8 @@ def zoo(tmp_path_factory):
     c = lambda: nn.Conv2d(1, 4, 3, padding=1)   # noqa: E731
     models = {
         "sigmoid": um.digits_head(c(), nn.Sigmoid()),
-        "avgpool": um.digits_head(c(), nn.AvgPool2d(2), flat=4 * 4 * 4),
-        "adaptive_avgpool": um.digits_head(c(), nn.AdaptiveAvgPool2d(2), flat=4 * 2 * 2),
+        "avgpool": um.digits_head(c(), nn.AvgPool2d(2, padding=1), flat=4 * 5 * 5),
+        "adaptive_avgpool": um.digits_head(c(), nn.AdaptiveAvgPool2d(3), flat=4 * 3 * 3),
         "grouped_wide": um.digits_head(c(), nn.Conv2d(4, 8, 3, padding=1, groups=2), flat=8 * 8 * 8),
         "grouped": um.digits_head(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=2)),
         "dilated": um.digits_head(nn.Conv2d(1, 4, 3, padding=2, dilation=2)),
@@ -110,13 +111,15 @@ CASES = {
     "folder": ("model", "is a folder; pass the file saved with torch.save"),
     # unsupported layers / structures
     "sigmoid": ("model", "unsupported layer '1' (Sigmoid)"),
-    "avgpool": ("model", "(AvgPool2d)"),
-    "adaptive_avgpool": ("model", "(AdaptiveAvgPool2d)"),
+    "avgpool": ("model", "AvgPool2d with padding, ceil_mode or divisor_override; use AvgPool2d(kernel_size, stride) "
+                         "without padding"),
+    "adaptive_avgpool": ("model", "AdaptiveAvgPool2d(3) over a 8x8 map has windows of different sizes"),
     "grouped_wide": ("model", "grouped Conv2d (groups=2)"),       # depthwise (groups=4 of 4) is supported
     "grouped": ("model", "grouped Conv2d (groups=2)"),
     "dilated": ("model", "dilated Conv2d"),
     "reflect_padding": ("model", "padding (1, 1)/reflect; use integer zero padding"),
-    "residual_add": ("model", "only a single chain of layers"),
+    "residual_add": ("model", "'relu': it changes the output of 'conv', which 'conv2' also reads (a fused BatchNorm / "
+                              "ReLU must be the only reader of its layer's output)"),
     "two_inputs": ("model", "second model input"),
     "lstm": ("model", "LSTM"),
     "many_problems": ("model", "has 3 problems: unsupported layer '1' (Sigmoid) | unsupported layer '2': grouped Conv2d (groups=2) | "

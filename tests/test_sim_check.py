@@ -24,25 +24,30 @@ def dense_manifest(tmp_path_factory):
 
 def test_rtl_check_every_layer_bit_exact(simulator, dense_manifest, tmp_path):
     rows = rtl_check(dense_manifest, simulator=simulator, images=2, out_dir=tmp_path, progress=False)
-    assert [r["layer"] for r in rows] == ["conv1", "conv2", "fc"]
+    # a row per layer with hardware: the engines' and the max-pool units' (flatten has none)
+    assert [(r["layer"], r["scheme"]) for r in rows] == [("conv1", "dense"), ("pool1", "maxpool"), ("conv2", "dense"),
+                                                         ("pool2", "maxpool"), ("fc", "dense")]
     for r in rows:
         assert r["bit_exact"] and r["reference_exact"] and r["mismatch"] is None, r
         # exact, for every image: no tolerance
         assert r["cycles_exact"] and r["cycles_measured"] == r["cycles_model"], r
         assert r["cycles_all"] == r["cycles_model_all"] and len(r["cycles_all"]) == 2, r
-        assert 0 < r["utilization"] <= 1 and r["scheme"] == "dense"
+        if r["scheme"] == "dense":
+            assert 0 < r["utilization"] <= 1
+        else:
+            assert r["utilization"] is None            # a pool has no PEs
     table = format_table(rows)
-    assert "cycles_measured" in table and "conv2" in table and "NO" not in table
+    assert "cycles_measured" in table and "conv2" in table and "maxpool" in table and "NO" not in table
 
 
 def test_cli_sim_prints_table_and_json(dense_manifest, tmp_path):
     js = tmp_path / "sim.json"
     r = sparsyn("sim", "--manifest", str(dense_manifest), "--simulator", "icarus", "--json", str(js))
     assert r.returncode == 0, r.stderr
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("conv1", "conv2", "fc"))]
-    assert len(lines) == 3 and all(" yes " in ln + " " for ln in lines), r.stdout
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("conv1", "pool1", "conv2", "pool2", "fc"))]
+    assert len(lines) == 5 and all(" yes " in ln + " " for ln in lines), r.stdout
     doc = json.loads(js.read_text())
-    assert doc["simulator"] == "icarus" and len(doc["layers"]) == 3
+    assert doc["simulator"] == "icarus" and len(doc["layers"]) == 5
     assert all(row["bit_exact"] for row in doc["layers"])
 
 

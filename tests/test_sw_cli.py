@@ -95,6 +95,11 @@ def test_run_table_splits_stored_bits_per_scheme(compressed, tmp_path):
     assert rtl_row([ok, {**ok, "cycles_measured": 300, "utilization": 0.1}]) == {
         "rtl_layers": 2, "rtl_bit_exact": True, "rtl_cycles": 400, "cycles_exact": True,
         "rtl_utilization": pytest.approx((50 + 30) / 400)}
+    # a stream unit's row (a pool: no PEs) adds its cycles, not to the utilization's weights
+    pool = {**ok, "scheme": "maxpool", "cycles_measured": 50, "utilization": None}
+    assert rtl_row([ok, pool, {**ok, "cycles_measured": 300, "utilization": 0.1}]) == {
+        "rtl_layers": 3, "rtl_bit_exact": True, "rtl_cycles": 450, "cycles_exact": True,
+        "rtl_utilization": pytest.approx((50 + 30) / 400)}
     assert rtl_row([ok, {**ok, "reference_exact": False}])["rtl_bit_exact"] is False
     bad = rtl_row([ok, {**ok, "cycles_exact": False}])
     assert bad["rtl_bit_exact"] is True and bad["cycles_exact"] is False

@@ -104,8 +104,8 @@ def test_run_refuses_bad_data_and_models_before_any_work(tmp_path, capsys):
     out = tmp_path / "run"
     err = _one_line_error(capsys, main(["run", "--no-rtl", "--data", str(tmp_path / "nope.npz"), "--out", str(out)]))
     assert "nope.npz not found" in err and not out.exists()
-    err = _one_line_error(capsys, main(["run", "--no-rtl", "--model", "zoo:kws-dscnn", "--out", str(out)]))
-    assert "unsupported layer '29' (AvgPool2d)" in err and not out.exists()
+    err = _one_line_error(capsys, main(["run", "--no-rtl", "--model", "zoo:lenet", "--out", str(out)]))
+    assert "unknown zoo model 'lenet'" in err and not out.exists()
     np.savez(tmp_path / "v.npz", x=RNG.random((40, 64)).astype(np.float32), y=Y)
     err = _one_line_error(capsys, main(["run", "--no-rtl", "--data", str(tmp_path / "v.npz"), "--out", str(out)]))
     assert "model default-digits does not take the data's inputs: x is 40×64" in err and not out.exists()
@@ -267,26 +267,31 @@ def test_zoo_synthetic_data_is_structured():
 
 
 #: The three CNNs: the importer's one-line refusal lists every operator it does not support yet.
-CNN_REFUSALS = {
-    "ic-resnet8": ("has 7 problems", ["'stack1.shortcut': a branch off the chain", "'stack2.shortcut': a branch off",
-                                      "'stack3.shortcut': a branch off", "'add': a residual add of 2 branches",
-                                      "'add_1': a residual add", "'add_2': a residual add", "'pool' (AvgPool2d)"]),
-    # depthwise convs and DS-CNN's (5, 1) padding are imported: only the average pooling is left
-    "kws-dscnn": ("unsupported layer '29' (AvgPool2d)", []),
-    "vww-mobilenet": ("unsupported layer '81' (AvgPool2d)", []),
+#: The zoo CNNs' structure after import: layer kinds, and the layers of a graph that read another than the one before.
+CNN_STRUCTURE = {
+    "ic-resnet8-tiny": (["conv", "conv", "conv", "add", "conv", "conv", "conv", "add", "conv", "conv", "conv", "add",
+                         "avgpool", "flatten", "linear"],
+                        {"add": ("conv", "stack1.conv2"), "stack2.shortcut": ("add",),
+                         "add_1": ("stack2.shortcut", "stack2.conv2"), "stack3.shortcut": ("add_1",),
+                         "add_2": ("stack3.shortcut", "stack3.conv2")}),
+    "kws-dscnn-tiny": (["conv"] * 9 + ["avgpool", "flatten", "linear"], {}),
+    "vww-mobilenet-tiny": (["conv"] * 27 + ["avgpool", "flatten", "linear"], {}),
 }
 
 
-@pytest.mark.parametrize("name", list(CNN_REFUSALS))
-def test_zoo_cnns_refused_in_one_line_before_training(name, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("name", list(CNN_STRUCTURE))
+def test_zoo_cnns_compress_with_their_operators(name, tmp_path, monkeypatch):
+    """The tiny zoo CNNs compress: ResNet-8's residual adds (a graph: the shortcut convs read the block input),
+    every network's average pool; the golden model equals the int8 reference (compress checks it)."""
+    from sparsyn.sw.compress import compress
+    from sparsyn.sw.manifest import load_manifest
     monkeypatch.setenv("SPARSYN_WORK", str(tmp_path / "work"))
-    head, parts = CNN_REFUSALS[name]
-    out = tmp_path / "out"
-    err = _one_line_error(capsys, main(["compress", "--model", f"zoo:{name}", "--out", str(out), "--quiet"]))
-    assert head in err and all(p in err for p in parts), err
-    assert "must directly follow" not in err            # a refused layer's BatchNorm / ReLU is no problem of its own
-    assert "grouped Conv2d" not in err and "non-square" not in err
-    assert not out.exists() and not list((tmp_path / "work").glob("cache/zoo-*"))   # refused before training
+    compress(f"zoo:{name}", "dense", out=tmp_path / "m", progress=False, array="2x2")
+    model, _, _ = load_manifest(tmp_path / "m")
+    kinds, graph = CNN_STRUCTURE[name]
+    assert [l.kind for l in model.layers] == kinds
+    assert {l.name: l.inputs for l in model.layers if l.inputs} == graph
+    assert model.is_chain == (not graph)
 
 
 def test_unknown_zoo_model_lists_the_zoo(tmp_path, capsys):

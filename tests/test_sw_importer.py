@@ -49,7 +49,8 @@ def test_import_functional_relu_and_flatten():
 @pytest.mark.parametrize("model,needle", [
     (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), "grouped Conv2d"),
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid()), "Sigmoid"),
-    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2)), "AvgPool2d"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2, padding=1)), "AvgPool2d with padding"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(4)), "windows of different sizes"),
     (nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2)), "dilated"),
     (nn.Sequential(nn.MaxPool2d(2)), "no Conv2d or Linear"),
     (nn.Sequential(nn.Flatten(), nn.ReLU()), "ReLU"),
@@ -61,17 +62,72 @@ def test_unsupported_models_are_refused_by_name(model, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
-def test_branching_model_is_refused():
-    class Skip(nn.Module):
+class _Block(nn.Module):
+    """A ResNet basic block with a 1x1 stride-2 shortcut conv, a global average pool and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.shortcut = nn.Conv2d(4, 6, 1, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = self.conv2(torch.relu(self.bn1(self.conv1(x))))
+        y = torch.relu(self.shortcut(x) + y)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def test_residual_graph_imports_with_named_inputs():
+    torch.manual_seed(0)
+    layers = _check_equivalent(_Block(), (1, 8, 8))
+    by = {l.name: l for l in layers}
+    assert [l.kind for l in layers] == ["conv", "conv", "conv", "conv", "add", "avgpool", "flatten", "linear"]
+    assert by["shortcut"].inputs == ("stem",) and by["conv1"].inputs == ()      # reads the block input
+    assert by["add"].inputs == ("shortcut", "conv2") and by["add"].relu           # the ReLU after it is fused
+    assert by["pool"].kernel == (4, 4) and by["pool"].out_shape == (6, 1, 1)
+
+
+def test_non_tiling_average_pool_and_global_mean():
+    class Mean(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c = nn.Conv2d(1, 1, 3, padding=1)
+            self.c = nn.Conv2d(1, 3, (4, 2), stride=2, padding=(2, 0))
+            self.fc = nn.Linear(3, 2)
 
         def forward(self, x):
-            return self.c(x) + x
+            return self.fc(torch.relu(self.c(x)).mean((2, 3)))
 
-    with pytest.raises(SparsynError, match="single chain"):
-        import_model(Skip(), (1, 8, 8))
+    layers = _check_equivalent(nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d((4, 3)),
+                                             nn.Flatten(), nn.Linear(3 * 1 * 1, 2)), (1, 5, 3))
+    assert layers[1].kind == "avgpool" and layers[1].out_shape == (3, 1, 1)      # the 5th row is not read
+    layers = _check_equivalent(Mean(), (1, 12, 6))
+    assert layers[1].kind == "avgpool" and layers[1].kernel == (7, 3)
+
+
+@pytest.mark.parametrize("body,needle", [
+    (lambda m, x: m.c(x) + m.d(x)[:, :, :4], "getitem"),
+    (lambda m, x: torch.relu(y := m.c(x)) + m.f(y), "also reads"),
+    (lambda m, x: m.c(x) + m.e(x), "needs two tensors of one shape"),
+    (lambda m, x: m.c(x) * m.c2(x), "mul"),
+])
+def test_graphs_the_integer_model_cannot_hold_are_refused(body, needle):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.c2, self.d = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3)
+            self.e, self.f = nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            return body(self, x)
+
+    with pytest.raises(SparsynError) as err:
+        import_model(Net(), (1, 8, 8))
+    assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 def test_model_files(tmp_path):

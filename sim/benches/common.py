@@ -39,7 +39,12 @@ def layer_from_json(d: dict) -> QuantLayer:
 
 
 def pause_pattern(spec):
-    """``None`` -> always active; a list of 0/1 -> that pattern repeated (back-pressure / bubbles)."""
+    """``None`` -> always active; a list of 0/1 -> that pattern repeated (back-pressure / bubbles);
+    ``{"random": p, "seed": s}`` -> active with probability ``p`` each cycle (seeded: the same run twice)."""
+    if isinstance(spec, dict):
+        import random
+        rng, p = random.Random(spec.get("seed", 0)), float(spec["random"])
+        return (int(rng.random() < p) for _ in itertools.count())
     return itertools.repeat(1) if not spec else itertools.cycle(spec)
 
 
