@@ -107,3 +107,29 @@ def test_default_model_accuracy_and_int8_within_one_point(qmodel):
     acc_int = int_accuracy(qmodel, data)
     assert acc_float >= 95.0
     assert abs(acc_float - acc_int) <= 1.0
+
+
+def test_golden_graph_reads_the_named_tensors():
+    """A graph: the add reads the model input and the second conv (not the layer before it), the average pool the
+    add; each output is checked against the contract computed by hand from the right tensors."""
+    from sparsyn.sw.qmodel import MODEL_INPUT, AvgPoolLayer, QuantModel
+    from sparsyn.sw.testing import random_add_layer
+    rng = np.random.default_rng(3)
+    conv = lambda name, inputs=(): QuantLayer(                  # noqa: E731
+        name, "conv", (2, 4, 4), (2, 4, 4), (3, 3), 1, 1, rng.integers(-9, 10, (2, 18)), rng.integers(-50, 50, 2),
+        np.array([20000, 30000]), np.array([12, 13]), True, 1.0, 1.0, np.ones(2), inputs=inputs)
+    c1, c2 = conv("c1"), conv("c2", inputs=(MODEL_INPUT,))      # c2 reads the input, not c1
+    add = random_add_layer(rng, 2, 4, 4, inputs=(MODEL_INPUT, "c2"))
+    pool = AvgPoolLayer("pool", (2, 4, 4), (2, 1, 1), (3, 4), (3, 4), *choose_multiplier(1 / 12))
+    model = QuantModel("g", (2, 4, 4), 1.0, [c1, c2, add, pool], 2)
+    x = torch.as_tensor(rng.integers(-128, 128, (3, 2, 4, 4)))
+    outs = run_golden(model, x)
+    want_c2 = requantize(layer_accumulators(c2, x), c2.mult, c2.shift, True)
+    assert torch.equal(outs[1], want_c2)
+    acc = x * add.mult_a + want_c2 * add.mult_b
+    want_add = ((acc + (1 << (add.shift - 1))) >> add.shift).clamp(0 if add.relu else -128, 127)
+    assert torch.equal(outs[2], want_add)
+    sums = want_add[:, :, :3, :].sum(dim=(2, 3), keepdim=True)              # the 4th row is past the last window
+    want_pool = ((sums * pool.mult + (1 << (pool.shift - 1))) >> pool.shift).clamp(-128, 127)
+    assert torch.equal(outs[3], want_pool)
+    assert all(torch.equal(a, b) for a, b in zip(outs, run_int8_reference(model, x)))
