@@ -240,7 +240,7 @@ def make_selftest(manifest, model, packed, array: ArrayConfig | None = None, lay
 def build_board(board: str, manifest=None, array=None, layer: str | None = None, out=None, *,
                 progress: bool = True, dsp: str = "auto", fmax_target_mhz: float | None = None,
                 do_build: bool = True, top: str = "selftest", baud: int | None = None, weights: str = "auto", scratch: str = "auto",
-                log=print) -> dict:
+                acts: str = "auto", log=print) -> dict:
     """``sparsyn build``: the self-test bitstream of a manifest's model for ``board``; returns the report.
 
     ``array`` is ``"RxC"`` or an ArrayConfig (default per family: :data:`DEFAULT_ARRAY`); ``layer`` a
@@ -263,7 +263,7 @@ def build_board(board: str, manifest=None, array=None, layer: str | None = None,
     arr = resolve_array(doc, array)
     if top == "inference":
         return _build_inference(b, mpath, arr, out, progress=progress, dsp=dsp, fmax_target_mhz=fmax_target_mhz,
-                                do_build=do_build, baud=baud, weights=weights, scratch=scratch, log=log)
+                                do_build=do_build, baud=baud, weights=weights, scratch=scratch, acts=acts, log=log)
     if top != "selftest":
         raise SparsynError(f"--top must be inference or selftest, not {top!r}")
     if layer is None and DEFAULT_LAYER[b.family] != "all":
@@ -284,18 +284,18 @@ def build_board(board: str, manifest=None, array=None, layer: str | None = None,
 
 
 def _build_inference(b: Board, mpath: Path, arr: ArrayConfig, out, *, progress, dsp, fmax_target_mhz, do_build,
-                     baud, weights, log, scratch: str = "auto") -> dict:
+                     baud, weights, log, scratch: str = "auto", acts: str = "auto") -> dict:
     """``sparsyn build`` of the inference top: the whole model on the sequenced engine behind the UART link."""
     from .infer import DEFAULT_BAUD, InferenceTop, inference_design
     design = inference_design(mpath, b.name, baud=baud or DEFAULT_BAUD, array=arr, weights=weights, scratch=scratch,
-                              log=log)
+                              acts=acts, log=log)
     core = design.core()
     plan = design.plan
     config = {"top": "inference", "model": plan.model.name, "engine": design.engine_kind,
               "scheme": ",".join(sorted({p.scheme for p in (l.packed for l in _engine_plans(design))})),
               "array": f"{arr.rows}x{arr.cols}", "baud": design.baud, "uart_divisor": design.divisor,
               "design_hash": design.design_hash.hex(), "engine_cycles": int(plan.cycle_model["total"]),
-              "weights_in": design.weights_in, "scratch": design.scratch, "weight_bytes": len(design.weight_image),
+              "weights_in": design.weights_in, "scratch": design.scratch, "acts": design.acts, "weight_bytes": len(design.weight_image),
               "manifest": str(mpath)}
     if not do_build:
         return {"plan": elaborate_board(b, core, top=InferenceTop), "config": config}

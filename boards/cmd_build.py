@@ -46,6 +46,10 @@ def add_parser(sub):
     p.add_argument("--scratch", choices=("auto", "ebr", "spram"), default="auto",
                    help="inference top: the activation scratch (the shared output buffer) in block RAM (ebr), in an "
                         "iCE40UP SPRAM (spram), or auto (default: SPRAM only when the block RAMs cannot hold it)")
+    p.add_argument("--acts", choices=("auto", "ebr", "spram"), default="auto",
+                   help="inference top: the activation buffer of the im2col ('lanes') feed (the running layer's input, "
+                        "one copy per lane) in block RAM (ebr), one iCE40UP SPRAM per copy (spram), or auto (default: "
+                        "SPRAM only when nothing else fits)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
     p.set_defaults(func=run)
 
@@ -70,5 +74,5 @@ def run(args) -> int:
         raise SparsynError("--layer is a self-test option; the inference top runs the whole model (use --top selftest)")
     build_board(args.board, manifest=args.manifest, array=args.array, layer=args.layer, out=args.out,
                 progress=not args.no_progress, dsp=args.dsp, fmax_target_mhz=args.clock_target, top=args.top,
-                baud=args.baud, weights=args.weights, scratch=args.scratch)
+                baud=args.baud, weights=args.weights, scratch=args.scratch, acts=args.acts)
     return 0

@@ -26,6 +26,8 @@ def add_parser(sub):
                    help="as given to 'sparsyn build' (spram: the weights are loaded over the link first)")
     p.add_argument("--scratch", choices=("auto", "ebr", "spram"), default="auto",
                    help="as given to 'sparsyn build' (where the activation scratch is)")
+    p.add_argument("--acts", choices=("auto", "ebr", "spram"), default="auto",
+                   help="as given to 'sparsyn build' (where the activation buffer is)")
     p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="seconds to wait for a reply (default 2)")
     p.add_argument("--report", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=run)
@@ -41,7 +43,8 @@ def run(args) -> int:
     if not Path(args.manifest).exists():
         raise SparsynError(f"manifest {args.manifest} does not exist; create one with 'sparsyn compress --out DIR'")
     report = run_infer(args.manifest, args.board, args.port, images=args.images, baud=args.baud or DEFAULT_BAUD,
-                       timeout_s=args.timeout, weights=args.weights, scratch=args.scratch, data=args.data)
+                       timeout_s=args.timeout, weights=args.weights, scratch=args.scratch, acts=args.acts,
+                       data=args.data)
     print(format_infer(report))
     if args.report:
         write_json(Path(args.report), report)

@@ -57,11 +57,13 @@ class InferenceDesign:
     weights_in: str = "ebr"
     #: where the activation scratch (the shared output buffer) is: ``"ebr"`` or ``"spram"``
     scratch: str = "ebr"
+    #: where the activation buffer (the running layer's input image, one copy per lane) is: ``"ebr"`` or ``"spram"``
+    acts: str = "ebr"
 
     def core(self):
         """A fresh InferenceCore (engine + host link) of this design."""
         from sparsyn.hw.inference import InferenceCore
-        return InferenceCore(_build_engine(self.engine_kind, self.plan, self.weights_in, self.scratch),
+        return InferenceCore(_build_engine(self.engine_kind, self.plan, self.weights_in, self.scratch, self.acts),
                              self.identity, divisor=self.divisor)
 
     @property
@@ -75,10 +77,10 @@ class InferenceDesign:
         return spram_image(words, width)
 
 
-def _build_engine(kind: str, plan, weights_in: str = "ebr", scratch: str = "ebr"):
+def _build_engine(kind: str, plan, weights_in: str = "ebr", scratch: str = "ebr", acts: str = "ebr"):
     if kind == "sequenced":
         from sparsyn.hw.sequenced_engine import SequencedEngine
-        return SequencedEngine(plan, weights_in=weights_in, scratch=scratch)
+        return SequencedEngine(plan, weights_in=weights_in, scratch=scratch, acts=acts)
     from sparsyn.hw.model_engine import ModelEngine
     return ModelEngine(plan)
 
@@ -105,24 +107,28 @@ def plan_engine(model, packed, array=None, descriptor=None, manifest=None):
 
 
 def design_hash(doc: dict, *, board: str, baud: int, engine: str, weights_in: str = "ebr",
-                scratch: str = "ebr") -> bytes:
+                scratch: str = "ebr", acts: str = "ebr") -> bytes:
     """The 8-byte digest a board's inference bitstream answers IDENTIFY with: the manifest's seal, the board,
-    the baud rate, the engine, where weights and scratch are, and the sparsyn sources (a bitstream from other
-    sources may be other RTL)."""
+    the baud rate, the engine, where weights, scratch and activation buffer are, and the sparsyn sources (a
+    bitstream from other sources may be other RTL)."""
     from .sweep import source_hash
-    place = {"weights": weights_in} if scratch == "ebr" else {"weights": weights_in, "scratch": scratch}
+    # a placement in EBR beside the weights is left out: the digests of the designs from before it existed stay
+    place = {"weights": weights_in, **({"scratch": scratch} if scratch != "ebr" else {}),
+             **({"acts": acts} if acts != "ebr" else {})}
     text = json.dumps({"seal": doc.get("seal"), "board": board, "baud": int(baud), "engine": engine,
                        **place, "top": "inference", "source": source_hash()}, sort_keys=True)
     return hashlib.sha256(text.encode()).digest()[:8]
 
 
 def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=None, weights: str = "auto",
-                     scratch: str = "auto", log=print) -> InferenceDesign:
+                     scratch: str = "auto", acts: str = "auto", log=print) -> InferenceDesign:
     """Plan the inference top of ``manifest`` for ``board`` (one-line refusals; nothing is built). ``weights``:
     ``ebr`` (in the bitstream), ``spram`` (iCE40UP: loaded by the host over the link from the same ROM files) or
     ``auto``; ``scratch`` (the activation scratch: the shared output buffer): ``ebr``, ``spram`` (iCE40UP) or
-    ``auto``. With ``auto`` the first placement whose memories fit the board is taken, in the order: everything in
-    EBR, the weights in SPRAM, the scratch in SPRAM, both in SPRAM."""
+    ``auto``; ``acts`` (the activation buffer of the ``lanes`` feed: the running layer's input image, one copy per
+    lane): ``ebr``, ``spram`` (iCE40UP: one SPRAM per copy) or ``auto``. With ``auto`` the first placement whose
+    memories fit the board is taken, in the order: everything in EBR, the weights in SPRAM, the scratch in SPRAM,
+    both in SPRAM; then the same four with the activation buffer in SPRAM."""
     from sparsyn.hw.inference import inference_identity
     from sparsyn.sw.manifest import load_manifest, resolve_array
     b = get_board(board)
@@ -131,6 +137,8 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
         raise SparsynError(f"--weights must be auto, ebr or spram, not {weights!r}")
     if scratch not in ("auto", "ebr", "spram"):
         raise SparsynError(f"--scratch must be auto, ebr or spram, not {scratch!r}")
+    if acts not in ("auto", "ebr", "spram"):
+        raise SparsynError(f"--acts must be auto, ebr or spram, not {acts!r}")
     divisor = link_divisor(b, baud)
     model, packed, doc = load_manifest(Path(manifest))
     arr = resolve_array(doc, array)
@@ -138,14 +146,19 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
     kind, plan, note = plan_engine(model, packed, arr, load_table(Path(manifest), doc), manifest=manifest)
     if note:
         log(f"engine: per-layer ModelEngine ({note})")
-    for what, where in (("weights", weights), ("scratch", scratch)):
+    for what, where in (("weights", weights), ("scratch", scratch), ("acts", acts)):
         if where == "spram" and (kind != "sequenced" or not b.dev.spram_blocks):
             raise SparsynError(f"--{what} spram needs the sequenced engine on an iCE40UP board ({b.name}: "
                                f"{b.dev.spram_blocks} SPRAMs, engine {kind}); use --{what} ebr")
+    # the activation buffer exists only for the layers fed by lanes (im2col); the other feeds have banked images
+    lanes_fed = [p for p in plan.shared if p.feed == "lanes"] if kind == "sequenced" else []
+    if acts == "spram" and not lanes_fed:
+        raise SparsynError(f"--acts spram places the activation buffer of the 'lanes' row feed, which no layer of "
+                           f"{manifest} uses; use --acts ebr")
     mh = bytes.fromhex(str(doc.get("seal", "")).split(":")[-1][:16] or "00")
     earr = plan.array if kind == "sequenced" else plan.segments[0].engine.array
 
-    def design(where: str, scratch_in: str = "ebr") -> InferenceDesign:
+    def design(where: str, scratch_in: str = "ebr", acts_in: str = "ebr") -> InferenceDesign:
         from sparsyn.hw.spram import check_spram_store
         if where == "spram":
             from sparsyn.hw.control import weight_store_shape
@@ -153,31 +166,36 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
             check_spram_store(width, len(words), b.dev.spram_blocks)
         if scratch_in == "spram":
             check_spram_store(8, max(p.out_elements for p in plan.shared), b.dev.spram_blocks)
-        dh = design_hash(doc, board=b.name, baud=baud, engine=kind, weights_in=where, scratch=scratch_in)
-        d = InferenceDesign(b, int(baud), divisor, kind, plan, None, dh, mh, note, where, scratch_in)
+        if acts_in == "spram":
+            check_spram_store(8, max(p.in_elements for p in lanes_fed), b.dev.spram_blocks)
+        dh = design_hash(doc, board=b.name, baud=baud, engine=kind, weights_in=where, scratch=scratch_in,
+                         acts=acts_in)
+        d = InferenceDesign(b, int(baud), divisor, kind, plan, None, dh, mh, note, where, scratch_in, acts_in)
         d.identity = inference_identity(design_hash=dh, model_hash=mh, array=earr,
                                         in_elements=_in_elements(kind, plan), out_elements=_out_elements(kind, plan),
                                         max_payload=MAX_PAYLOAD, weight_bytes=len(d.weight_image))
         return d
 
     auto = kind == "sequenced" and b.dev.spram_blocks
-    options = [(w, s) for s in ("ebr", "spram") for w in ("ebr", "spram")
+    options = [(w, s, a) for a in ("ebr", "spram") for s in ("ebr", "spram") for w in ("ebr", "spram")
                if (weights == "auto" and auto) or w == weights.replace("auto", "ebr")
-               if (scratch == "auto" and auto) or s == scratch.replace("auto", "ebr")]
+               if (scratch == "auto" and auto) or s == scratch.replace("auto", "ebr")
+               if (acts == "auto" and auto and lanes_fed) or a == acts.replace("auto", "ebr")]
     if len(options) == 1:
         return design(*options[0])
     from .fit import check_fit, memory_census
     first_err = None
-    for w, s in options:
+    for w, s, a in options:
         try:
-            d = design(w, s)
+            d = design(w, s, a)
             check_fit(b.dev, memory_census(d.core()), where=f"the {b.device} on {b.name}")
         except SparsynError as err:
             first_err = first_err or err
             continue
-        if (w, s) != options[0]:
+        if (w, s, a) != options[0]:
             moved = " and ".join(what for what, where in (("the weights (loaded over the host link)", w),
-                                                          ("the activation scratch", s)) if where == "spram")
+                                                          ("the activation scratch", s),
+                                                          ("the activation buffer", a)) if where == "spram")
             log(f"memories: {moved} in SPRAM, the block RAMs do not hold everything ({first_err})")
         return d
     raise first_err
@@ -284,12 +302,12 @@ def infer_data(doc: dict, data=None):
 
 
 def run_infer(manifest, board: str, port: str, *, images: int = 10, baud: int = DEFAULT_BAUD, timeout_s: float = 2.0,
-              weights: str = "auto", scratch: str = "auto", data=None, log=print) -> dict:
+              weights: str = "auto", scratch: str = "auto", acts: str = "auto", data=None, log=print) -> dict:
     """``sparsyn infer``: stream test images (``data``: an ``.npz`` file; default the data the manifest was compressed
     with) through the board, check every logit against the golden model."""
     from sparsyn.sw.manifest import load_manifest
     simulator = rtl_simulator(port)
-    design = inference_design(manifest, board, baud=baud, weights=weights, scratch=scratch, log=log)
+    design = inference_design(manifest, board, baud=baud, weights=weights, scratch=scratch, acts=acts, log=log)
     model, _, doc = load_manifest(Path(manifest))
     test_images(model, images, infer_data(doc, data))           # refuse bad data before the port is opened
     if simulator is not None:
@@ -375,7 +393,7 @@ def infer_on_rtl(design: InferenceDesign, simulator: str, manifest, port: str, *
     bld = build_rtl(design, simulator, log=log)
     params = {"host": "sparsyn.boards.infer:rtl_host", "divisor": design.divisor, "clk_hz": design.board.clock_hz,
               "args": {"manifest": str(Path(manifest).resolve()), "board": design.board.name, "baud": design.baud,
-                       "weights": design.weights_in, "scratch": design.scratch, "port": port, "images": int(images),
+                       "weights": design.weights_in, "scratch": design.scratch, "acts": design.acts, "port": port, "images": int(images),
                        "timeout_s": float(timeout_s), "design_hash": design.design_hash.hex(),
                        "data": str(Path(data).resolve()) if data is not None else None}}
     try:
@@ -396,7 +414,7 @@ def rtl_host(transport, args: dict) -> dict:
     """The host side of :func:`infer_on_rtl`, run by the cocotb bench: the same design (rebuilt from the manifest and
     the options) and the same :func:`infer_session` as for a board."""
     design = inference_design(args["manifest"], args["board"], baud=args["baud"], weights=args["weights"],
-                              scratch=args.get("scratch", "ebr"), log=lambda *a: None)
+                              scratch=args.get("scratch", "ebr"), acts=args.get("acts", "ebr"), log=lambda *a: None)
     # the identity the caller expects of the RTL it converted: the sources' hash in it would differ here if a file
     # were edited while the bench starts, which changes nothing in the simulated RTL
     design.design_hash = bytes.fromhex(args["design_hash"])

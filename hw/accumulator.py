@@ -9,7 +9,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import acc_vector, bits_for_range
-from .memories import buffer_memory, rom_memory, rom_offsets
+from .memories import buffer_memory, rom_memory, rom_offsets, rom_read_port
 from .per_layer import LayerSelect, as_list
 
 if TYPE_CHECKING:
@@ -133,7 +133,9 @@ class AccumulatorBuffer(wiring.Component):
         acc_wr = accmem.write_port()
         acc_rd = accmem.read_port()
         acc_rq = accmem.read_port()
-        b_rd = bmem.read_port(domain="comb")
+        # a synchronous read (a block RAM; a small table: an asynchronous read into a register), so the bias ROM of a
+        # shared datapath is not LUT logic
+        b_rd = rom_read_port(m, bmem, "bias")
 
         def address(bank, pixel):
             # bank 1 starts after the largest layer's pixels (a constant: no adder on the layer's size)
@@ -160,7 +162,7 @@ class AccumulatorBuffer(wiring.Component):
         # first sum
         m.d.comb += b_rd.addr.eq(sel(self.bias_base, name="bias_base") + self.section)
         bias = Signal(acc_vector(C))
-        m.d.sync += bias.eq(b_rd.data)
+        m.d.comb += bias.eq(b_rd.data)
 
         # the word to add to (the bias on a section's first pass) is registered in front of the adder,
         # the sum is registered and written one cycle after y

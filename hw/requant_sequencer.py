@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from .accumulator import AccumulatorBuffer, AccumulatorRead
 from .layouts import ACT_BITS, RequantConst
-from .memories import rom_memory, rom_offsets
+from .memories import rom_memory, rom_offsets, rom_read_port
 from .per_layer import LayerSelect, as_list
 from .requant import RequantUnit
 
@@ -88,7 +88,9 @@ class RequantSequencer(wiring.Component):
         m.submodules.requant = rq = RequantUnit(relus.pop() if len(relus) == 1 else None)
         if rq.relu is None:
             m.d.comb += rq.relu_in.eq(sel.flag([p.layer.relu for p in plans], name="relu"))
-        rq_rd = rqmem.read_port(domain="comb")
+        # a synchronous read (block RAM; a small table: an asynchronous read into a register): the constants come one
+        # cycle after the address, one of the read_latency cycles the accumulator word takes
+        rq_rd = rom_read_port(m, rqmem, "requant")
         job = Signal.like(self.job.payload)
         # issuing: values left to read (counted by rq_p / rq_ch: no channels x pixels multiply on the accept
         # path); then drain: the cycles from the last read until its value is on ``o`` (the last busy cycle)
@@ -98,17 +100,20 @@ class RequantSequencer(wiring.Component):
         rq_ch = Signal(range(max(C, 2)))
         issue = Signal()
 
-        # issue: accumulator address and (combinational ROM) constants out; the word comes read_latency cycles
-        # later, and with it the channel and the constants, delayed as long -> requant unit -> o
+        # issue: accumulator address and constants address out; the word comes read_latency cycles later, and with
+        # it the channel and the constants (read one cycle after the address), delayed as long -> requant unit -> o
         d_valid, d_ch = Signal(), Signal(range(max(C, 2)))
         d_const = Signal(RequantConst)
         m.d.comb += [rq_rd.addr.eq(sel(self.requant_base, name="requant_base") + job.section * C + rq_ch), self.acc.bank.eq(job.bank), self.acc.pixel.eq(rq_p)]
         valid_, ch_, const_ = issue, rq_ch, rq_rd.data
         for d in range(AccumulatorBuffer.read_latency - 1):
             v, c = Signal(name=f"valid_{d}"), Signal.like(d_ch, name=f"ch_{d}")
-            k = Signal(RequantConst, name=f"const_{d}")
-            m.d.sync += [v.eq(valid_), c.eq(ch_), k.eq(const_)]
-            valid_, ch_, const_ = v, c, k
+            m.d.sync += [v.eq(valid_), c.eq(ch_)]
+            valid_, ch_ = v, c
+            if d > 0:       # the ROM read is the first of these cycles
+                k = Signal(RequantConst, name=f"const_{d}")
+                m.d.sync += k.eq(const_)
+                const_ = k
         m.d.sync += [d_valid.eq(valid_), d_ch.eq(ch_), d_const.eq(const_)]
         m.d.comb += [rq.i.valid.eq(d_valid), rq.i.payload.acc.eq(self.acc.data[d_ch]),
                      rq.i.payload.mult.eq(d_const.mult), rq.i.payload.shift.eq(d_const.shift)]

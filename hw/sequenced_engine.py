@@ -180,6 +180,8 @@ class SequencedEngine(wiring.Component):
     weights_in : ``"ebr"`` or ``"spram"`` — the shared weight memory (see :class:`~.engine.LayerEngine`).
     scratch : ``"ebr"`` or ``"spram"`` — the activation scratch: the shared output buffer every layer writes and
         the next layer's input is streamed from (a SPRAM for the large activations of a bigger model).
+    acts : ``"ebr"`` or ``"spram"`` — the activation buffer copies of the ``lanes`` feed (the running layer's input
+        image, one per lane; see :class:`~.engine.LayerEngine`).
 
     Attributes
     ----------
@@ -189,7 +191,7 @@ class SequencedEngine(wiring.Component):
     cycle_model : dict — :attr:`SequencedPlan.cycle_model`.
     """
 
-    def __init__(self, plan: SequencedPlan, *, weights_in: str = "ebr", scratch: str = "ebr",
+    def __init__(self, plan: SequencedPlan, *, weights_in: str = "ebr", scratch: str = "ebr", acts: str = "ebr",
                  record: DescriptorScope | None = None):
         self.plan = plan
         #: a recording scope (:func:`.descriptor.record_descriptor`), else the plan's table is read
@@ -202,7 +204,10 @@ class SequencedEngine(wiring.Component):
         self.weights_in = weights_in
         #: where the activation scratch (the shared output buffer) is: ``"ebr"`` or ``"spram"``
         self.scratch = scratch
-        self.datapath = LayerEngine(shared if len(shared) > 1 else shared[0], weights_in=weights_in, scratch=scratch)
+        #: where the activation buffer copies are: ``"ebr"`` or ``"spram"``
+        self.acts = acts
+        self.datapath = LayerEngine(shared if len(shared) > 1 else shared[0], weights_in=weights_in, scratch=scratch,
+                                    acts=acts)
         #: the engines of the layers that bring their own (built from their plans, one each)
         self.own = [build_engine(p) for p in plan.layers if not isinstance(p, LayerPlan)]
         # per layer: (engine, index of the layer on the shared datapath or None)

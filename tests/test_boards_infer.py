@@ -143,6 +143,34 @@ def test_activation_scratch_in_spram(dense_manifest):
         inference_design(dense_manifest, "ulx3s-85f", scratch="spram", log=lambda *a: None)
 
 
+def test_activation_buffer_in_spram(dense_manifest):
+    """--acts spram: the activation buffer of the im2col feed (the running layer's input, one copy per lane) is one
+    iCE40UP SPRAM per copy; bit-exact and cycle-exact through the simulated board (run_infer checks every image's
+    cycles against the model), counted as SPRAMs by the fit check, another bitstream; auto keeps it in block RAM
+    while the design fits there; refused on a board without SPRAM and for a model without the im2col feed."""
+    from sparsyn.boards.fit import check_fit, memory_census
+    from sparsyn.boards.platforms import get_board
+    rep = run_infer(dense_manifest, "icebreaker", "sim", images=1, acts="spram", log=lambda *a: None)
+    assert rep["bit_exact"] and rep["images"] == 1
+    dev = get_board("icebreaker").dev
+    both = {a: inference_design(dense_manifest, "icebreaker", weights="ebr", scratch="ebr", acts=a,
+                                log=lambda *a: None) for a in ("ebr", "spram")}
+    assert rep["cycles_per_image"] == both["spram"].plan.cycle_model["total"]
+    fits = {a: check_fit(dev, memory_census(d.core())) for a, d in both.items()}
+    rows, lanes = both["spram"].plan.array.rows, both["spram"].plan.array.lanes
+    copies = [m for m in fits["spram"]["memories"] if ".act.amem" in m["path"]]
+    assert len(copies) == rows * lanes and all(m["kind"] == "spram" for m in copies)
+    assert (fits["spram"]["spram_blocks"], fits["ebr"]["spram_blocks"]) == (rows * lanes, 0)
+    assert fits["spram"]["bram_blocks"] < fits["ebr"]["bram_blocks"]
+    assert both["spram"].design_hash != both["ebr"].design_hash
+    # the digest of a design without the option is the one it had before the option existed
+    assert both["ebr"].design_hash == inference_design(dense_manifest, "icebreaker", weights="ebr", scratch="ebr",
+                                                       log=lambda *a: None).design_hash
+    assert inference_design(dense_manifest, "icebreaker", log=lambda *a: None).acts == "ebr"
+    with pytest.raises(SparsynError, match="--acts spram needs the sequenced engine on an iCE40UP board"):
+        inference_design(dense_manifest, "ulx3s-85f", acts="spram", log=lambda *a: None)
+
+
 @pytest.mark.slow
 def test_whole_digits_model_builds_for_the_icebreaker_fully_timed(dense_manifest, tmp_path):
     """The UP5K build of the inference top (whole digits model, one shared datapath, UART link): it fits, every

@@ -49,6 +49,15 @@ def test_infer_on_verilator_is_bit_exact(dense_manifest):
     assert rep["cycles_per_image"] == design.plan.cycle_model["total"]
 
 
+@needs_verilator
+def test_activation_buffer_in_spram_on_verilator_is_bit_exact(dense_manifest):
+    """--acts spram through the Verilog (the behavioural SPRAM model of each buffer copy): bit-exact, cycle-exact."""
+    rep = run_infer(dense_manifest, "icebreaker", "sim:verilator", images=2, acts="spram", log=lambda *a: None)
+    design = inference_design(dense_manifest, "icebreaker", acts="spram", log=lambda *a: None)
+    assert design.acts == "spram" and rep["images"] == 2 and rep["bit_exact"]
+    assert rep["cycles_per_image"] == design.plan.cycle_model["total"]
+
+
 @needs_icarus
 def test_link_faults_on_the_verilog_are_answered_and_the_link_recovers(dense_manifest):
     """Through the Verilog of the inference top: a WRITE with a corrupted CRC (nothing written), garbage and a truncated
