@@ -40,9 +40,10 @@ def add_parser(sub):
                         "it); selftest (the default with --layer): a built-in image through the engine, pass / fail "
                         "LED, no host needed")
     p.add_argument("--baud", type=int, metavar="RATE", help="UART rate of the inference top (default 1000000)")
-    p.add_argument("--weights", choices=("auto", "ebr", "spram"), default="auto",
+    p.add_argument("--weights", choices=("auto", "ebr", "spram", "passstore"), default="auto",
                    help="inference top: weights in block RAM from the bitstream (ebr), in the iCE40UP's SPRAM loaded "
-                        "by 'sparsyn infer' over the link (spram), or auto (default: EBR when they fit)")
+                        "by 'sparsyn infer' over the link (spram), with a 1-row array the weights, lane descriptors and pass "
+                        "table as per-pass records in one such SPRAM (passstore), or auto (default: EBR when they fit)")
     p.add_argument("--scratch", choices=("auto", "ebr", "spram"), default="auto",
                    help="inference top: the activation scratch (the shared output buffer) in block RAM (ebr), in an "
                         "iCE40UP SPRAM (spram), or auto (default: SPRAM only when the block RAMs cannot hold it)")

@@ -22,8 +22,8 @@ def add_parser(sub):
                    help="stream the test split of this data (default: the data the manifest was compressed with)")
     p.add_argument("--baud", type=int, default=None, metavar="RATE", help="UART rate the bitstream was built with "
                    "(default 1000000)")
-    p.add_argument("--weights", choices=("auto", "ebr", "spram"), default="auto",
-                   help="as given to 'sparsyn build' (spram: the weights are loaded over the link first)")
+    p.add_argument("--weights", choices=("auto", "ebr", "spram", "passstore"), default="auto",
+                   help="as given to 'sparsyn build' (spram, passstore: the weights are loaded over the link first)")
     p.add_argument("--scratch", choices=("auto", "ebr", "spram"), default="auto",
                    help="as given to 'sparsyn build' (where the activation scratch is)")
     p.add_argument("--acts", choices=("auto", "ebr", "spram"), default="auto",

@@ -68,7 +68,12 @@ class InferenceDesign:
 
     @property
     def weight_image(self) -> bytes:
-        """The bytes the host writes into the SPRAM weight store (empty with the weights in EBR)."""
+        """The bytes the host writes into the SPRAM weight store or pass store (empty with the weights in EBR)."""
+        if self.weights_in == "passstore":
+            from sparsyn.hw.pass_store import pass_store_shape
+            from sparsyn.hw.spram import spram_image
+            words, width, _ = pass_store_shape(self.plan.shared)
+            return spram_image(words, width)
         if self.weights_in != "spram":
             return b""
         from sparsyn.hw.control import weight_store_shape
@@ -123,18 +128,20 @@ def design_hash(doc: dict, *, board: str, baud: int, engine: str, weights_in: st
 def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=None, weights: str = "auto",
                      scratch: str = "auto", acts: str = "auto", log=print) -> InferenceDesign:
     """Plan the inference top of ``manifest`` for ``board`` (one-line refusals; nothing is built). ``weights``:
-    ``ebr`` (in the bitstream), ``spram`` (iCE40UP: loaded by the host over the link from the same ROM files) or
-    ``auto``; ``scratch`` (the activation scratch: the shared output buffer): ``ebr``, ``spram`` (iCE40UP) or
+    ``ebr`` (in the bitstream), ``spram`` (iCE40UP: loaded by the host over the link from the same ROM files),
+    ``passstore`` (iCE40UP, 1-row array: see below) or ``auto``; ``scratch`` (the activation scratch: the shared output buffer): ``ebr``, ``spram`` (iCE40UP) or
     ``auto``; ``acts`` (the activation buffer of the ``lanes`` feed: the running layer's input image, one copy per
     lane): ``ebr``, ``spram`` (iCE40UP: one SPRAM per copy) or ``auto``. With ``auto`` the first placement whose
     memories fit the board is taken, in the order: everything in EBR, the weights in SPRAM, the scratch in SPRAM,
-    both in SPRAM; then the same four with the activation buffer in SPRAM."""
+    both in SPRAM; then the same four with the activation buffer in SPRAM; then, for a 1-row array, the same four
+    with ``weights`` ``passstore`` (the weights, lane descriptors and pass table as per-pass records in one SPRAM the
+    host loads: :mod:`sparsyn.hw.pass_store`)."""
     from sparsyn.hw.inference import inference_identity
     from sparsyn.sw.manifest import load_manifest, resolve_array
     b = get_board(board)
     board_uart(b)
-    if weights not in ("auto", "ebr", "spram"):
-        raise SparsynError(f"--weights must be auto, ebr or spram, not {weights!r}")
+    if weights not in ("auto", "ebr", "spram", "passstore"):
+        raise SparsynError(f"--weights must be auto, ebr, spram or passstore, not {weights!r}")
     if scratch not in ("auto", "ebr", "spram"):
         raise SparsynError(f"--scratch must be auto, ebr or spram, not {scratch!r}")
     if acts not in ("auto", "ebr", "spram"):
@@ -147,8 +154,8 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
     if note:
         log(f"engine: per-layer ModelEngine ({note})")
     for what, where in (("weights", weights), ("scratch", scratch), ("acts", acts)):
-        if where == "spram" and (kind != "sequenced" or not b.dev.spram_blocks):
-            raise SparsynError(f"--{what} spram needs the sequenced engine on an iCE40UP board ({b.name}: "
+        if where in ("spram", "passstore") and (kind != "sequenced" or not b.dev.spram_blocks):
+            raise SparsynError(f"--{what} {where} needs the sequenced engine on an iCE40UP board ({b.name}: "
                                f"{b.dev.spram_blocks} SPRAMs, engine {kind}); use --{what} ebr")
     # the activation buffer exists only for the layers fed by lanes (im2col); the other feeds have banked images
     lanes_fed = [p for p in plan.shared if p.feed == "lanes"] if kind == "sequenced" else []
@@ -164,6 +171,9 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
             from sparsyn.hw.control import weight_store_shape
             words, width, _ = weight_store_shape(plan.shared)
             check_spram_store(width, len(words), b.dev.spram_blocks)
+        if where == "passstore":
+            from sparsyn.hw.pass_store import pass_store_layout
+            pass_store_layout(plan.shared)
         if scratch_in == "spram":
             check_spram_store(8, max(p.out_elements for p in plan.shared), b.dev.spram_blocks)
         if acts_in == "spram":
@@ -181,6 +191,13 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
                if (weights == "auto" and auto) or w == weights.replace("auto", "ebr")
                if (scratch == "auto" and auto) or s == scratch.replace("auto", "ebr")
                if (acts == "auto" and auto and lanes_fed) or a == acts.replace("auto", "ebr")]
+    # the pass store (weights, lane descriptors and pass table in one SPRAM) after those, for a 1-row array
+    if weights == "passstore" or (weights == "auto" and auto and plan.array.rows == 1):
+        options += [("passstore", s, a) for a in ("ebr", "spram") for s in ("ebr", "spram")
+                    if (scratch == "auto" and auto) or s == scratch.replace("auto", "ebr")
+                    if (acts == "auto" and auto and lanes_fed) or a == acts.replace("auto", "ebr")]
+    if weights == "passstore":
+        options = [o for o in options if o[0] == "passstore"]
     if len(options) == 1:
         return design(*options[0])
     from .fit import check_fit, memory_census
@@ -193,7 +210,9 @@ def inference_design(manifest, board: str, *, baud: int = DEFAULT_BAUD, array=No
             first_err = first_err or err
             continue
         if (w, s, a) != options[0]:
-            moved = " and ".join(what for what, where in (("the weights (loaded over the host link)", w),
+            weights_what = ("the weights, lane descriptors and pass table (one pass store, loaded over the host "
+                            "link)" if w == "passstore" else "the weights (loaded over the host link)")
+            moved = " and ".join(what for what, where in ((weights_what, "ebr" if w == "ebr" else "spram"),
                                                           ("the activation scratch", s),
                                                           ("the activation buffer", a)) if where == "spram")
             log(f"memories: {moved} in SPRAM, the block RAMs do not hold everything ({first_err})")
@@ -338,7 +357,7 @@ def infer_session(transport, design: InferenceDesign, manifest, port: str, *, im
     with LinkClient(transport, timeout_s=timeout_s, run_timeout_s=run_timeout) as client:
         check_identity(client.identify(), design, port, manifest)
         weight_load_s = 0.0
-        if design.weights_in == "spram":
+        if design.weights_in in ("spram", "passstore"):
             from sparsyn.hw.inference import REGION_WEIGHTS
             image = design.weight_image
             log(f"loading {len(image)} bytes of weights (the manifest's ROM words) into the board's SPRAM")

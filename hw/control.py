@@ -65,6 +65,14 @@ class _StoreReadPort:
         self.addr, self.data = store.r_addr, store.r_data
 
 
+class _PassStorePort:
+    """One ROM's read port answered by the pass store (``addr``, ``data``, ``depth``: the ROM's)."""
+
+    def __init__(self, store, name: str):
+        self.addr, self.data = getattr(store, f"{name}_addr"), getattr(store, f"{name}_data")
+        self.depth = 2 ** len(self.addr) - 1
+
+
 class LayerControl(wiring.Component):
     """Walks the pass table of one layer per image and drives the datapath.
 
@@ -100,8 +108,10 @@ class LayerControl(wiring.Component):
         preload; >= 2: the pass-table read ahead).
     last_pass : int
         Cycles of a section's last pass (>= 2), up to the last accumulator write.
-    weights_in : ``"ebr"`` (default: block RAM initialised from the ``weights`` ROMs) or ``"spram"`` (a
-        :class:`~.spram.SpramStore` the host loads with the same words over ``weights_load``; read the same way).
+    weights_in : ``"ebr"`` (default: block RAM initialised from the ``weights`` ROMs), ``"spram"`` (a
+        :class:`~.spram.SpramStore` the host loads with the same words over ``weights_load``; read the same way) or
+        ``"passstore"`` (a 1-row array: the weights, lanes and passes ROMs as per-pass records in one SPRAM the host
+        loads, :class:`~.pass_store.PassStore`; same read latency, same cycles).
 
     Attributes
     ----------
@@ -158,8 +168,8 @@ class LayerControl(wiring.Component):
     def __init__(self, plan: LayerPlan | list, *, pass_period, last_pass, weights_in: str = "ebr"):
         self.plans = plans = as_list(plan)
         self.plan = plans[0]
-        if weights_in not in ("ebr", "spram"):
-            raise ValueError(f"weights_in must be 'ebr' or 'spram', not {weights_in!r}")
+        if weights_in not in ("ebr", "spram", "passstore"):
+            raise ValueError(f"weights_in must be 'ebr', 'spram' or 'passstore', not {weights_in!r}")
         #: where the weight memory is: block RAM initialised from the ROM files, or SPRAM the host loads with them
         self.weights_in = weights_in
         #: per layer: cycles of a pass followed by another pass of its section / of a section's last pass
@@ -173,10 +183,18 @@ class LayerControl(wiring.Component):
                  + (("ids",) if self.index_bits[0] else ()))
         #: name -> the first word of each layer's ROM in that memory (layers sharing the control: end to end)
         self.rom_base = {name: rom_offsets([p.packed.roms[name] for p in plans]) for name in names}
+        in_store = {"ebr": (), "spram": ("weights",), "passstore": ("weights", "lanes", "passes")}[weights_in]
         self.rom_memories = {name: rom_memory(*[p.packed.roms[name] for p in plans]) for name in names
-                             if not (name == "weights" and weights_in == "spram")}
+                             if name not in in_store}
         #: the weight memory's words (every layer's ``weights`` ROM end to end) and width
         self.weight_words, self.weight_width, store_addr_bits = weight_store_shape(plans)
+        if weights_in == "passstore":
+            from .pass_store import PassStore, pass_store_layout
+            #: the pass store (:mod:`.pass_store`): the host loads ``weight_words`` (its records, 16 bits a word)
+            self.pass_store = PassStore(pass_store_layout(plans), {n: self.rom_base[n] for n in names},
+                                        {n: max(p.packed.roms[n].width for p in plans) for n in names})
+            self.weight_words, self.weight_width = self.pass_store.layout.image, 16
+            store_addr_bits = len(self.pass_store.w_addr)
         if weights_in == "spram":
             from .spram import SpramStore
             #: the SPRAM weight store (the host loads ``weight_words`` into it, see :func:`~.spram.spram_image`)
@@ -208,7 +226,7 @@ class LayerControl(wiring.Component):
             "job": Out(stream.Signature(requant_job(pass_layout))),
             "requant_busy": In(1),
             "publish": Out(1),
-            **({"weights_load": In(ByteWrite(store_addr_bits))} if weights_in == "spram" else {}),
+            **({"weights_load": In(ByteWrite(store_addr_bits))} if weights_in != "ebr" else {}),
         })
 
     @staticmethod
@@ -238,7 +256,15 @@ class LayerControl(wiring.Component):
         load_len = self.load_cycles(R)
         base = {name: sel(v, name=f"{name}_base") for name, v in self.rom_base.items()}
 
-        if self.weights_in == "spram":
+        pstore = None
+        if self.weights_in == "passstore":
+            m.submodules.pstore = pstore = self.pass_store
+            m.d.comb += [pstore.w_addr.eq(self.weights_load.addr), pstore.w_data.eq(self.weights_load.data),
+                         pstore.w_en.eq(self.weights_load.en & ~self.busy), pstore.busy.eq(self.busy)]
+            if multi:
+                m.d.comb += pstore.layer.eq(self.layer)
+            wmem = w_rd = _PassStorePort(pstore, "weights")
+        elif self.weights_in == "spram":
             m.submodules.wstore = wmem = self.weight_store
             w_rd = _StoreReadPort(wmem)
             m.d.comb += [wmem.w_addr.eq(self.weights_load.addr), wmem.w_data.eq(self.weights_load.data),
@@ -247,8 +273,11 @@ class LayerControl(wiring.Component):
             m.submodules.wmem = wmem = self.rom_memories["weights"]
             w_rd = wmem.read_port()
         # one spare word at the end: the table is read one pass ahead (see ``info`` below)
-        m.submodules.ptab = ptab = self.rom_memories["passes"]
-        pt_rd = ptab.read_port()
+        if pstore is not None:
+            pt_rd = _PassStorePort(pstore, "passes")
+        else:
+            m.submodules.ptab = ptab = self.rom_memories["passes"]
+            pt_rd = ptab.read_port()
 
         busy, done, info, bank = self.busy, self.done, self.info, self.bank
         # the phase of the current step (held T cycles); a pass is a whole number of steps, so it is 0 at
@@ -258,6 +287,8 @@ class LayerControl(wiring.Component):
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         pass_idx = Signal(range(max(n_passes) + 1))
+        if pstore is not None:
+            m.d.comb += pstore.head.eq(pass_idx)
         waddr = Signal(range(wmem.depth + 1))      # next weight-memory word to read
         w_read, l_read = Signal(), Signal()
         if self.implicit_rows:
@@ -274,8 +305,11 @@ class LayerControl(wiring.Component):
             with m.If(l_read):
                 m.d.sync += laddr.eq(Mux(laddr == span1, 0, laddr + 1))
         else:
-            m.submodules.lmem = lmem = self.rom_memories["lanes"]
-            l_rd = lmem.read_port()
+            if pstore is not None:
+                lmem = l_rd = _PassStorePort(pstore, "lanes")
+            else:
+                m.submodules.lmem = lmem = self.rom_memories["lanes"]
+                l_rd = lmem.read_port()
             laddr = Signal(range(lmem.depth + 1))      # next lane-memory word to read
             m.d.comb += l_rd.addr.eq(laddr)
             lane_word = (l_rd.data if not multi else

@@ -83,7 +83,8 @@ class LayerEngine(wiring.Component):
         its ROMs, the array (R x C, the scheme's lanes L) and the cycle model. Construction cannot fail.
         A list: the layers that share this datapath (the sequenced model engine); the ``layer_index`` input
         selects the running one (and, between layers, the one whose input is written), see :mod:`.per_layer`.
-    weights_in : ``"ebr"`` (default) or ``"spram"``: the weight memory in block RAM from the ROM files, or a
+    weights_in : ``"ebr"`` (default), ``"spram"`` or ``"passstore"`` (:mod:`.pass_store`, a 1-row array: weights,
+        lane descriptors and pass table in one SPRAM the host loads): the weight memory in block RAM from the ROM files, or a
         SPRAM store the host loads through the ``weights_load`` port (:mod:`.spram`).
     scratch : ``"ebr"`` (default) or ``"spram"``: the output buffer (the activation scratch the next layer's input
         is read from) in block RAM or in an iCE40UP SPRAM.
@@ -139,10 +140,13 @@ class LayerEngine(wiring.Component):
                                   last_pass=[cyc.last_pass_cycles(R, C, s, lat) for s in S], weights_in=weights_in)
         #: the weight memory's words (every layer's ``weights`` ROM end to end) and width (the SPRAM image's source)
         self.weight_words, self.weight_width, store_addr_bits = weight_store_shape(self.plans)
+        if weights_in == "passstore":
+            from .pass_store import pass_store_shape
+            self.weight_words, self.weight_width, store_addr_bits = pass_store_shape(self.plans)
         members = dict(engine_signature().members)
         if len(self.plans) > 1:
             members["layer_index"] = In(range(len(self.plans)))
-        if weights_in == "spram":
+        if weights_in != "ebr":
             members["weights_load"] = In(ByteWrite(store_addr_bits))
         super().__init__(wiring.Signature(members))
 
@@ -185,7 +189,7 @@ class LayerEngine(wiring.Component):
         m.submodules.output = out = OutputBuffer(one, scratch=self.scratch)
         # a fresh control (and memories) per elaboration: a board build elaborates the design more than once
         m.submodules.control = ctl = LayerControl(plans[0] if len(plans) == 1 else plans, **self._control_args)
-        if self.weights_in == "spram":
+        if self.weights_in != "ebr":
             wiring.connect(m, wiring.flipped(self.weights_load), ctl.weights_load)
         for part in (ctl, acc, rq):
             self.rom_memories.update(part.rom_memories)

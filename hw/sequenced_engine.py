@@ -177,7 +177,7 @@ class SequencedEngine(wiring.Component):
     Parameters
     ----------
     plan : SequencedPlan (from :func:`plan_sequenced`)
-    weights_in : ``"ebr"`` or ``"spram"`` — the shared weight memory (see :class:`~.engine.LayerEngine`).
+    weights_in : ``"ebr"``, ``"spram"`` or ``"passstore"`` — the shared weight memory (see :class:`~.engine.LayerEngine`).
     scratch : ``"ebr"`` or ``"spram"`` — the activation scratch: the shared output buffer every layer writes and
         the next layer's input is streamed from (a SPRAM for the large activations of a bigger model).
     acts : ``"ebr"`` or ``"spram"`` — the activation buffer copies of the ``lanes`` feed (the running layer's input
@@ -227,7 +227,7 @@ class SequencedEngine(wiring.Component):
         self.unit_pools = [[p[j] for p in plan.pools if len(p) > j and p[j].kind == kind] for j, kind in self.unit_keys]
         self.units = [pool_unit(pools) for pools in self.unit_pools]
         members = dict(engine_signature().members)
-        if weights_in == "spram":
+        if weights_in != "ebr":
             members["weights_load"] = self.datapath.signature.members["weights_load"]
         super().__init__(wiring.Signature(members))
 
@@ -277,7 +277,7 @@ class SequencedEngine(wiring.Component):
         plan, dp, route = self.plan, self.datapath, self.route
         n, n_shared = len(plan.layers), len(plan.shared)
         m.submodules.datapath = Fragment.get(dp, platform)
-        if self.weights_in == "spram":
+        if self.weights_in != "ebr":
             wiring.connect(m, wiring.flipped(self.weights_load), dp.weights_load)
         for k, eng in enumerate(self.own):
             m.submodules[f"engine_{plan.layers[[r[0] for r in route].index(eng)].layer.name}"] = eng

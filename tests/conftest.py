@@ -45,6 +45,17 @@ def quick_opts():
 
 
 @pytest.fixture(scope="session")
+def dense_row_manifest(tmp_path_factory):
+    """The default digits model compressed with ``--scheme dense --array 1x2`` (a 1-row array: the pass store), once
+    per session; read-only for the tests."""
+    from sparsyn.sw.testing import run_cli
+    out = tmp_path_factory.mktemp("dense-1x2") / "dense"
+    r = run_cli("compress", "--scheme", "dense", "--array", "1x2", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def dense_manifest(tmp_path_factory):
     """The default digits model compressed with ``sparsyn compress --scheme dense --array 2x2`` (the CLI, as a user
     runs it), once per session; read-only for the tests (one that edits a manifest copies it first)."""

@@ -171,6 +171,32 @@ def test_activation_buffer_in_spram(dense_manifest):
         inference_design(dense_manifest, "ulx3s-85f", acts="spram", log=lambda *a: None)
 
 
+def test_pass_store_placement(dense_row_manifest, dense_manifest):
+    """--weights passstore (a 1-row array): the weights, lane descriptors and pass table as per-pass records in one
+    SPRAM the host loads; bit-exact and cycle-exact through the simulated board with the cycles of the ROMs in block
+    RAM; the fit check counts one SPRAM and no weight / lane / pass-table block RAM; another bitstream; auto keeps
+    the block RAMs while they fit; refused for a 2-row array and on a board without SPRAM."""
+    from sparsyn.boards.fit import check_fit, memory_census
+    from sparsyn.boards.platforms import get_board
+    quiet = dict(log=lambda *a: None)
+    rep = run_infer(dense_row_manifest, "icebreaker", "sim", images=1, weights="passstore", **quiet)
+    both = {w: inference_design(dense_row_manifest, "icebreaker", weights=w, scratch="ebr", acts="ebr", **quiet)
+            for w in ("ebr", "passstore")}
+    assert rep["bit_exact"] and rep["images"] == 1 and rep["weights_in"] == "passstore"
+    assert rep["cycles_per_image"] == both["ebr"].plan.cycle_model["total"]
+    assert rep["weight_bytes_loaded"] == len(both["passstore"].weight_image) > 0
+    fit = check_fit(get_board("icebreaker").dev, memory_census(both["passstore"].core()))
+    paths = [m["path"] for m in fit["memories"]]
+    assert fit["spram_blocks"] == 1 and any(".pstore.store.spram_0" in p for p in paths)
+    assert not any(p.endswith(("control.wmem", "control.lmem", "control.ptab")) for p in paths), paths
+    assert both["passstore"].design_hash != both["ebr"].design_hash
+    assert inference_design(dense_row_manifest, "icebreaker", **quiet).weights_in == "ebr"
+    with pytest.raises(SparsynError, match="passstore needs a 1-row array"):
+        inference_design(dense_manifest, "icebreaker", weights="passstore", **quiet)
+    with pytest.raises(SparsynError, match="--weights passstore needs the sequenced engine on an iCE40UP board"):
+        inference_design(dense_row_manifest, "ulx3s-85f", weights="passstore", **quiet)
+
+
 @pytest.mark.slow
 def test_whole_digits_model_builds_for_the_icebreaker_fully_timed(dense_manifest, tmp_path):
     """The UP5K build of the inference top (whole digits model, one shared datapath, UART link): it fits, every

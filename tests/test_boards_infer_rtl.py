@@ -58,6 +58,16 @@ def test_activation_buffer_in_spram_on_verilator_is_bit_exact(dense_manifest):
     assert rep["cycles_per_image"] == design.plan.cycle_model["total"]
 
 
+@needs_verilator
+def test_pass_store_on_verilator_is_bit_exact(dense_row_manifest):
+    """--weights passstore through the Verilog (the behavioural SPRAM of the pass store): bit-exact, cycle-exact."""
+    rep = run_infer(dense_row_manifest, "icebreaker", "sim:verilator", images=2, weights="passstore",
+                    log=lambda *a: None)
+    design = inference_design(dense_row_manifest, "icebreaker", weights="passstore", log=lambda *a: None)
+    assert design.weights_in == "passstore" and rep["images"] == 2 and rep["bit_exact"]
+    assert rep["cycles_per_image"] == design.plan.cycle_model["total"]
+
+
 @needs_icarus
 def test_link_faults_on_the_verilog_are_answered_and_the_link_recovers(dense_manifest):
     """Through the Verilog of the inference top: a WRITE with a corrupted CRC (nothing written), garbage and a truncated
