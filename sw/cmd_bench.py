@@ -23,21 +23,35 @@ def add_parser(sub):
     p = sub.add_parser("bench", help="benchmarks: simulators, FPGA sweep, per-scheme compression",
                        description="Without flags: simulator benchmark (Verilator vs Icarus, RTL cycles vs "
                                    "the analytic model). --fpga: array-size sweep through synthesis and "
-                                   "place & route. --scheme NAME: that scheme's compression/accuracy/cycle tables.")
+                                   "place & route. --scheme NAME: that scheme's compression/accuracy/cycle tables. "
+                                   "--models: the MLPerf Tiny networks per scheme and array (stored bits, memory-level "
+                                   "fit per device, cycles, latency) beside published anchors.")
     p.add_argument("--fpga", action="store_true", help="FPGA resource / Fmax sweep over array sizes")
     p.add_argument("--boards", action="store_true",
                    help="the whole digits model per board (iCEBreaker, ULX3S-85F) and scheme (inference top): LC, FF, "
                         "EBR, SPRAM, DSP, timed Fmax, cycles and images/s, array utilization, link time per image")
     p.add_argument("--board", action="append", metavar="NAME",
                    help="with --boards: only this board (repeatable; icebreaker, ulx3s-85f)")
+    p.add_argument("--models", action="store_true",
+                   help="the MLPerf Tiny zoo networks per scheme and array: stored bits by kind, memory-level fit on "
+                        "the iCE40UP5K / ECP5-25F / ECP5-85F, cycles per inference, MAC utilization, latency at the "
+                        "board bench's timed Fmax, beside published anchors (--quick: the -tiny networks)")
+    p.add_argument("--network", action="append", metavar="NAME",
+                   help="with --models: only this network (repeatable; ic-resnet8, kws-dscnn, vww-mobilenet, "
+                        "ad-autoencoder)")
+    p.add_argument("--out", metavar="DIR",
+                   help="with --models: the output folder (default work/bench/models; replaced as a whole)")
     p.add_argument("--mutants", action="store_true",
                    help="mutation check: apply each listed bug to a scratch copy, run its tests, report killed / "
                         "survived (every mutant must be killed; also 'make mutate')")
-    p.add_argument("--scheme", choices=sorted(SCHEME_BENCHES), help="per-scheme benchmark")
+    p.add_argument("--scheme", action="append", metavar="NAME",
+                   help=f"per-scheme benchmark ({', '.join(sorted(SCHEME_BENCHES))}); with --models: only this "
+                        "scheme (repeatable, any scheme)")
     p.add_argument("--quick", action="store_true", help="smaller sweep (for a quick look)")
-    p.add_argument("--array", default=None, metavar="RxC",
-                   help="with --scheme: the array the models are packed for (default 4x4); the FPGA sweep "
-                        "compresses for each of its own array sizes")
+    p.add_argument("--array", action="append", default=None, metavar="RxC",
+                   help="with --scheme: the array the models are packed for (default 4x4); with --models: only this "
+                        "array (repeatable; default: the arrays that fit the UP5K per scheme, and 4x4); the FPGA "
+                        "sweep compresses for each of its own array sizes")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="with --scheme tight/packcnn: worker processes for its independent pieces (default 2, "
                         "fewer on a machine with fewer CPUs)")
@@ -56,23 +70,35 @@ def _call(module, func, **kw):
 
 
 def run(args) -> int:
+    if args.models:
+        return _run_models(args)
+    for flag in ("network", "out"):
+        if getattr(args, flag) is not None:
+            raise SparsynError(f"--{flag} applies to the model benchmark (--models)")
     if args.array is not None and not args.scheme:
-        raise SparsynError("--array applies to the per-scheme benchmarks (--scheme NAME); the FPGA sweep "
-                           "(--fpga) runs its own array sizes")
+        raise SparsynError("--array applies to the per-scheme benchmarks (--scheme NAME) and --models; the FPGA "
+                           "sweep (--fpga) runs its own array sizes")
     if args.board and not args.boards:
         raise SparsynError("--board applies to the board benchmark (--boards)")
     if args.jobs is not None and not args.scheme:
         raise SparsynError("--jobs applies to the per-scheme benchmarks (--scheme tight / packcnn)")
     if args.scheme:
-        module, func = SCHEME_BENCHES[args.scheme]
+        if len(args.scheme) > 1 or (args.array and len(args.array) > 1):
+            raise SparsynError("the per-scheme benchmark takes one --scheme and one --array; several apply to "
+                               "--models")
+        scheme = args.scheme[0]
+        if scheme not in SCHEME_BENCHES:
+            raise SparsynError(f"no per-scheme benchmark for {scheme!r}; choose from "
+                               f"{', '.join(sorted(SCHEME_BENCHES))} (or --models --scheme {scheme})")
+        module, func = SCHEME_BENCHES[scheme]
         kw = {}
         if args.array is not None:
             from .schedule import ArrayConfig
-            kw["array"] = ArrayConfig.parse(args.array)
+            kw["array"] = ArrayConfig.parse(args.array[0])
         if args.jobs is not None:
-            if args.scheme not in JOBS_BENCHES:
+            if scheme not in JOBS_BENCHES:
                 raise SparsynError(f"--jobs applies to the benchmarks of {', '.join(sorted(JOBS_BENCHES))}, "
-                                   f"not --scheme {args.scheme}")
+                                   f"not --scheme {scheme}")
             if args.jobs < 1:
                 raise SparsynError(f"--jobs must be at least 1, got {args.jobs}")
             kw["jobs"] = args.jobs
@@ -85,6 +111,19 @@ def run(args) -> int:
         doc = _call("sparsyn.boards.infer_bench", "run_board_bench", quick=args.quick, boards=args.board)
     else:
         doc = _call("sparsyn.sim.bench", "run_sim_bench", quick=args.quick)
+    if args.json:
+        write_json(Path(args.json), doc)
+    return 0
+
+
+def _run_models(args) -> int:
+    """``--models``: refuses the other benchmarks' flags, then :func:`sparsyn.boards.model_bench.run_model_bench`."""
+    for flag, name in (("fpga", "--fpga"), ("boards", "--boards"), ("mutants", "--mutants"), ("board", "--board"),
+                       ("jobs", "--jobs")):
+        if getattr(args, flag):
+            raise SparsynError(f"{name} does not apply to the model benchmark (--models)")
+    doc = _call("sparsyn.boards.model_bench", "run_model_bench", networks=args.network, schemes=args.scheme,
+                arrays=args.array, out=args.out, quick=args.quick)
     if args.json:
         write_json(Path(args.json), doc)
     return 0
