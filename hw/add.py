@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import AddLayer
 from sparsyn.sw.requant import ACT_MAX, ACT_MIN, MAX_SHIFT, MULT_BITS
 
 from .layouts import ACT_BITS, signed_range
-from .per_layer import LayerSelect, as_list
+from .per_layer import LayerSelect, as_list, stream_members
 
 #: Shifts from this one on give 0 for every input: ``|a*mult_a + b*mult_b| <= 2 * 128 * (2**15 - 1) < 2**23``, so
 #: ``s + 2**(shift-1)`` lies in ``[0, 2**shift)`` once ``shift >= 24``. The unit shifts by ``min(shift, 24)``
@@ -81,12 +80,7 @@ class AddUnit(wiring.Component):
         #: the add layers this unit runs (several: ``layer_index`` selects the active one)
         self.adds = as_list(layer)
         self.layer = self.adds[0]
-        super().__init__({
-            **({"layer_index": In(range(len(self.adds)))} if len(self.adds) > 1 else {}),
-            "a": In(stream.Signature(signed(ACT_BITS))),
-            "b": In(stream.Signature(signed(ACT_BITS))),
-            "o": Out(stream.Signature(signed(ACT_BITS))),
-        })
+        super().__init__(stream_members(len(self.adds), ('a', 'b')))
 
     def elaborate(self, platform):
         m = Module()

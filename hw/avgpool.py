@@ -8,16 +8,15 @@ floor), so DS-CNN's 24x5 window over its 25x5 map reads 24 rows and drops the la
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import AvgPoolLayer
 from sparsyn.sw.requant import ACT_MAX, ACT_MIN, MAX_SHIFT, MULT_BITS
 
 from .layouts import ACT_BITS, signed_range
-from .per_layer import LayerSelect, as_list
+from .per_layer import LayerSelect, as_list, stream_members
 
 #: Default limit on the window sums of one row band (Wo): one block RAM of partial sums on iCE40 (256 words).
 AVGPOOL_PARTIALS = 256
@@ -113,11 +112,7 @@ class AvgPoolUnit(wiring.Component):
         #: the average-pool layers this unit runs (several: ``layer_index`` selects the active one)
         self.pools = as_list(layer)
         self.layer = self.pools[0]
-        super().__init__({
-            **({"layer_index": In(range(len(self.pools)))} if len(self.pools) > 1 else {}),
-            "i": In(stream.Signature(signed(ACT_BITS))),
-            "o": Out(stream.Signature(signed(ACT_BITS))),
-        })
+        super().__init__(stream_members(len(self.pools), ('i',)))
 
     def elaborate(self, platform):
         m = Module()

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import MaxPoolLayer
 
 from .layouts import ACT_BITS, bits_for_range, signed_range
 from .mux import mux_tree
-from .per_layer import LayerSelect, as_list
+from .per_layer import LayerSelect, as_list, stream_members
 
 
 def maxpool_cycles(layer: MaxPoolLayer) -> int:
@@ -64,11 +63,7 @@ class MaxPoolUnit(wiring.Component):
         #: the pool layers this unit runs (several: the ``layer`` input selects the active one, set while idle)
         self.pools = as_list(layer)
         self.layer = self.pools[0]
-        super().__init__({
-            **({"layer_index": In(range(len(self.pools)))} if len(self.pools) > 1 else {}),
-            "i": In(stream.Signature(signed(ACT_BITS))),
-            "o": Out(stream.Signature(signed(ACT_BITS))),
-        })
+        super().__init__(stream_members(len(self.pools), ('i',)))
 
     def elaborate(self, platform):
         m = Module()

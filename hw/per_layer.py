@@ -15,6 +15,19 @@ from amaranth.hdl import Const, Shape, Signal, Value
 from .mux import mux_tree
 
 
+def stream_members(count: int, inputs=("i",)) -> dict:
+    """The ports of a unit streaming int8 CHW tensors for ``count`` layers that share it: one ``In`` stream per
+    name in ``inputs``, the ``o`` stream out, and a ``layer_index`` input when several layers share the unit."""
+    from amaranth.hdl import signed
+    from amaranth.lib import stream
+    from amaranth.lib.wiring import In, Out
+
+    from .layouts import ACT_BITS
+    return {**({"layer_index": In(range(count))} if count > 1 else {}),
+            **{name: In(stream.Signature(signed(ACT_BITS))) for name in inputs},
+            "o": Out(stream.Signature(signed(ACT_BITS)))}
+
+
 def as_list(plans) -> list:
     """A single plan (or layer) as a one-element list; a sequence as a list."""
     return list(plans) if isinstance(plans, (list, tuple)) else [plans]
