@@ -1,7 +1,7 @@
 """Residual add of two int8 CHW streams: ``y = clamp((a*mult_a + b*mult_b + 2**(shift-1)) >> shift, lo, 127)``."""
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 
 from sparsyn.sw.errors import SparsynError
@@ -9,6 +9,7 @@ from sparsyn.sw.qmodel import AddLayer
 from sparsyn.sw.requant import ACT_MAX, ACT_MIN, MAX_SHIFT, MULT_BITS
 
 from .layouts import ACT_BITS, signed_range
+from .requant import clamp_to_int8
 from .per_layer import LayerSelect, as_list, stream_members
 
 #: Shifts from this one on give 0 for every input: ``|a*mult_a + b*mult_b| <= 2 * 128 * (2**15 - 1) < 2**23``, so
@@ -128,11 +129,5 @@ class AddUnit(wiring.Component):
                 rounded.eq(total + rounding),
                 shifted.eq(rounded >> shift),
             ]
-            lo = Mux(relu, 0, ACT_MIN)
-            with m.If(shifted > ACT_MAX):
-                m.d.sync += out.eq(ACT_MAX)
-            with m.Elif(shifted < lo):
-                m.d.sync += out.eq(lo)
-            with m.Else():
-                m.d.sync += out.eq(shifted)
+            clamp_to_int8(m, out, shifted, relu)
         return m

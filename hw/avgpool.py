@@ -16,6 +16,7 @@ from sparsyn.sw.qmodel import AvgPoolLayer
 from sparsyn.sw.requant import ACT_MAX, ACT_MIN, MAX_SHIFT, MULT_BITS
 
 from .layouts import ACT_BITS, signed_range
+from .requant import clamp_to_int8
 from .per_layer import LayerSelect, as_list, stream_members
 
 #: Default limit on the window sums of one row band (Wo): one block RAM of partial sums on iCE40 (256 words).
@@ -214,11 +215,5 @@ class AvgPoolUnit(wiring.Component):
                          prod.eq(s_q * mult),
                          rounded.eq(prod + rounding),
                          shifted.eq(rounded >> shift)]
-            lo = Mux(relu, 0, ACT_MIN)
-            with m.If(shifted > ACT_MAX):
-                m.d.sync += out.eq(ACT_MAX)
-            with m.Elif(shifted < lo):
-                m.d.sync += out.eq(lo)
-            with m.Else():
-                m.d.sync += out.eq(shifted)
+            clamp_to_int8(m, out, shifted, relu)
         return m

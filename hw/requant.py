@@ -1,7 +1,7 @@
 """Requantization unit: the numeric contract of :mod:`sparsyn.sw.requant` in a 6-stage pipeline."""
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Mux, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -120,3 +120,15 @@ class RequantUnit(wiring.Component):
             m.d.sync += self.o.payload.eq(shifted[:ACT_BITS])
         m.d.sync += self.o.valid.eq(valid[-1])
         return m
+
+
+def clamp_to_int8(m, out, value, relu) -> None:
+    """Register ``value`` clamped to the int8 activation range into ``out`` (sync domain): ``[0, 127]`` where
+    ``relu`` (a Value or a bool) holds, else ``[-128, 127]`` — the last stage of the add and average-pool units."""
+    lo = Mux(relu, 0, ACT_MIN) if isinstance(relu, Value) else (0 if relu else ACT_MIN)
+    with m.If(value > ACT_MAX):
+        m.d.sync += out.eq(ACT_MAX)
+    with m.Elif(value < lo):
+        m.d.sync += out.eq(lo)
+    with m.Else():
+        m.d.sync += out.eq(value)
