@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from sparsyn.sw.qmodel import QuantLayer
 
 from .layouts import bits_for_range, lane_descriptor, signed_range
+from .const_mul import times_constant
 from .mux import mux_tree
 from .per_layer import LayerSelect, as_list
 
@@ -105,7 +106,7 @@ class LaneAddress(wiring.Component):
 
     ``y = base_y + dy``, ``x = base_x + dx``; ``valid`` is low for an invalid lane or a padding position
     (then ``addr`` is 0 and the lane's activation is forced to 0); ``addr = c*H*W + y*W + x`` with
-    constant multiplies (per layer, selected by ``layer`` when shared).
+    constant multiplies as shifted adds (:func:`.const_mul.times_constant`; per layer, selected by ``layer`` when shared).
 
     Attributes
     ----------
@@ -145,14 +146,15 @@ class LaneAddress(wiring.Component):
             inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
             m.d.comb += self.valid.eq(self.desc.valid & inside)
             with m.If(self.valid):
-                m.d.comb += self.addr.eq(self.desc.channel * (h * w) + yu * w + xu)
+                m.d.comb += self.addr.eq(times_constant(self.desc.channel, h * w) + times_constant(yu, w) + xu)
             return m
         sel = LayerSelect(m, self.layer, ls, self)
         h = sel([l.in_shape[1] for l in ls], name="h")
         w = sel([l.in_shape[2] for l in ls], name="w")
         inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
         m.d.comb += self.valid.eq(self.desc.valid & inside)
-        # the multiplies stay by constants: one per distinct geometry, then a Mux tree over the layer
-        per = [self.desc.channel * (l.in_shape[1] * l.in_shape[2]) + yu * l.in_shape[2] + xu for l in ls]
+        # the multiplies are by constants (shifted adds): one per distinct geometry, then a Mux tree over the layer
+        per = [times_constant(self.desc.channel, l.in_shape[1] * l.in_shape[2]) + times_constant(yu, l.in_shape[2]) + xu
+               for l in ls]
         m.d.comb += self.addr.eq(Mux(self.valid, mux_tree(self.layer, per), 0))
         return m

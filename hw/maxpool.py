@@ -9,6 +9,7 @@ from sparsyn.sw.errors import SparsynError
 from sparsyn.sw.qmodel import MaxPoolLayer
 
 from .layouts import ACT_BITS, bits_for_range, signed_range
+from .const_mul import times_constant
 from .mux import mux_tree
 from .per_layer import LayerSelect, as_list, stream_members
 
@@ -98,11 +99,12 @@ class MaxPoolUnit(wiring.Component):
         yu, xu = y.as_unsigned()[:bits_for_range(hmax)], x.as_unsigned()[:bits_for_range(wmax)]
         if len(pools) == 1:
             _, h0, w0 = pools[0].in_shape
-            m.d.comb += rd.addr.eq(ch * (h0 * w0) + yu * w0 + xu)
+            m.d.comb += rd.addr.eq(times_constant(ch, h0 * w0) + times_constant(yu, w0) + xu)
         else:
-            # the address multiplies stay by constants: one per pool geometry, a Mux tree over the pool
-            m.d.comb += rd.addr.eq(mux_tree(self.layer_index, [ch * (l.in_shape[1] * l.in_shape[2])
-                                                               + yu * l.in_shape[2] + xu for l in pools]))
+            # the address multiplies are by constants (shifted adds): one per pool geometry, a Mux tree over the pool
+            m.d.comb += rd.addr.eq(mux_tree(self.layer_index, [times_constant(ch, l.in_shape[1] * l.in_shape[2])
+                                                               + times_constant(yu, l.in_shape[2]) + xu
+                                                               for l in pools]))
         # the read data and its window-inside flag, registered: the RAM's clock-to-out is most of a cycle
         rd_q = Signal(signed(ACT_BITS))
         inside_d, inside_q = Signal(), Signal()

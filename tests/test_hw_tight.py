@@ -76,3 +76,19 @@ def test_pe_accumulates_selected_lane():
     cases = [(-128, 3, [5, 6, 7, -128], 1000), (127, 0, [127, 0, 0, 0], -5), (-3, 2, [1, 2, -100, 4], 0)]
     vectors = [(int(encode_fields(layout, weight=[w], sel=[sel])[0]), x, ps, w * x[sel]) for w, sel, x, ps in cases]
     assert check_pe_cases(pe, vectors) == len(cases)
+
+
+@pytest.mark.parametrize("scheme,alpha", [("tight", 2), ("packcnn", 4)])
+def test_utilization_counts_one_multiplier_per_pe(scheme, alpha):
+    """The column-combining PE multiplies one selected lane per cycle: its MAC units are R x C (not R x C x alpha),
+    so utilization = nonzero-weight MACs / (R x C x cycles)."""
+    from sparsyn.hw.engines import plan_layer
+    from sparsyn.hw.plan import EngineLimits
+    packed = packed_for(scheme, alpha, False)
+    assert get_scheme(scheme).pe_macs(packed) == 1
+    rng = np.random.default_rng(0)
+    layer = random_quant_layer(rng, "linear", 24, 1, 1, 8, density=0.3)
+    plan = plan_layer(layer, packed, ArrayConfig(4, 4), EngineLimits())
+    m = plan.model
+    assert m["pe_macs"] == 1
+    assert m["utilization"] == pytest.approx(m["useful_macs"] / (16 * m["total"]))

@@ -237,6 +237,11 @@ class ColumnCombineScheme(Scheme):
         return packed.meta["alpha"]
 
     @classmethod
+    def pe_macs(cls, packed):
+        """One: the PE's single multiplier sits behind an alpha:1 mux over its lanes (one weight per cycle)."""
+        return 1
+
+    @classmethod
     def entry_layout(cls, packed):
         m = packed.meta
         return entry_layout(m["alpha"], m["subword"], m["weight_bits"])
