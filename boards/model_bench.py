@@ -24,7 +24,9 @@ sized for the digits on a UP5K) are lifted here: the memory-level fit below deci
 times the most MACs per cycle any layer's PE does, plus the MAC units of engines that layers bring (permdiag), as
 the sequenced engine counts them.
 
-**Memory-level fit** (logic, DSPs and routing are not synthesized here): the stored bits (weights, index, tables,
+**Memory-level fit** (logic, DSPs and routing are not synthesized here; for an array of at most
+:data:`FIT_BOARD_PES` PEs the UP5K column is the iCEBreaker inference top's own memory check instead,
+:func:`board_fit`): the stored bits (weights, index, tables,
 constants, the descriptor table) plus the engine's buffers (:func:`buffer_bits`) against the device's block RAM
 (:data:`sparsyn.boards.devices.DEVICES`). On the iCE40UP5K the shared weight memory and the activation scratch (the
 output buffer) may go to SPRAM (the board's ``--weights`` / ``--scratch``), every other memory is in EBR. Bits only:
@@ -74,6 +76,11 @@ QUICK_TRAINING = {"packcnn": {"prune_steps": 1, "finetune_epochs": 1},
 #: Devices of the fit columns: column -> part (:data:`sparsyn.boards.devices.DEVICES`).
 TARGETS = {"up5k": "iCE40UP5K", "ecp5_25f": "LFE5U-25F", "ecp5_85f": "LFE5U-85F"}
 
+#: The board the ``up5k`` column is checked on (its inference top's memory check, :func:`board_fit`), for arrays of
+#: at most :data:`FIT_BOARD_PES` PEs (the UP5K has 8 DSPs; larger arrays get the memory-level estimate only).
+FIT_BOARD = "icebreaker"
+FIT_BOARD_PES = 4
+
 #: Cycles per inference of the CFU-Playground KWS accelerator (the ``vs_cfu`` column: its cycles / ours).
 CFU_KWS_CYCLES = 25.2e6
 
@@ -107,6 +114,10 @@ NOTES = [
     "fits: memory-level only (stored bits + engine buffers vs block RAM; UP5K: EBR, with the shared weight memory "
     "and the activation scratch allowed in SPRAM); logic, DSPs and routing are not synthesized here; bits, not whole "
     "blocks",
+    f"up5k '(board)' (arrays of at most {FIT_BOARD_PES} PEs): the memory check of the {FIT_BOARD} inference top "
+    "itself, as 'sparsyn build' makes it: the engine the board runs (default buffer limits), its automatic "
+    "placement (weights in EBR, SPRAM or the pass store; scratch and activation buffer in EBR or SPRAM) and the "
+    "block census of the elaborated core; why not, below",
     f"up5k_ebr_kb: what must be in the UP5K's EBR ({DEVICES[TARGETS['up5k']].bram_bits // 1024} kbit) with the "
     "shared weight memory and the scratch in SPRAM",
     "buf_kb: activation input buffer (its copies: R*L for the im2col feed, R for the window / channel feeds), output "
@@ -390,6 +401,27 @@ def device_fit(device, stored: dict, buffers: dict, spram_weights: int) -> dict:
             "block_ram_have": device.bram_bits}
 
 
+def board_fit(manifest: Path, board: str = FIT_BOARD) -> dict:
+    """The memory check of ``board``'s inference top for ``manifest``, as ``sparsyn build`` / ``infer`` make it:
+    the engine the board would run (:func:`~sparsyn.boards.infer.plan_engine`, the default engine limits), its
+    automatic placement of the weights (EBR, SPRAM or the pass store), scratch and activation buffer, and the
+    block RAM / SPRAM census of the elaborated core. ``fits`` and ``placement`` / ``ebr`` / ``spram``, or the
+    board's one-line ``reason``. Logic is not synthesized."""
+    from .fit import check_fit, memory_census
+    from .infer import inference_design
+    from .platforms import get_board
+    b = get_board(board)
+    try:
+        d = inference_design(manifest, board, log=lambda *a: None)
+        est = check_fit(b.dev, memory_census(d.core()), where=f"the {b.device} on {b.name}")
+    except SparsynError as err:
+        return {"board": board, "fits": False, "reason": str(err)}
+    return {"board": board, "fits": True, "engine": d.engine_kind,
+            "placement": {"weights": d.weights_in, "scratch": d.scratch, "acts": d.acts},
+            "ebr": est["bram_blocks"], "ebr_available": est["bram_blocks_available"],
+            "spram": est["spram_blocks"], "spram_available": est["spram_blocks_available"]}
+
+
 def board_fmax(path: Path) -> list[dict]:
     """The timed rows of the last board bench (``board-bench.json``): scheme, array, normalised options, board,
     device, Fmax; [] when there is none."""
@@ -443,6 +475,9 @@ def measure(manifest: Path, report: dict) -> dict:
     buffers = buffer_bits(model, cyc["plans"])
     spram_weights = sum(p.packed.bits_by_kind()["weights"] for p in cyc["plans"].values() if isinstance(p, LayerPlan))
     fits = {col: device_fit(DEVICES[part], stored, buffers, spram_weights) for col, part in TARGETS.items()}
+    if array.rows * array.cols <= FIT_BOARD_PES:
+        fits["up5k"]["board"] = board_fit(Path(manifest))
+        fits["up5k"]["fits"] = fits["up5k"]["board"]["fits"]
     return {"chain": model.is_chain, "input_shape": list(model.input_shape),
             "dense_weights": int(report["weights"]), "nonzero": int(report["nonzero"]), **stored,
             "buffer_bits": buffers, "buffers": sum(buffers.values()), "spram_weight_bits": spram_weights,
@@ -458,7 +493,7 @@ def _row_table(r: dict) -> dict:
         return out
     out.update(engine=r["engine"], w_kb=kb(r["weight_bits"]), idx_kb=kb(r["index_bits"]), tab_kb=kb(r["table_bits"]),
                const_kb=kb(r["constant_bits"]), desc_kb=kb(r["descriptor_bits"]), stored_kb=kb(r["stored_bits"]),
-               buf_kb=kb(r["buffers"]), up5k_ebr_kb=kb(r["fit"]["up5k"]["block_ram_need"]), up5k=r["up5k"],
+               buf_kb=kb(r["buffers"]), up5k_ebr_kb=kb(r["fit"]["up5k"]["block_ram_need"]), up5k=_up5k_cell(r),
                ecp5_25f=r["ecp5_25f"], ecp5_85f=r["ecp5_85f"],
                cycles=("<=" if r["worst_case"] else "") + str(r["cycles"]), mac_units=r["mac_units"],
                util=round(r["utilization"], 3), fmax_mhz=r.get("fmax_mhz"),
@@ -466,6 +501,16 @@ def _row_table(r: dict) -> dict:
                vs_cfu=None if r.get("vs_cfu") is None else f"{r['vs_cfu']:.1f}x",
                int_acc=round(r["accuracy"]["int"], 1) if r.get("accuracy") else None)
     return out
+
+
+def _up5k_cell(r: dict) -> str:
+    """``yes`` / ``no``; checked on the board: ``yes: 23 EBR + 4 SPRAM (board)`` or ``no (board)``."""
+    board = r["fit"]["up5k"].get("board")
+    if board is None:
+        return "yes" if r["up5k"] else "no"
+    if board["fits"]:
+        return f"yes: {board['ebr']} EBR + {board['spram']} SPRAM (board)"
+    return "no (board)"
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -476,6 +521,10 @@ def format_rows(rows: list[dict]) -> str:
     bad = [r for r in rows if "error" in r]
     if bad:
         lines += ["", "refused:"] + [f"  {r['network']} {r['config']}: {r['error']}" for r in bad]
+    off = [r for r in rows if "error" not in r and not r["fit"]["up5k"].get("board", {"fits": True})["fits"]]
+    if off:
+        lines += ["", f"not on the {FIT_BOARD} (its memory check):"] + [
+            f"  {r['network']} {r['config']}: {r['fit']['up5k']['board']['reason']}" for r in off]
     lines += ["", format_table(ANCHORS, ["network", "design", "platform", "figure", "resources", "source"],
                                title="anchors (published, not measured here)")]
     lines += ["", "notes:"] + [f"  * {n}" for n in NOTES]
@@ -512,8 +561,24 @@ def plot_rows(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def reusable(dirs, rel: Path, net: str, scheme: str, array: str, run_opts: dict) -> Path | None:
+    """The first of the earlier runs' folders ``dirs`` that holds the manifest ``rel`` compressed from the same
+    network, scheme, array and options (its ``report.json`` says so); None when none does."""
+    want = compare_key(normal_options(scheme, array, run_opts))
+    for d in dirs or ():
+        src = Path(d) / rel
+        try:
+            rep = json.loads((src / "report.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (rep.get("model") in (net, f"zoo:{net}") and rep.get("scheme") == scheme and (src / "manifest.json").is_file()
+                and compare_key(rep.get("options", {})) == want):
+            return src
+    return None
+
+
 def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, quick: bool, fmax_rows: list, log,
-               progress: bool) -> dict:
+               progress: bool, reuse=None) -> dict:
     """Compress ``net`` with one configuration into ``stage/manifests/...`` and measure it: its row (a refusal: the
     row with ``error``; an unexpected exception too, marked as a bug, so that one configuration cannot cost the run)."""
     from sparsyn.sw.compress import compress
@@ -521,12 +586,20 @@ def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, quick
     row = {"network": net, "config": label, "scheme": scheme, "array": array, "options": dict(opts)}
     run_opts = {**QUICK_TRAINING.get(scheme, {}), **opts} if quick else dict(opts)
     rel = Path("manifests") / net / label.replace(" ", "_")
-    log(f"{net}: compressing with {label}")
     t0 = time.time()
     try:
-        report = compress(model=f"zoo:{net}", scheme=scheme, options=run_opts, array=array, out=stage / rel,
-                          progress=False, descriptor=bench_descriptor,
-                          log=(lambda m: log(f"  {net}: {m}")) if progress else (lambda *a: None))
+        src = reusable(reuse, rel, net, scheme, array, run_opts)
+        if src is not None:
+            import shutil
+            log(f"{net}: {label}: measuring the manifest of an earlier run, {src}")
+            shutil.copytree(src, stage / rel)
+            report = json.loads((src / "report.json").read_text())
+            row["reused_from"] = str(src)
+        else:
+            log(f"{net}: compressing with {label}")
+            report = compress(model=f"zoo:{net}", scheme=scheme, options=run_opts, array=array, out=stage / rel,
+                              progress=False, descriptor=bench_descriptor,
+                              log=(lambda m: log(f"  {net}: {m}")) if progress else (lambda *a: None))
         row["compress_s"] = round(time.time() - t0, 1)
         row.update(measure(stage / rel, report))
         row.update(manifest=str(rel), accuracy=report.get("accuracy"), reconstruction=report.get("reconstruction"))
@@ -547,12 +620,19 @@ def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, quick
 
 
 def run_model_bench(networks=None, schemes=None, arrays=None, out=None, *, quick: bool = False,
-                    progress: bool = True, log=None, board_bench=None) -> dict:
+                    progress: bool = True, log=None, board_bench=None, reuse=None) -> dict:
     """Compress each of ``networks`` (default: :data:`NETWORKS`; ``quick``: their ``-tiny`` variants with shorter
     training) with each configuration of :data:`CONFIGS` (restricted to ``schemes`` / ``arrays``), measure it
     (:func:`measure`) and write ``models.json``, ``models.txt``, ``models.png`` and the manifests into ``out``
     (default ``work/bench/models``; replaced as a whole when the run finishes). ``board_bench``: the board bench's
-    JSON for the Fmax (default ``work/bench/boards/board-bench.json``). Returns the JSON document."""
+    JSON for the Fmax (default ``work/bench/boards/board-bench.json``). ``reuse``: output folders of earlier runs; a
+    configuration whose manifest one of them holds (same network, scheme, array and options: its ``report.json``)
+    is measured from a copy of it instead of compressed again (after a change to the engines or the cycle models;
+    not after a change to a compressor). Returns the JSON document."""
+    for d in reuse or ():
+        if not (Path(d) / MARKER).is_file():
+            raise SparsynError(f"--reuse {d}: not an output folder of 'sparsyn bench --models' (no {MARKER}); name "
+                               "the --out folder of an earlier run")
     from sparsyn.sw.bench_common import BenchLog
     from sparsyn.sw.outdir import check_out, staged_output
     from sparsyn.sw.paths import work_dir
@@ -573,12 +653,12 @@ def run_model_bench(networks=None, schemes=None, arrays=None, out=None, *, quick
             for scheme, array, opts in configs:
                 if scheme == "permdiag" and opts.get("convs") and not pointwise:
                     continue                        # no 1x1 conv: the same as permdiag without convs
-                row = run_config(net, scheme, array, opts, stage, quick, fmax_rows, log, progress)
+                row = run_config(net, scheme, array, opts, stage, quick, fmax_rows, log, progress, reuse)
                 rows.append(row)
                 alt = fallback_options(scheme, opts, layers) if "error" in row else None
                 if alt is not None:
                     log(f"{net}: trying {config_label(scheme, array, alt)} instead")
-                    rows.append(run_config(net, scheme, array, alt, stage, quick, fmax_rows, log, progress))
+                    rows.append(run_config(net, scheme, array, alt, stage, quick, fmax_rows, log, progress, reuse))
         doc = {"networks": nets, "quick": quick, "configs": [config_label(*c) for c in configs],
                "targets": TARGETS, "rows": rows, "anchors": ANCHORS, "notes": NOTES,
                "board_bench_fmax": fmax_rows, "seconds": round(time.time() - t_run, 1)}

@@ -41,6 +41,10 @@ def add_parser(sub):
                         "ad-autoencoder)")
     p.add_argument("--out", metavar="DIR",
                    help="with --models: the output folder (default work/bench/models; replaced as a whole)")
+    p.add_argument("--reuse", action="append", metavar="DIR",
+                   help="with --models: the output folder of an earlier run (repeatable); its manifests of the same "
+                        "network, scheme, array and options are measured again instead of compressed again (after a "
+                        "change to the engines, not to a compressor)")
     p.add_argument("--mutants", action="store_true",
                    help="mutation check: apply each listed bug to a scratch copy, run its tests, report killed / "
                         "survived (every mutant must be killed; also 'make mutate')")
@@ -72,7 +76,7 @@ def _call(module, func, **kw):
 def run(args) -> int:
     if args.models:
         return _run_models(args)
-    for flag in ("network", "out"):
+    for flag in ("network", "out", "reuse"):
         if getattr(args, flag) is not None:
             raise SparsynError(f"--{flag} applies to the model benchmark (--models)")
     if args.array is not None and not args.scheme:
@@ -123,7 +127,7 @@ def _run_models(args) -> int:
         if getattr(args, flag):
             raise SparsynError(f"{name} does not apply to the model benchmark (--models)")
     doc = _call("sparsyn.boards.model_bench", "run_model_bench", networks=args.network, schemes=args.scheme,
-                arrays=args.array, out=args.out, quick=args.quick)
+                arrays=args.array, out=args.out, quick=args.quick, reuse=args.reuse)
     if args.json:
         write_json(Path(args.json), doc)
     return 0

@@ -111,6 +111,51 @@ def test_anchors_are_printed(quick_bench):
         assert text in stdout
 
 
+def test_up5k_column_is_the_board_memory_check(quick_bench):
+    """Arrays of at most 4 PEs: the UP5K column is the iCEBreaker inference top's own memory check — the tiny DS-CNN
+    chain is placed (EBR / SPRAM blocks within the device), the tiny ResNet-8 graph is refused by the board (no
+    whole-model engine for graphs), with its reason under the table."""
+    out, doc, stdout = quick_bench
+    for r in doc["rows"]:
+        board = r["fit"]["up5k"]["board"]
+        assert r["up5k"] is board["fits"] is r["fit"]["up5k"]["fits"]
+        if r["network"] == "kws-dscnn-tiny":
+            assert board["fits"], board
+            assert 0 < board["ebr"] <= board["ebr_available"] == 30
+            assert board["spram"] <= board["spram_available"] == 4
+            assert set(board["placement"]) == {"weights", "scratch", "acts"}
+        else:
+            assert not board["fits"] and "graph" in board["reason"], board
+    assert "(board)" in stdout and "not on the icebreaker (its memory check):" in stdout
+
+
+def test_reuse_measures_the_earlier_manifests_again(quick_bench, tmp_path):
+    """--reuse: the same network / scheme / array / options are measured from a copy of the earlier run's manifest
+    (no compression: same seal, same figures); the earlier folder is left as it was."""
+    out, doc, _ = quick_bench
+    before = sorted(p.name for p in out.rglob("*"))
+    again = tmp_path / "again"
+    r = run_cli("bench", "--models", "--quick", "--network", "kws-dscnn", "--scheme", "dense", "--array", "2x2",
+                "--reuse", str(out), "--out", str(again), timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    new = json.loads((again / "models.json").read_text())
+    (row,) = new["rows"]
+    (old,) = [o for o in doc["rows"] if (o["network"], o["config"]) == (row["network"], row["config"])]
+    assert row["reused_from"] == str(out / old["manifest"])
+    for key in ("stored_bits", "cycles", "useful_macs", "utilization", "up5k", "ecp5_25f", "ecp5_85f"):
+        assert row[key] == old[key], key
+    seal = lambda d: json.loads((d / row["manifest"] / "manifest.json").read_text())["seal"]     # noqa: E731
+    assert seal(again) == seal(out)
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_reuse_refuses_a_folder_that_is_not_a_model_bench(tmp_path):
+    r = run_cli("bench", "--models", "--quick", "--network", "kws-dscnn", "--reuse", str(tmp_path),
+                "--out", str(tmp_path / "o"))
+    assert "not an output folder of 'sparsyn bench --models'" in one_line_error(r)
+    assert not (tmp_path / "o").exists()
+
+
 def test_up5k_fit_moves_weights_and_scratch_to_spram():
     """Block RAM alone; the shared weight memory, the scratch, both in SPRAM; index / tables / input buffers never."""
     up5k, ecp = DEVICES["iCE40UP5K"], DEVICES["LFE5U-25F"]
@@ -155,6 +200,7 @@ def test_select_configs():
     (["--models", "--array", "4by4"], "is not of the form RxC"),
     (["--models", "--fpga"], "--fpga does not apply to the model benchmark"),
     (["--network", "kws-dscnn"], "--network applies to the model benchmark (--models)"),
+    (["--reuse", "work"], "--reuse applies to the model benchmark (--models)"),
     (["--scheme", "dense"], "no per-scheme benchmark for 'dense'"),
 ])
 def test_bad_input_is_one_line(args, expect):
