@@ -408,3 +408,50 @@ def test_bench_tables_on_a_tiny_model(tiny_trained):
     assert cyc["conv2"]["lanes"] == 8 and cyc["conv2"]["dense_int8_cycles"] > cyc["conv2"]["cycles_rtl"]
     with pytest.raises(SparsynError, match="packed for 4x4, not 2x2"):
         bench.cycle_table(q, p, dq, dp, ArrayConfig(2, 2), measure=False)
+
+
+def _ternary_bn_model(scales):
+    """Linear(16, 8) holding 0.3 * t, a BatchNorm1d whose per-channel scale gamma / sqrt(var + eps) is ``scales``
+    (one negative), ReLU, Linear(8, 4) holding 0.2 * t: what prepare leaves before the importer folds the BN."""
+    from torch import nn
+    rng = np.random.default_rng(3)
+    model = nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 4))
+    t1 = rng.choice([-1, 0, 1], size=(8, 16))
+    t1[:, 0] = 1                                    # every channel keeps a weight
+    t2 = rng.choice([-1, 1], size=(4, 8))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor(0.3 * t1))
+        model[0].bias.copy_(torch.tensor(rng.normal(0, 0.1, 8)))
+        model[1].weight.copy_(torch.tensor(scales))
+        model[1].bias.copy_(torch.tensor(rng.normal(0.5, 0.1, 8)))
+        model[1].running_mean.zero_()
+        model[1].running_var.fill_(1 - model[1].eps)
+        model[3].weight.copy_(torch.tensor(0.2 * t2))
+    return model.eval()
+
+
+@pytest.mark.parametrize("array", ["1x1", "4x4"])
+def test_quantize_keeps_ternary_channels_through_a_folded_batchnorm(array):
+    """The importer folds a BatchNorm into the ternarized layer before it: w' = alpha * scale_c * t, still one
+    magnitude per output channel. The integer model must keep t and take alpha * |scale_c| as the channel's
+    weight scale. Re-ternarizing w' with one layer threshold delta * max|w'| and one layer alpha zeroed every
+    channel of a small BN scale and gave the others a wrong scale (kws-dscnn ternary 1x1: integer 8 % top-1,
+    compressed float 100 %)."""
+    from sparsyn.sw.golden import logits, quantize_input
+    from sparsyn.sw.importer import import_model
+    from sparsyn.sw.quantize import quantize_layers
+    scales = np.array([0.5, 1.0, 2.0, -4.0, 8.0, 20.0, 50.0, 100.0])
+    model = _ternary_bn_model(scales)
+    layers = import_model(model, (16,))
+    folded = layers[0].weight.reshape(8, -1)
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    q = quantize_layers(layers, x, TernaryScheme(first_layer=1, array=array))
+    l0 = q.compute_layers[0]
+    assert l0.scheme == "ternary" and np.array_equal(l0.weight, np.sign(folded))    # no channel dropped
+    assert np.allclose(l0.weight_scale, 0.3 * np.abs(scales), rtol=1e-6)
+    assert np.allclose(l0.weight_scale[:, None] * l0.weight, folded, rtol=1e-6)
+    # the integer model follows the float one (dequantized outputs within a few output steps)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    out = logits(q, quantize_input(x, q.input_scale)).double().numpy() * q.compute_layers[-1].out_scale
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()

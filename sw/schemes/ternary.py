@@ -17,8 +17,13 @@ Compression flow (:meth:`TernaryScheme.prepare`, float model, in place):
 
 Integer model: :meth:`quantize_weights` returns ``t`` in {-1, 0, 1} with ``alpha`` as the per-channel
 weight scale, so the quantizer folds alpha into the requantization multiplier — the PE only adds,
-subtracts or skips. The first conv layer stays dense int8 by default (the paper leaves it out; its K=9
-on digits is below one useful tile), see ``first_layer``/``last_layer``.
+subtracts or skips. The weights it sees are the importer's, i.e. with a following BatchNorm folded in:
+``alpha * scale_n * t`` (``scale_n = gamma_n / sqrt(var_n + eps)``), still one magnitude per output channel,
+so it keeps ``t`` and takes ``alpha * |scale_n|`` as channel n's scale (:func:`channel_ternary`) — it does
+not ternarize again (one threshold ``delta * max|W|`` and one alpha over channels of different BN scales
+would zero every channel of a small scale and mis-scale the rest). The first conv layer stays dense int8
+by default (the paper leaves it out; its K=9 on digits is below one useful tile), see
+``first_layer``/``last_layer``.
 
 Tiles that do not fill K (K mod T != 0) are **padded**: the last tile's missing lanes read the constant-
 zero input (invalid lane descriptor) and store code 0. ``pad=0`` refuses such a layer instead.
@@ -30,6 +35,26 @@ separate bitmap. A PE entry is T 2-bit codes, lane ``l`` at bits ``[2l, 2l+1]`` 
 ``neg``}: 00 skip, 01 add (+1), 11 subtract (-1), i.e. the 2-bit two's complement of the trit; 10 is
 invalid (refused by :meth:`decode`). :func:`trit5_bits` gives the size the same trits would take packed
 5 per byte (1.6 bits per weight) — a storage figure only: no engine decodes that format.
+
+**Stored bits per kept weight are not 2.** The trits are 2 bits, but every stored PE tile (array-row slot)
+also costs the index and table words of the shared array format, which only the array's columns and rows
+share: per slot a ``weights`` word of C x 2T bits, a ``lanes`` word of T lane descriptors of
+``D = 1 + ceil(log2 Cin) + bits(kh) + bits(kw)`` bits each (the kernel offsets take at least 1 bit each,
+also for 1x1 kernels), shared by the C columns, and per R slots one ``passes`` word of
+``P = bits(sections) + 2 + bits(C + 1)`` bits (each section padded to a multiple of R slots, at least
+one). Per kept weight position that is ``2 + D / C + P / (R * C * T)`` bits, plus the per-channel
+constants (32-bit bias, 21-bit requant). On a 1x1 array nothing is shared: with T=8 a 128-input layer
+costs ``2 + 10 + 10/8 = 13.25`` bits per kept position, on 4x4
+``2 + 10/4 + 10/128 = 4.6``. The layers left dense (``first_layer=0``: the first) are dense int8 with L=1
+lane: ``8 + D / C + P / (R * C)`` bits per weight, 31 on 1x1 for K=640. Example, ad-autoencoder
+(640-128-128-128-128-8-128-128-128-128-640), T=8, sparsity 0.5: on 1x1 3,847,894 bits = the dense
+640-input first layer 2,546,314 (weights 655,360 + lane descriptors 1,064,960 + pass table 819,210 +
+constants 6,784) + the nine ternary layers 1,300,180 (trits 182,256, lane descriptors 907,184, pass
+tables 128,908, constants 81,832; 90,616 kept positions) + the descriptor table 1,400; on 4x4 1,570,190
+(dense first layer 979,594, ternary layers 589,336). This is the format, not a packing error: the lane
+descriptors are general (any T inputs) while a ternary tile always reads T consecutive inputs, so a
+tile-index descriptor (the ``channels`` feed, for 1x1 kernels ``1 + bits(K / T)`` bits per slot) would
+cut the index; that would be a format change for the schedule and the RTL, not done here.
 
 PE entry (:meth:`entry_layout`): ``ArrayLayout(StructLayout({"en": 1, "neg": 1}), T)``;
 ``entry_coefficients`` = T values in {-1, 0, 1}.
@@ -203,9 +228,16 @@ class TernaryScheme(Scheme):
         return model
 
     def quantize_weights(self, index: int, w: np.ndarray):
+        """Float N x K -> (codes t, per-channel scale, 2). A layer :meth:`prepare` ternarized is taken as it is
+        (:func:`channel_ternary`: t and each channel's own magnitude, e.g. alpha times a folded BatchNorm's
+        scale); only a layer that is not ternary yet is ternarized here (delta threshold, alpha)."""
         w = np.asarray(w, dtype=np.float64)
         self.grid(w.shape[0], w.shape[1], f"#{index}")  # refuses K % T != 0 when pad=0
-        codes, alpha = ternarize(w, self.opts["delta"], self.opts["per_channel"], name=f"#{index}")
+        exact = channel_ternary(w)
+        if exact is not None:
+            codes, alpha = exact
+        else:
+            codes, alpha = ternarize(w, self.opts["delta"], self.opts["per_channel"], name=f"#{index}")
         return codes, alpha, 2
 
     # ---- ROM format -----------------------------------------------------------------------------
@@ -281,6 +313,35 @@ class TernaryScheme(Scheme):
     def entry_word(cls, trits) -> int:
         """T trits -> the 2T-bit PE entry (lane l at bits 2l, 2l+1)."""
         return int(sum(CODE[int(v)] << (2 * lane) for lane, v in enumerate(trits)))
+
+
+#: Relative spread of the nonzero |w| within an output channel up to which :func:`channel_ternary` takes the
+#: channel as ternary (prepare's STE leaves alpha*t up to float32 rounding, ~1e-7).
+CHANNEL_RTOL = 1e-4
+
+
+def channel_ternary(w: np.ndarray, rtol: float = CHANNEL_RTOL) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codes, alpha) if every output channel of ``w`` (N x ...) is ``alpha_n * t_n`` (t in {-1, 0, 1}, one
+    magnitude alpha_n > 0 per channel, to ``rtol``), else None (also for an all-zero layer).
+
+    This is what a layer ternarized by :meth:`TernaryScheme.prepare` looks like after the importer folded a
+    following BatchNorm into it: ``alpha * scale_n * t`` (``scale_n = gamma_n / sqrt(var_n + eps)``, its sign
+    moved into t). ``t = sign(w)`` and ``alpha_n = mean |w_n|`` over the channel's nonzeros reproduce it exactly;
+    a channel without a nonzero weight gets the mean alpha of the others (any positive scale works, its codes
+    are all zero)."""
+    flat = np.asarray(w, dtype=np.float64).reshape(np.shape(w)[0], -1)
+    mag = np.abs(flat)
+    nz = mag > 0
+    live = nz.any(axis=1)
+    if not live.any() or not np.all(np.isfinite(flat)):
+        return None
+    hi = mag.max(axis=1)
+    lo = np.where(nz, mag, np.inf).min(axis=1)
+    if np.any(hi[live] - lo[live] > rtol * hi[live]):
+        return None
+    alpha = mag.sum(axis=1) / np.maximum(nz.sum(axis=1), 1)
+    alpha = np.where(live, alpha, alpha[live].mean())
+    return np.sign(flat).astype(np.int64).reshape(np.shape(w)), alpha
 
 
 def trit5_bits(trits: int) -> int:
