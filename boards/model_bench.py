@@ -67,11 +67,17 @@ CONFIGS = (
     ("pattern", "4x4", {}),
 )
 
-#: ``--quick``: shorter training per scheme (the structure options stay; the figures of a quick run are for tests).
-QUICK_TRAINING = {"packcnn": {"prune_steps": 1, "finetune_epochs": 1},
-                  "tight": {"prune_steps": 1, "finetune_epochs": 1, "anneal_steps": 20},
+#: ``--training short``: fewer pruning steps and training epochs per scheme. The structure options (density,
+#: alpha, tile, pattern count, p) and the packing search (tight's annealing) stay, so the stored bits and the cycles
+#: keep their meaning; the accuracy does not (it is not the point of this benchmark: synthetic data).
+SHORT_TRAINING = {"packcnn": {"prune_steps": 1, "finetune_epochs": 1},
+                  "tight": {"prune_steps": 1, "finetune_epochs": 1},
                   "ternary": {"penalty_epochs": 2, "finetune_epochs": 2},
                   "permdiag": {"epochs": 2}, "pattern": {"prune_steps": 2, "finetune_epochs": 1}}
+#: ``--quick``: the short training and a short annealing (the figures of a quick run are for tests).
+QUICK_TRAINING = {**SHORT_TRAINING, "tight": {**SHORT_TRAINING["tight"], "anneal_steps": 20}}
+#: ``--training`` -> the options each scheme's compression gets on top of the configuration's.
+TRAINING = {"full": {}, "short": SHORT_TRAINING}
 
 #: Devices of the fit columns: column -> part (:data:`sparsyn.boards.devices.DEVICES`).
 TARGETS = {"up5k": "iCE40UP5K", "ecp5_25f": "LFE5U-25F", "ecp5_85f": "LFE5U-85F"}
@@ -106,7 +112,7 @@ ANCHORS = [
 MARKER = ".sparsyn-model-bench"
 
 #: Table columns (JSON rows hold every figure in bits / cycles; the table prints kbit = 1024 bits).
-TABLE_COLUMNS = ["network", "config", "engine", "w_kb", "idx_kb", "tab_kb", "const_kb", "desc_kb", "stored_kb",
+TABLE_COLUMNS = ["network", "config", "train", "engine", "w_kb", "idx_kb", "tab_kb", "const_kb", "desc_kb", "stored_kb",
                  "buf_kb", "up5k_ebr_kb", "up5k", "ecp5_25f", "ecp5_85f", "cycles", "mac_units", "util", "fmax_mhz",
                  "latency_ms", "vs_cfu", "int_acc"]
 
@@ -127,6 +133,8 @@ NOTES = [
     "the layers' own models + hand-overs + adds (a branching network: no engine runs graphs yet); permdiag layers: "
     "worst case (every input nonzero)",
     "util = nonzero-weight MACs / (MAC units x cycles)",
+    "train: full = each scheme's default training; short = fewer pruning steps and epochs (--training short, "
+    "SHORT_TRAINING), the same structure options and packing search: stored bits and cycles keep their meaning",
     "fmax_mhz: timed Fmax of the digits model's inference top with the same scheme / array / options from the last "
     "'sparsyn bench --boards' (work/bench/boards/board-bench.json); a larger model's memories may move it; "
     "'-' = not built",
@@ -488,7 +496,7 @@ def measure(manifest: Path, report: dict) -> dict:
 
 def _row_table(r: dict) -> dict:
     kb = lambda bits: round(bits / 1024, 1)       # noqa: E731
-    out = {"network": r["network"], "config": r["config"]}
+    out = {"network": r["network"], "config": r["config"], "train": "short" if r.get("training") else "full"}
     if "error" in r:
         return out
     out.update(engine=r["engine"], w_kb=kb(r["weight_bits"]), idx_kb=kb(r["index_bits"]), tab_kb=kb(r["table_bits"]),
@@ -577,14 +585,15 @@ def reusable(dirs, rel: Path, net: str, scheme: str, array: str, run_opts: dict)
     return None
 
 
-def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, quick: bool, fmax_rows: list, log,
+def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, training: dict, fmax_rows: list, log,
                progress: bool, reuse=None) -> dict:
     """Compress ``net`` with one configuration into ``stage/manifests/...`` and measure it: its row (a refusal: the
     row with ``error``; an unexpected exception too, marked as a bug, so that one configuration cannot cost the run)."""
     from sparsyn.sw.compress import compress
     label = config_label(scheme, array, opts)
-    row = {"network": net, "config": label, "scheme": scheme, "array": array, "options": dict(opts)}
-    run_opts = {**QUICK_TRAINING.get(scheme, {}), **opts} if quick else dict(opts)
+    row = {"network": net, "config": label, "scheme": scheme, "array": array, "options": dict(opts),
+           "training": dict(training.get(scheme, {}))}
+    run_opts = {**training.get(scheme, {}), **opts}
     rel = Path("manifests") / net / label.replace(" ", "_")
     t0 = time.time()
     try:
@@ -620,15 +629,20 @@ def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, quick
 
 
 def run_model_bench(networks=None, schemes=None, arrays=None, out=None, *, quick: bool = False,
-                    progress: bool = True, log=None, board_bench=None, reuse=None) -> dict:
-    """Compress each of ``networks`` (default: :data:`NETWORKS`; ``quick``: their ``-tiny`` variants with shorter
-    training) with each configuration of :data:`CONFIGS` (restricted to ``schemes`` / ``arrays``), measure it
+                    training: str = "full", progress: bool = True, log=None, board_bench=None, reuse=None) -> dict:
+    """Compress each of ``networks`` (default: :data:`NETWORKS`; ``quick``: their ``-tiny`` variants with
+    :data:`QUICK_TRAINING`; ``training="short"``: the full-size networks with :data:`SHORT_TRAINING`) with each configuration of :data:`CONFIGS` (restricted to ``schemes`` / ``arrays``), measure it
     (:func:`measure`) and write ``models.json``, ``models.txt``, ``models.png`` and the manifests into ``out``
     (default ``work/bench/models``; replaced as a whole when the run finishes). ``board_bench``: the board bench's
     JSON for the Fmax (default ``work/bench/boards/board-bench.json``). ``reuse``: output folders of earlier runs; a
     configuration whose manifest one of them holds (same network, scheme, array and options: its ``report.json``)
     is measured from a copy of it instead of compressed again (after a change to the engines or the cycle models;
     not after a change to a compressor). Returns the JSON document."""
+    if training not in TRAINING:
+        raise SparsynError(f"--training must be one of {', '.join(TRAINING)}, not {training!r}")
+    if quick and training != "full":
+        raise SparsynError("--quick already trains short (and anneals short); leave out --training")
+    table = QUICK_TRAINING if quick else TRAINING[training]
     for d in reuse or ():
         if not (Path(d) / MARKER).is_file():
             raise SparsynError(f"--reuse {d}: not an output folder of 'sparsyn bench --models' (no {MARKER}); name "
@@ -653,13 +667,13 @@ def run_model_bench(networks=None, schemes=None, arrays=None, out=None, *, quick
             for scheme, array, opts in configs:
                 if scheme == "permdiag" and opts.get("convs") and not pointwise:
                     continue                        # no 1x1 conv: the same as permdiag without convs
-                row = run_config(net, scheme, array, opts, stage, quick, fmax_rows, log, progress, reuse)
+                row = run_config(net, scheme, array, opts, stage, table, fmax_rows, log, progress, reuse)
                 rows.append(row)
                 alt = fallback_options(scheme, opts, layers) if "error" in row else None
                 if alt is not None:
                     log(f"{net}: trying {config_label(scheme, array, alt)} instead")
-                    rows.append(run_config(net, scheme, array, alt, stage, quick, fmax_rows, log, progress, reuse))
-        doc = {"networks": nets, "quick": quick, "configs": [config_label(*c) for c in configs],
+                    rows.append(run_config(net, scheme, array, alt, stage, table, fmax_rows, log, progress, reuse))
+        doc = {"networks": nets, "quick": quick, "training": "quick" if quick else training, "training_options": table, "configs": [config_label(*c) for c in configs],
                "targets": TARGETS, "rows": rows, "anchors": ANCHORS, "notes": NOTES,
                "board_bench_fmax": fmax_rows, "seconds": round(time.time() - t_run, 1)}
         text = format_rows(rows)

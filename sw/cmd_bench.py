@@ -41,6 +41,10 @@ def add_parser(sub):
                         "ad-autoencoder)")
     p.add_argument("--out", metavar="DIR",
                    help="with --models: the output folder (default work/bench/models; replaced as a whole)")
+    p.add_argument("--training", choices=("full", "short"), default=None,
+                   help="with --models: each scheme's training (full: its defaults; short: fewer pruning steps and "
+                        "epochs, same structure options and packing search; stored bits and cycles keep their "
+                        "meaning, accuracy does not)")
     p.add_argument("--reuse", action="append", metavar="DIR",
                    help="with --models: the output folder of an earlier run (repeatable); its manifests of the same "
                         "network, scheme, array and options are measured again instead of compressed again (after a "
@@ -76,7 +80,7 @@ def _call(module, func, **kw):
 def run(args) -> int:
     if args.models:
         return _run_models(args)
-    for flag in ("network", "out", "reuse"):
+    for flag in ("network", "out", "reuse", "training"):
         if getattr(args, flag) is not None:
             raise SparsynError(f"--{flag} applies to the model benchmark (--models)")
     if args.array is not None and not args.scheme:
@@ -127,7 +131,8 @@ def _run_models(args) -> int:
         if getattr(args, flag):
             raise SparsynError(f"{name} does not apply to the model benchmark (--models)")
     doc = _call("sparsyn.boards.model_bench", "run_model_bench", networks=args.network, schemes=args.scheme,
-                arrays=args.array, out=args.out, quick=args.quick, reuse=args.reuse)
+                arrays=args.array, out=args.out, quick=args.quick, reuse=args.reuse,
+                **({"training": args.training} if args.training else {}))
     if args.json:
         write_json(Path(args.json), doc)
     return 0

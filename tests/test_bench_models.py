@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sparsyn.boards.devices import DEVICES
-from sparsyn.boards.model_bench import TARGETS, device_fit, fallback_options, select_configs
+from sparsyn.boards.model_bench import (QUICK_TRAINING, SHORT_TRAINING, TARGETS, device_fit, fallback_options,
+                                        run_config, select_configs)
 from sparsyn.sw.testing import one_line_error, run_cli
 
 ROW_KEYS = {"network", "config", "scheme", "array", "options", "engine", "weight_bits", "index_bits", "table_bits",
@@ -69,6 +70,7 @@ def test_quick_run_writes_every_column(quick_bench):
                                                       "descriptor_bits")) > 0
         assert r["buffers"] == sum(r["buffer_bits"].values()) > 0
         assert (out / r["manifest"] / "manifest.json").is_file()
+        assert r["training"] == QUICK_TRAINING.get(r["scheme"], {})
     assert (out / "models.txt").read_text().strip() in stdout
     assert (out / "models.png").is_file() and (out / ".sparsyn-model-bench").is_file()
 
@@ -156,6 +158,24 @@ def test_reuse_refuses_a_folder_that_is_not_a_model_bench(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("training,expect", [({}, {"alpha": 2}),
+                                             (SHORT_TRAINING, {"alpha": 2, "prune_steps": 1, "finetune_epochs": 1})])
+def test_training_table_reaches_the_compressor(monkeypatch, tmp_path, training, expect):
+    """--training short: the compressor gets the short training options on top of the configuration's (and the row
+    says so); full: the configuration's options only."""
+    import sparsyn.sw.compress as compress_module
+    from sparsyn.sw.errors import SparsynError
+    seen = {}
+
+    def fake_compress(**kw):
+        seen.update(kw)
+        raise SparsynError("stop here")
+    monkeypatch.setattr(compress_module, "compress", fake_compress)
+    row = run_config("kws-dscnn", "tight", "1x2", {"alpha": 2}, tmp_path, training, [], lambda *a: None, False)
+    assert seen["options"] == expect and seen["model"] == "zoo:kws-dscnn"
+    assert row["error"] == "stop here" and row["training"] == training.get("tight", {})
+
+
 def test_up5k_fit_moves_weights_and_scratch_to_spram():
     """Block RAM alone; the shared weight memory, the scratch, both in SPRAM; index / tables / input buffers never."""
     up5k, ecp = DEVICES["iCE40UP5K"], DEVICES["LFE5U-25F"]
@@ -201,6 +221,8 @@ def test_select_configs():
     (["--models", "--fpga"], "--fpga does not apply to the model benchmark"),
     (["--network", "kws-dscnn"], "--network applies to the model benchmark (--models)"),
     (["--reuse", "work"], "--reuse applies to the model benchmark (--models)"),
+    (["--training", "short"], "--training applies to the model benchmark (--models)"),
+    (["--models", "--quick", "--training", "short"], "--quick already trains short"),
     (["--scheme", "dense"], "no per-scheme benchmark for 'dense'"),
 ])
 def test_bad_input_is_one_line(args, expect):
