@@ -47,13 +47,15 @@ from .devices import DEVICES
 NETWORKS = ("ic-resnet8", "kws-dscnn", "vww-mobilenet", "ad-autoencoder")
 
 #: What the benchmark compresses per network: (scheme, array, options). The first group are the arrays the board
-#: bench measured to fit the iCE40UP5K (boards/infer_bench.BOARD_CONFIGS["icebreaker"]), the second 4x4 for the
-#: ECP5. permdiag runs twice: its default compresses FC layers only (the convs stay dense int8); ``convs=1`` also
-#: puts the 1x1 convs on its engine (skipped for a network without 1x1 convs).
+#: bench measured to fit the iCE40UP5K (boards/infer_bench.BOARD_CONFIGS["icebreaker"]) and tight on 1x3 with the
+#: first layer pruned too (DS-CNN's design point on the iCEBreaker, README), the second 4x4 for the ECP5. permdiag
+#: runs twice: its default compresses FC layers only (the convs stay dense int8); ``convs=1`` also puts the 1x1 convs
+#: on its engine (skipped for a network without 1x1 convs).
 CONFIGS = (
     ("dense", "2x2", {}),
     ("packcnn", "2x2", {}),
     ("tight", "1x2", {"alpha": 2}),
+    ("tight", "1x3", {"alpha": 2, "dense_first": 0}),
     ("ternary", "1x1", {}),
     ("permdiag", "1x1", {"p": 4}),
     ("permdiag", "1x1", {"p": 4, "convs": 1}),

@@ -209,7 +209,8 @@ def test_refused_configurations_are_retried_with_options_for_the_small_layer():
 
 
 def test_select_configs():
-    assert select_configs(["tight"], ["1x2", "2x2"]) == [("tight", "1x2", {"alpha": 2}), ("tight", "2x2", {"alpha": 2})]
+    assert select_configs(["tight"], ["1x2", "2x2"]) == [("tight", "1x2", {"alpha": 2}), ("tight", "2x2", {"alpha": 2}),
+                                                         ("tight", "2x2", {"alpha": 2, "dense_first": 0})]
     assert {a for s, a, _ in select_configs(["dense"])} == {"2x2", "4x4"}
     assert [o for _, _, o in select_configs(["permdiag"], ["2x1"])] == [{"p": 4}, {"p": 4, "convs": 1}]
 
