@@ -68,6 +68,9 @@ CONFIGS = (
     ("permdiag", "4x4", {"p": 4, "convs": 1}),
     ("pattern", "4x4", {}),
 )
+#: Configurations of :data:`CONFIGS` that are one design point on their array: ``--array`` does not carry their options
+#: to another array.
+POINTS = {("tight", "1x3")}
 
 #: ``--training short``: fewer pruning steps and training epochs per scheme. The structure options (density,
 #: alpha, tile, pattern count, p) and the packing search (tight's annealing) stay, so the stored bits and the cycles
@@ -201,7 +204,8 @@ def network_name(name: str, quick: bool) -> str:
 
 def select_configs(schemes=None, arrays=None) -> list[tuple[str, str, dict]]:
     """:data:`CONFIGS` restricted to ``schemes`` / ``arrays``; an array the table does not list for a scheme takes
-    each option set the table lists for that scheme (tight: ``alpha`` = the array's columns, at most 4)."""
+    each option set the table lists for that scheme but its :data:`POINTS` (tight: ``alpha`` = the array's columns,
+    at most 4)."""
     from sparsyn.sw.schedule import ArrayConfig
     from sparsyn.sw.schemes import scheme_names
     schemes = list(dict.fromkeys(schemes or dict.fromkeys(s for s, _, _ in CONFIGS)))
@@ -219,7 +223,8 @@ def select_configs(schemes=None, arrays=None) -> list[tuple[str, str, dict]]:
             if here:
                 out += here
                 continue
-            for opts in dict.fromkeys(json.dumps(c[2], sort_keys=True) for c in listed) or ["{}"]:
+            carried = [c for c in listed if (c[0], c[1]) not in POINTS]
+            for opts in dict.fromkeys(json.dumps(c[2], sort_keys=True) for c in carried) or ["{}"]:
                 o = json.loads(opts)
                 if s == "tight":
                     o["alpha"] = min(4, ArrayConfig.parse(a).cols)
@@ -587,6 +592,23 @@ def reusable(dirs, rel: Path, net: str, scheme: str, array: str, run_opts: dict)
     return None
 
 
+def reused_refusal(dirs, net: str, scheme: str, array: str, opts: dict, training: dict) -> dict | None:
+    """The row of a configuration one of the earlier runs ``dirs`` refused (same network, scheme, array, options and
+    training: its ``models.json``), or None."""
+    for d in dirs or ():
+        try:
+            rows = json.loads((Path(d) / "models.json").read_text())["rows"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for r in rows:
+            if ("error" in r and not r["error"].startswith("internal error") and r.get("network") == net
+                    and (r.get("scheme"), r.get("array")) == (scheme, array)
+                    and compare_key(r.get("options", {})) == compare_key(opts)
+                    and compare_key(r.get("training", {})) == compare_key(training.get(scheme, {}))):
+                return {**r, "reused_from": str(Path(d) / "models.json")}
+    return None
+
+
 def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, training: dict, fmax_rows: list, log,
                progress: bool, reuse=None) -> dict:
     """Compress ``net`` with one configuration into ``stage/manifests/...`` and measure it: its row (a refusal: the
@@ -597,6 +619,10 @@ def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, train
            "training": dict(training.get(scheme, {}))}
     run_opts = {**training.get(scheme, {}), **opts}
     rel = Path("manifests") / net / label.replace(" ", "_")
+    refused = reused_refusal(reuse, net, scheme, array, opts, training)
+    if refused is not None:
+        log(f"{net}: {label} refused in an earlier run ({refused['reused_from']}): {refused['error']}")
+        return refused
     t0 = time.time()
     try:
         src = reusable(reuse, rel, net, scheme, array, run_opts)
@@ -638,8 +664,8 @@ def run_model_bench(networks=None, schemes=None, arrays=None, out=None, *, quick
     (default ``work/bench/models``; replaced as a whole when the run finishes). ``board_bench``: the board bench's
     JSON for the Fmax (default ``work/bench/boards/board-bench.json``). ``reuse``: output folders of earlier runs; a
     configuration whose manifest one of them holds (same network, scheme, array and options: its ``report.json``)
-    is measured from a copy of it instead of compressed again (after a change to the engines or the cycle models;
-    not after a change to a compressor). Returns the JSON document."""
+    is measured from a copy of it instead of compressed again, and one they refused is refused again (after a change
+    to the engines or the cycle models; not after a change to a compressor). Returns the JSON document."""
     if training not in TRAINING:
         raise SparsynError(f"--training must be one of {', '.join(TRAINING)}, not {training!r}")
     if quick and training != "full":

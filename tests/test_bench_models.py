@@ -176,6 +176,32 @@ def test_training_table_reaches_the_compressor(monkeypatch, tmp_path, training, 
     assert row["error"] == "stop here" and row["training"] == training.get("tight", {})
 
 
+def test_reuse_takes_the_earlier_refusals(monkeypatch, tmp_path):
+    """A configuration an earlier run refused (same network, scheme, array, options and training) is refused again
+    without compressing; another training is compressed."""
+    import sparsyn.sw.compress as compress_module
+    from sparsyn.boards.model_bench import MARKER
+    from sparsyn.sw.errors import SparsynError
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / MARKER).touch()
+    row = {"network": "kws-dscnn", "config": "tight 1x2 alpha=2", "scheme": "tight", "array": "1x2",
+           "options": {"alpha": 2}, "training": {}, "error": "layer 31 refused it"}
+    (earlier / "models.json").write_text(json.dumps({"rows": [row]}))
+    calls = []
+
+    def fake_compress(**kw):
+        calls.append(kw)
+        raise SparsynError("compressed")
+    monkeypatch.setattr(compress_module, "compress", fake_compress)
+    args = ("kws-dscnn", "tight", "1x2", {"alpha": 2}, tmp_path / "stage")
+    again = run_config(*args, {}, [], lambda *a: None, False, [earlier])
+    assert again["error"] == "layer 31 refused it" and again["reused_from"] == str(earlier / "models.json")
+    assert calls == []
+    short = run_config(*args, SHORT_TRAINING, [], lambda *a: None, False, [earlier])
+    assert short["error"] == "compressed" and len(calls) == 1
+
+
 def test_up5k_fit_moves_weights_and_scratch_to_spram():
     """Block RAM alone; the shared weight memory, the scratch, both in SPRAM; index / tables / input buffers never."""
     up5k, ecp = DEVICES["iCE40UP5K"], DEVICES["LFE5U-25F"]
@@ -209,8 +235,8 @@ def test_refused_configurations_are_retried_with_options_for_the_small_layer():
 
 
 def test_select_configs():
-    assert select_configs(["tight"], ["1x2", "2x2"]) == [("tight", "1x2", {"alpha": 2}), ("tight", "2x2", {"alpha": 2}),
-                                                         ("tight", "2x2", {"alpha": 2, "dense_first": 0})]
+    assert select_configs(["tight"], ["1x2", "2x2"]) == [("tight", "1x2", {"alpha": 2}), ("tight", "2x2", {"alpha": 2})]
+    assert select_configs(["tight"], ["1x3"]) == [("tight", "1x3", {"alpha": 2, "dense_first": 0})]
     assert {a for s, a, _ in select_configs(["dense"])} == {"2x2", "4x4"}
     assert [o for _, _, o in select_configs(["permdiag"], ["2x1"])] == [{"p": 4}, {"p": 4, "convs": 1}]
 
