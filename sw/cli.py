@@ -53,12 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every ``finally`` / staged output cleans up."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
 
 
 def main(argv=None) -> int:
@@ -68,9 +62,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    from .interrupt import Terminated, check_terminated, on_sigterm, reset
+    reset()
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        check_terminated()
+        return code
     except SparsynError as err:
         print(f"sparsyn: error: {err}", file=sys.stderr)
         return 2

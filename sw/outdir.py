@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import SparsynError
+from .interrupt import check_terminated
 
 #: Trees no output folder may be in.
 SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
@@ -127,6 +128,7 @@ def staged_output(out, marker, what: str = "--out", command: str = "sparsyn"):
         try:
             (stage / (marker if isinstance(marker, str) else marker[0])).touch()
             yield stage
+            check_terminated()                     # a SIGTERM whose exception a __del__ swallowed
             replace_folder(stage, out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)

@@ -130,3 +130,24 @@ def test_interrupted_generate_and_build_leave_nothing(tmp_path):
         assert not out.exists() and leftovers(tmp_path) == [], (cmd, leftovers(tmp_path))
     r = sparsyn("generate", "--manifest", str(man), "--out", str(tmp_path / "generate"))
     assert r.returncode == 0 and (tmp_path / "generate" / "sparsyn-rtl.json").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_sigterm_swallowed_by_a_destructor_still_stops_the_output(tmp_path):
+    """Python ignores an exception raised while a ``__del__`` runs: a SIGTERM landing there must still keep the output
+    folder from being put in place (the handler remembers it; the stage checks before committing)."""
+    from sparsyn.sw import interrupt
+
+    class Victim:
+        def __del__(self):
+            interrupt.on_sigterm(signal.SIGTERM, None)         # raises inside __del__: printed and ignored
+
+    out = tmp_path / "out"
+    try:
+        with pytest.raises(interrupt.Terminated):
+            with staged_output(out, "manifest.json"):
+                victim = Victim()
+                del victim
+    finally:
+        interrupt.reset()
+    assert not out.exists() and leftovers(tmp_path) == []
