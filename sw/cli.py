@@ -53,8 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv=None) -> int:
     import signal
     parser = build_parser()
