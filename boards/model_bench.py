@@ -35,6 +35,7 @@ the rounding of each memory to whole blocks is not counted.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -586,8 +587,8 @@ def reusable(dirs, rel: Path, net: str, scheme: str, array: str, run_opts: dict)
             rep = json.loads((src / "report.json").read_text())
         except (OSError, ValueError):
             continue
-        if (rep.get("model") in (net, f"zoo:{net}") and rep.get("scheme") == scheme and (src / "manifest.json").is_file()
-                and compare_key(rep.get("options", {})) == want):
+        if (rep.get("model") in (net, f"zoo:{net}") and rep.get("scheme") == scheme
+                and (src / "manifest.json").is_file() and compare_key(rep.get("options", {})) == want):
             return src
     return None
 
@@ -627,7 +628,6 @@ def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, train
     try:
         src = reusable(reuse, rel, net, scheme, array, run_opts)
         if src is not None:
-            import shutil
             log(f"{net}: {label}: measuring the manifest of an earlier run, {src}")
             shutil.copytree(src, stage / rel)
             report = json.loads((src / "report.json").read_text())
@@ -659,7 +659,8 @@ def run_config(net: str, scheme: str, array: str, opts: dict, stage: Path, train
 def run_model_bench(networks=None, schemes=None, arrays=None, out=None, *, quick: bool = False,
                     training: str = "full", progress: bool = True, log=None, board_bench=None, reuse=None) -> dict:
     """Compress each of ``networks`` (default: :data:`NETWORKS`; ``quick``: their ``-tiny`` variants with
-    :data:`QUICK_TRAINING`; ``training="short"``: the full-size networks with :data:`SHORT_TRAINING`) with each configuration of :data:`CONFIGS` (restricted to ``schemes`` / ``arrays``), measure it
+    :data:`QUICK_TRAINING`; ``training="short"``: the full-size networks with :data:`SHORT_TRAINING`) with each
+    configuration of :data:`CONFIGS` (restricted to ``schemes`` / ``arrays``), measure it
     (:func:`measure`) and write ``models.json``, ``models.txt``, ``models.png`` and the manifests into ``out``
     (default ``work/bench/models``; replaced as a whole when the run finishes). ``board_bench``: the board bench's
     JSON for the Fmax (default ``work/bench/boards/board-bench.json``). ``reuse``: output folders of earlier runs; a
@@ -701,7 +702,8 @@ def run_model_bench(networks=None, schemes=None, arrays=None, out=None, *, quick
                 if alt is not None:
                     log(f"{net}: trying {config_label(scheme, array, alt)} instead")
                     rows.append(run_config(net, scheme, array, alt, stage, table, fmax_rows, log, progress, reuse))
-        doc = {"networks": nets, "quick": quick, "training": "quick" if quick else training, "training_options": table, "configs": [config_label(*c) for c in configs],
+        doc = {"networks": nets, "quick": quick, "training": "quick" if quick else training,
+               "training_options": table, "configs": [config_label(*c) for c in configs],
                "targets": TARGETS, "rows": rows, "anchors": ANCHORS, "notes": NOTES,
                "board_bench_fmax": fmax_rows, "seconds": round(time.time() - t_run, 1)}
         text = format_rows(rows)

@@ -106,7 +106,8 @@ class LaneAddress(wiring.Component):
 
     ``y = base_y + dy``, ``x = base_x + dx``; ``valid`` is low for an invalid lane or a padding position
     (then ``addr`` is 0 and the lane's activation is forced to 0); ``addr = c*H*W + y*W + x`` with
-    constant multiplies as shifted adds (:func:`.const_mul.times_constant`; per layer, selected by ``layer`` when shared).
+    constant multiplies as shifted adds (:func:`.const_mul.times_constant`; per layer, selected by ``layer`` when
+    shared).
 
     Attributes
     ----------

@@ -105,7 +105,9 @@ class RequantSequencer(wiring.Component):
         # it the channel and the constants (read one cycle after the address), delayed as long -> requant unit -> o
         d_valid, d_ch = Signal(), Signal(range(max(C, 2)))
         d_const = Signal(RequantConst)
-        m.d.comb += [rq_rd.addr.eq(sel(self.requant_base, name="requant_base") + times_constant(job.section, C) + rq_ch), self.acc.bank.eq(job.bank), self.acc.pixel.eq(rq_p)]
+        m.d.comb += [rq_rd.addr.eq(sel(self.requant_base, name="requant_base") + times_constant(job.section, C)
+                                   + rq_ch),
+                     self.acc.bank.eq(job.bank), self.acc.pixel.eq(rq_p)]
         valid_, ch_, const_ = issue, rq_ch, rq_rd.data
         for d in range(AccumulatorBuffer.read_latency - 1):
             v, c = Signal(name=f"valid_{d}"), Signal.like(d_ch, name=f"ch_{d}")
